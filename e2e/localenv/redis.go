@@ -1,0 +1,151 @@
+package localenv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// EnvRedisServer overrides the redis-server executable.
+const EnvRedisServer = "PORTICO_REDIS_SERVER"
+
+// RedisOptions configures StartRedis.
+type RedisOptions struct {
+	// Dir is the working directory and holds redis.log. Required.
+	Dir string
+	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
+	Port int
+}
+
+// Redis is a Redis server without persistence. Stop and Start restart it on
+// the same port, so a test can simulate an outage and the recovery; the
+// data does not survive the restart.
+type Redis struct {
+	bin  string
+	dir  string
+	port int
+
+	mu   sync.Mutex // guards proc across Start and Stop
+	proc *Process   // nil while stopped
+}
+
+// StartRedis starts redis-server and returns once it answers PING.
+func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("start redis: RedisOptions.Dir is empty")
+	}
+	bin := os.Getenv(EnvRedisServer)
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("redis-server"); err != nil {
+			return nil, fmt.Errorf("start redis: %w: install redis-server (make deps) or set %s", err, EnvRedisServer)
+		}
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("start redis: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("start redis: %w", err)
+	}
+	r := &Redis{bin: bin, dir: dir, port: opts.Port}
+	if err := freePorts(&r.port); err != nil {
+		return nil, err
+	}
+	if err := r.Start(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Addr returns host:port for clients.
+func (r *Redis) Addr() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+}
+
+// Start starts the server again after Stop, on the same port, and returns
+// once it answers PING. It does nothing if the server is running.
+func (r *Redis) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc != nil {
+		select {
+		case <-r.proc.Done(): // crashed; start a new one
+		default:
+			return nil
+		}
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	proc, err := StartProcess(Command{
+		Name: "redis",
+		Path: r.bin,
+		Args: []string{
+			"--bind", "127.0.0.1",
+			"--port", strconv.Itoa(r.port),
+			"--dir", r.dir,
+			// No RDB snapshots and no AOF: test data is disposable and
+			// a restart must not bring stale keys back.
+			"--save", "",
+			"--appendonly", "no",
+			// Stay in the foreground: the process we started is the
+			// server, so Stop and the parent-death signal reach it.
+			"--daemonize", "no",
+			"--protected-mode", "yes",
+			"--logfile", "",
+		},
+		Dir:     r.dir,
+		LogPath: filepath.Join(r.dir, "redis.log"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, proc, r.ping); err != nil {
+		return abort(proc, err)
+	}
+	r.proc = proc
+	return nil
+}
+
+// Stop shuts the server down and waits; if ctx ends first it is killed.
+// Stopping a stopped server does nothing.
+func (r *Redis) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return nil
+	}
+	err := r.proc.Stop(ctx)
+	r.proc = nil
+	return err
+}
+
+// ping speaks just enough RESP to send PING and expect +PONG. A full client
+// would bring a connection pool (and its log output) for a one-shot check.
+func (r *Redis) ping(ctx context.Context) error {
+	conn, release, err := probeConn(ctx, r.Addr())
+	if err != nil {
+		return err
+	}
+	defer release()
+	defer conn.Close()
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line = strings.TrimSpace(line); line != "+PONG" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}

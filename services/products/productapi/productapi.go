@@ -1,0 +1,248 @@
+// Package productapi is the HTTP surface of the products service: routes,
+// request validation, conditional requests, caching headers and the
+// OpenAPI document that describes all of it.
+package productapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portico-mesh/portico/services/platform/identity"
+	"github.com/portico-mesh/portico/services/platform/problem"
+	"github.com/portico-mesh/portico/services/platform/web"
+	"github.com/portico-mesh/portico/services/products/productbus"
+)
+
+// Config is what the routes need.
+type Config struct {
+	Business *productbus.Business
+	// CacheMaxAge is how long clients and shared caches may reuse a
+	// successful product read (Cache-Control max-age, whole seconds).
+	CacheMaxAge time.Duration
+	// OpenAPI is the JSON document served at /openapi.json; see OpenAPIJSON.
+	OpenAPI []byte
+}
+
+// dbTimeout bounds the database work of one request.
+const dbTimeout = 5 * time.Second
+
+// headerForwardedPrefix is the path prefix the ingress serves this service
+// under, e.g. /api/products; links and Location include it when present.
+const headerForwardedPrefix = "X-Forwarded-Prefix"
+
+// Cache-Control of everything that is not a successful read: write
+// responses describe a change, errors must not stick in a cache.
+const cacheNoStore = "no-store"
+
+// Routes returns the products routes.
+func Routes(cfg Config) []web.Route {
+	h := handlers{
+		bus:              cfg.Business,
+		readCacheControl: "public, max-age=" + strconv.Itoa(int(max(cfg.CacheMaxAge, 0)/time.Second)),
+		openAPI:          cfg.OpenAPI,
+	}
+	return []web.Route{
+		{Method: http.MethodGet, Path: "/products", Handler: noStoreUnlessRead(h.list)},
+		{Method: http.MethodPost, Path: "/products", Handler: noStoreUnlessRead(h.create)},
+		{Method: http.MethodGet, Path: "/products/:id", Handler: noStoreUnlessRead(h.get)},
+		{Method: http.MethodPut, Path: "/products/:id", Handler: noStoreUnlessRead(h.update)},
+		{Method: http.MethodDelete, Path: "/products/:id", Handler: noStoreUnlessRead(h.delete)},
+		{Method: http.MethodGet, Path: "/openapi.json", Handler: h.openAPIDocument},
+	}
+}
+
+// noStoreUnlessRead marks every response no-store before the handler runs;
+// successful reads replace it with their own Cache-Control. Errors are
+// rendered after the handler returns and keep no-store.
+func noStoreUnlessRead(next fiber.Handler) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderCacheControl, cacheNoStore)
+		return next(c)
+	}
+}
+
+// Classify maps the business errors of the products service to problems;
+// it is the service's web.Config.Classify.
+func Classify(err error) *problem.Problem {
+	switch {
+	case errors.Is(err, productbus.ErrNotFound):
+		return problem.NotFound("no product has this id")
+	case errors.Is(err, productbus.ErrUnauthenticated):
+		return problem.Unauthenticated("sign in to change products")
+	case errors.Is(err, productbus.ErrForbidden):
+		return problem.Forbidden("only admins may delete products")
+	case errors.Is(err, productbus.ErrPreconditionFailed):
+		return problem.PreconditionFailed("If-Match does not name the current version of the product; fetch it again")
+	case errors.Is(err, productbus.ErrConflict):
+		return problem.Conflict("the product was changed concurrently; fetch it and retry")
+	case errors.Is(err, context.DeadlineExceeded):
+		return problem.New(problem.TypeUnavailable, http.StatusServiceUnavailable, "the product store did not answer in time")
+	}
+	return nil
+}
+
+type handlers struct {
+	bus              *productbus.Business
+	readCacheControl string
+	openAPI          []byte
+}
+
+func (h handlers) create(c *fiber.Ctx) error {
+	caller := identity.FromFiber(c)
+	if err := productbus.AuthorizeWrite(caller); err != nil {
+		return err
+	}
+	if err := requireJSON(c); err != nil {
+		return err
+	}
+	members, err := decodeMembers(c.Body())
+	if err != nil {
+		return err
+	}
+	in, err := members.validate(memberName, memberPrice)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
+	defer cancel()
+	p, err := h.bus.Create(ctx, caller, in.toBusNewProduct())
+	if err != nil {
+		return err
+	}
+	c.Location(servicePath(c, "/products/"+strconv.FormatInt(p.ID, 10)))
+	c.Set(fiber.HeaderETag, etag(p.Version))
+	return c.Status(http.StatusCreated).JSON(toAppProduct(p))
+}
+
+func (h handlers) get(c *fiber.Ctx) error {
+	id, err := productID(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
+	defer cancel()
+	p, err := h.bus.QueryByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderETag, etag(p.Version))
+	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
+	if noneMatch(c.Get(fiber.HeaderIfNoneMatch), p.Version) {
+		return c.SendStatus(http.StatusNotModified)
+	}
+	return c.JSON(toAppProduct(p))
+}
+
+func (h handlers) list(c *fiber.Ctx) error {
+	q, err := parseListQuery(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
+	defer cancel()
+	// One extra row tells whether a next page exists.
+	page := q.page
+	page.Limit++
+	ps, err := h.bus.Query(ctx, q.filter, page)
+	if err != nil {
+		return err
+	}
+	resp := pageResponse{}
+	if len(ps) > q.page.Limit {
+		ps = ps[:q.page.Limit]
+		resp.NextCursor = encodeCursor(ps[len(ps)-1].ID)
+		next := url.Values{}
+		next.Set(paramLimit, strconv.Itoa(q.page.Limit))
+		next.Set(paramCursor, resp.NextCursor)
+		if q.filter.NameContains != "" {
+			next.Set(paramName, q.filter.NameContains)
+		}
+		c.Set(fiber.HeaderLink, fmt.Sprintf(`<%s?%s>; rel="next"`, servicePath(c, "/products"), next.Encode()))
+	}
+	resp.Items = toAppProducts(ps)
+	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
+	return c.JSON(resp)
+}
+
+func (h handlers) update(c *fiber.Ctx) error {
+	caller := identity.FromFiber(c)
+	if err := productbus.AuthorizeWrite(caller); err != nil {
+		return err
+	}
+	id, err := productID(c)
+	if err != nil {
+		return err
+	}
+	if err := requireJSON(c); err != nil {
+		return err
+	}
+	members, err := decodeMembers(c.Body())
+	if err != nil {
+		return err
+	}
+	in, err := members.validate()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
+	defer cancel()
+	p, err := h.bus.Update(ctx, caller, id, in.toBusUpdateProduct(), toBusPrecondition(c.Get(fiber.HeaderIfMatch)))
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderETag, etag(p.Version))
+	return c.JSON(toAppProduct(p))
+}
+
+func (h handlers) delete(c *fiber.Ctx) error {
+	caller := identity.FromFiber(c)
+	if err := productbus.AuthorizeDelete(caller); err != nil {
+		return err
+	}
+	id, err := productID(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
+	defer cancel()
+	if err := h.bus.Delete(ctx, caller, id); err != nil {
+		return err
+	}
+	return c.SendStatus(http.StatusNoContent)
+}
+
+func (h handlers) openAPIDocument(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(h.openAPI)
+}
+
+// productID reads the :id path parameter. An id that cannot exist is
+// simply not found.
+func productID(c *fiber.Ctx) (int64, error) {
+	id, err := strconv.ParseInt(c.Params("id"), 10, 64)
+	if err != nil || id < 1 {
+		return 0, productbus.ErrNotFound
+	}
+	return id, nil
+}
+
+// safePrefix is what a forwarded path prefix may look like.
+var safePrefix = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
+
+// servicePath returns path as the client addresses it: behind the ingress
+// under its X-Forwarded-Prefix, if it sent a well-formed one.
+func servicePath(c *fiber.Ctx, path string) string {
+	if prefix := c.Get(headerForwardedPrefix); safePrefix.MatchString(prefix) {
+		return prefix + path
+	}
+	return path
+}

@@ -1,0 +1,98 @@
+package usersbus
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"runtime"
+
+	"github.com/alexedwards/argon2id"
+)
+
+// argonParams are OWASP's minimum recommendation for argon2id (Password
+// Storage Cheat Sheet): 19 MiB of memory, 2 iterations, 1 lane; 16-byte
+// salt and 32-byte key. Raising them later is safe: every hash records its
+// own parameters and is verified with them.
+var argonParams = &argon2id.Params{
+	Memory:      19 * 1024, // KiB
+	Iterations:  2,
+	Parallelism: 1,
+	SaltLength:  16,
+	KeyLength:   32,
+}
+
+// PasswordHash is an encoded argon2id hash. It prints, logs and marshals
+// as a placeholder, so it cannot leak by accident; only the store reads the
+// underlying string.
+type PasswordHash string
+
+const redacted = "[redacted]"
+
+func (PasswordHash) String() string                  { return redacted }
+func (PasswordHash) GoString() string                { return redacted }
+func (PasswordHash) LogValue() slog.Value            { return slog.StringValue(redacted) }
+func (PasswordHash) MarshalJSON() ([]byte, error)    { return []byte(`"` + redacted + `"`), nil }
+func (PasswordHash) MarshalText() ([]byte, error)    { return []byte(redacted), nil }
+func (h PasswordHash) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+
+// passwords hashes and verifies passwords. Each argon2id run holds 19 MiB,
+// so concurrent runs are bounded to the CPUs: a burst of logins queues
+// instead of exhausting memory.
+type passwords struct {
+	slots chan struct{}
+	// dummy is compared against when a login names an unknown email, so
+	// that it costs as much as a known one.
+	dummy PasswordHash
+}
+
+func newPasswords() (*passwords, error) {
+	p := &passwords{slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	dummy, err := p.hash(context.Background(), rand.Text())
+	if err != nil {
+		return nil, err
+	}
+	p.dummy = dummy
+	return p, nil
+}
+
+func (p *passwords) acquire(ctx context.Context) error {
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting to hash a password: %w", ctx.Err())
+	}
+}
+
+func (p *passwords) release() { <-p.slots }
+
+func (p *passwords) hash(ctx context.Context, password string) (PasswordHash, error) {
+	if err := p.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer p.release()
+	h, err := argon2id.CreateHash(password, argonParams)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return PasswordHash(h), nil
+}
+
+func (p *passwords) matches(ctx context.Context, password string, hash PasswordHash) (bool, error) {
+	if err := p.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer p.release()
+	ok, err := argon2id.ComparePasswordAndHash(password, string(hash))
+	if err != nil {
+		return false, fmt.Errorf("compare password: %w", err)
+	}
+	return ok, nil
+}
+
+// burn spends the time of a real comparison and discards the result.
+func (p *passwords) burn(ctx context.Context, password string) error {
+	_, err := p.matches(ctx, password, p.dummy)
+	return err
+}
