@@ -129,7 +129,9 @@ func (s *supervisor) startService(ctx, startCtx context.Context, wg *sync.WaitGr
 		return fmt.Errorf("%s: %w", svc.Name, err)
 	}
 	if err := waitHTTPReady(startCtx, proc, svc.URL()+"/readyz"); err != nil {
-		_ = proc.Stop(context.WithoutCancel(ctx))
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		defer cancel()
+		_ = proc.Stop(stopCtx)
 		return fmt.Errorf("%s: %w (log: %s)", svc.Name, err, rel(s.l, proc.LogPath()))
 	}
 

@@ -126,6 +126,19 @@ func (p *Process) LogPath() string { return p.logPath }
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.exited.Done() }
 
+// running reports whether p is started and has not exited.
+func running(p *Process) bool {
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.Done():
+		return false
+	default:
+		return true
+	}
+}
+
 // Err returns the exit status once Done is closed, and nil before.
 func (p *Process) Err() error {
 	select {
@@ -139,8 +152,9 @@ func (p *Process) Err() error {
 // Stop sends the stop signal to the whole process group, waits for the
 // leader to exit and then for the rest of the group. When ctx ends first it
 // sends SIGKILL to the group, waits for the exit, and reports that the
-// graceful stop timed out. When Stop returns without error nothing of the
-// group runs any more, so ports and files are free.
+// graceful stop timed out; with a ctx that never ends Stop waits for the
+// graceful exit however long it takes. When Stop returns without error
+// nothing of the group runs any more, so ports and files are free.
 //
 // Stopping a process that already exited does nothing; in particular its
 // group is not swept, because after a while its id may name another group.

@@ -311,19 +311,6 @@ func (r *RabbitMQ) dialAMQP(ctx context.Context) error {
 	return conn.Close()
 }
 
-// running reports whether p is started and has not exited.
-func running(p *Process) bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.Done():
-		return false
-	default:
-		return true
-	}
-}
-
 // rabbitMQServer returns the path of the rabbitmq-server start script.
 func rabbitMQServer() (string, error) {
 	if path := os.Getenv(EnvRabbitMQServer); path != "" {

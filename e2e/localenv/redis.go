@@ -71,17 +71,14 @@ func (r *Redis) Addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 }
 
-// Start starts the server again after Stop, on the same port, and returns
-// once it answers PING. It does nothing if the server is running.
+// Start starts the server again after Stop (or a crash), on the same port,
+// and returns once it answers PING. It does nothing if the server is
+// running.
 func (r *Redis) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.proc != nil {
-		select {
-		case <-r.proc.Done(): // crashed; start a new one
-		default:
-			return nil
-		}
+	if running(r.proc) {
+		return nil
 	}
 	ctx, cancel := withDefaultDeadline(ctx)
 	defer cancel()

@@ -9,11 +9,14 @@ CREATE TABLE users (
     version       bigint      NOT NULL DEFAULT 1,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    -- The business layer stores emails lower-cased; the constraint names are
-    -- how the store tells which field clashed.
-    CONSTRAINT users_email_key UNIQUE (email),
-    CONSTRAINT users_username_key UNIQUE (username)
+    -- The business layer stores emails lower-cased; the constraint and
+    -- index names are how the store tells which field clashed.
+    CONSTRAINT users_email_key UNIQUE (email)
 );
+
+-- Usernames keep the case they were registered with, but Alice and alice
+-- are one name.
+CREATE UNIQUE INDEX users_username_key ON users (lower(username));
 
 -- +goose Down
 DROP TABLE users;

@@ -17,9 +17,9 @@ import (
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/services/products/productapi"
-	"github.com/portico-mesh/portico/services/products/productbus"
-	"github.com/portico-mesh/portico/services/products/productdb"
+	"github.com/portico-mesh/portico/services/products/productsapi"
+	"github.com/portico-mesh/portico/services/products/productsbus"
+	"github.com/portico-mesh/portico/services/products/productsdb"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -40,7 +40,7 @@ type config struct {
 func main() {
 	cfg, err := loadConfig(os.Environ())
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "products: configuration:", err)
+		telemetry.NewLogger(os.Stdout, slog.LevelInfo, serviceName).Error("invalid configuration", "error", err.Error())
 		os.Exit(1)
 	}
 	log := telemetry.NewLogger(os.Stdout, telemetry.ParseLevel(cfg.LogLevel), serviceName)
@@ -71,7 +71,7 @@ func loadConfig(environ []string) (config, error) {
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	// The document is checked before anything is started.
-	openAPI, err := productapi.OpenAPIJSON()
+	openAPI, err := productsapi.OpenAPIJSON()
 	if err != nil {
 		return err
 	}
@@ -79,10 +79,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	store := productdb.NewStore(rt.Pool, rt.Tracing.Propagator)
-	bus := productbus.NewBusiness(store)
-	srv := web.New(rt.WebConfig(productapi.Classify)) //nolint:contextcheck // handlers get each request's context from Fiber
-	srv.Mount(productapi.Routes(productapi.Config{
+	store := productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)
+	bus := productsbus.NewBusiness(store)
+	srv := web.New(rt.WebConfig(productsapi.Classify)) //nolint:contextcheck // handlers get each request's context from Fiber
+	srv.Mount(productsapi.Routes(productsapi.Config{
 		Business:    bus,
 		CacheMaxAge: cfg.CacheMaxAge,
 		OpenAPI:     openAPI,

@@ -238,6 +238,7 @@ func TestRegisterConflicts(t *testing.T) {
 	}{
 		{"email, other case", map[string]string{"username": "alice2", "email": "ALICE@Example.com", "password": "whatever1"}, []string{"email"}},
 		{"username", map[string]string{"username": "alice", "email": "other@example.com", "password": "whatever1"}, []string{"username"}},
+		{"username, other case", map[string]string{"username": "ALICE", "email": "other@example.com", "password": "whatever1"}, []string{"username"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -737,4 +738,30 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// run, as main calls it: serves until its context ends, then returns
+// cleanly after flushing.
+func TestRunStopsOnCancel(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, e.config(), e.logger()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(logLines(e.logs, "serving")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("run did not start serving")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
 }

@@ -183,6 +183,9 @@ func (b *Business) Query(ctx context.Context, actor Actor, page Page) (users []U
 	if err := actor.authenticated(); err != nil {
 		return nil, false, err
 	}
+	if page.Limit < 1 || page.AfterID < 0 {
+		return nil, false, fmt.Errorf("%w: page limit %d after %d", ErrInvalid, page.Limit, page.AfterID)
+	}
 	users, err = b.store.Query(ctx, page.AfterID, page.Limit+1)
 	if err != nil {
 		return nil, false, err

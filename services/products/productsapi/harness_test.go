@@ -1,4 +1,4 @@
-package productapi_test
+package productsapi_test
 
 import (
 	"bytes"
@@ -26,9 +26,9 @@ import (
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/services/products/productapi"
-	"github.com/portico-mesh/portico/services/products/productbus"
-	"github.com/portico-mesh/portico/services/products/productdb"
+	"github.com/portico-mesh/portico/services/products/productsapi"
+	"github.com/portico-mesh/portico/services/products/productsbus"
+	"github.com/portico-mesh/portico/services/products/productsdb"
 )
 
 func TestMain(m *testing.M) {
@@ -84,14 +84,14 @@ func startService(t *testing.T) *testService {
 		cancel()
 		t.Fatalf("open service: %v", err)
 	}
-	openAPI, err := productapi.OpenAPIJSON()
+	openAPI, err := productsapi.OpenAPIJSON()
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	srv := web.New(rt.WebConfig(productapi.Classify))
-	srv.Mount(productapi.Routes(productapi.Config{
-		Business:    productbus.NewBusiness(productdb.NewStore(rt.Pool, rt.Tracing.Propagator)),
+	srv := web.New(rt.WebConfig(productsapi.Classify))
+	srv.Mount(productsapi.Routes(productsapi.Config{
+		Business:    productsbus.NewBusiness(productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)),
 		CacheMaxAge: testCacheMaxAge,
 		OpenAPI:     openAPI,
 	})...)
@@ -310,9 +310,9 @@ func (s *eventStream) next(t *testing.T) events.Envelope {
 func (s *eventStream) expect(t *testing.T, typ string, id int64) events.Envelope {
 	t.Helper()
 	ev := s.next(t)
-	if ev.Type != typ || ev.Subject != fmt.Sprintf("products/%d", id) || ev.Source != productbus.EventSource {
+	if ev.Type != typ || ev.Subject != fmt.Sprintf("products/%d", id) || ev.Source != productsbus.EventSource {
 		t.Fatalf("event %s %s from %s, want %s products/%d from %s; data %s",
-			ev.Type, ev.Subject, ev.Source, typ, id, productbus.EventSource, ev.Data)
+			ev.Type, ev.Subject, ev.Source, typ, id, productsbus.EventSource, ev.Data)
 	}
 	if ev.ID == "" || ev.SpecVersion != events.SpecVersion || ev.Time.IsZero() {
 		t.Errorf("event envelope incomplete: %+v", ev)
@@ -321,9 +321,9 @@ func (s *eventStream) expect(t *testing.T, typ string, id int64) events.Envelope
 }
 
 // productData decodes product.created/updated data strictly.
-func productData(t *testing.T, ev events.Envelope) productbus.ProductEventData {
+func productData(t *testing.T, ev events.Envelope) productsbus.ProductEventData {
 	t.Helper()
-	var d productbus.ProductEventData
+	var d productsbus.ProductEventData
 	dec := json.NewDecoder(bytes.NewReader(ev.Data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {

@@ -1,7 +1,7 @@
-// Package productdb stores products in PostgreSQL. Prices cross the
+// Package productsdb stores products in PostgreSQL. Prices cross the
 // boundary as decimal text (price::text out, $n::text::numeric in), so no
 // value ever passes through a float.
-package productdb
+package productsdb
 
 import (
 	"context"
@@ -16,10 +16,10 @@ import (
 
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
-	"github.com/portico-mesh/portico/services/products/productbus"
+	"github.com/portico-mesh/portico/services/products/productsbus"
 )
 
-// Store implements productbus.Storer.
+// Store implements productsbus.Storer.
 type Store struct {
 	pool *pgxpool.Pool
 	// propagator carries the request's trace context into stored events.
@@ -31,7 +31,7 @@ func NewStore(pool *pgxpool.Pool, propagator propagation.TextMapPropagator) *Sto
 	return &Store{pool: pool, propagator: propagator}
 }
 
-var _ productbus.Storer = (*Store)(nil)
+var _ productsbus.Storer = (*Store)(nil)
 
 // columns is what every statement returns, in dbProduct's scan order.
 const columns = `id, name, description, price::text, stock_quantity, version, created_at, updated_at`
@@ -54,12 +54,12 @@ func scanProduct(row pgx.Row) (dbProduct, error) {
 	return d, err
 }
 
-func toBusProduct(d dbProduct) (productbus.Product, error) {
-	price, err := productbus.ParsePrice(d.Price)
+func toBusProduct(d dbProduct) (productsbus.Product, error) {
+	price, err := productsbus.ParsePrice(d.Price)
 	if err != nil {
-		return productbus.Product{}, fmt.Errorf("product %d has price %q: %w", d.ID, d.Price, err)
+		return productsbus.Product{}, fmt.Errorf("product %d has price %q: %w", d.ID, d.Price, err)
 	}
-	return productbus.Product{
+	return productsbus.Product{
 		ID:            d.ID,
 		Name:          d.Name,
 		Description:   d.Description,
@@ -72,8 +72,8 @@ func toBusProduct(d dbProduct) (productbus.Product, error) {
 }
 
 // Create inserts np and its event in one transaction.
-func (s *Store) Create(ctx context.Context, np productbus.NewProduct, event productbus.EventFunc) (productbus.Product, error) {
-	var p productbus.Product
+func (s *Store) Create(ctx context.Context, np productsbus.NewProduct, event productsbus.EventFunc) (productsbus.Product, error) {
+	var p productsbus.Product
 	err := pgstore.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		row := tx.QueryRow(ctx,
 			`INSERT INTO products (name, description, price, stock_quantity)
@@ -90,8 +90,8 @@ func (s *Store) Create(ctx context.Context, np productbus.NewProduct, event prod
 }
 
 // Update overwrites the row with p.ID if it still has p.Version.
-func (s *Store) Update(ctx context.Context, p productbus.Product, event productbus.EventFunc) (productbus.Product, error) {
-	var stored productbus.Product
+func (s *Store) Update(ctx context.Context, p productsbus.Product, event productsbus.EventFunc) (productsbus.Product, error) {
+	var stored productsbus.Product
 	err := pgstore.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		row := tx.QueryRow(ctx,
 			`UPDATE products
@@ -104,7 +104,7 @@ func (s *Store) Update(ctx context.Context, p productbus.Product, event productb
 		stored, err = s.storedWithEvent(ctx, tx, row, event)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return productbus.ErrVersionChanged
+			return productsbus.ErrVersionChanged
 		case err != nil:
 			return fmt.Errorf("update: %w", err)
 		}
@@ -114,15 +114,15 @@ func (s *Store) Update(ctx context.Context, p productbus.Product, event productb
 }
 
 // Delete removes the row with id and stores the event built from it.
-func (s *Store) Delete(ctx context.Context, id int64, event productbus.EventFunc) (productbus.Product, error) {
-	var deleted productbus.Product
+func (s *Store) Delete(ctx context.Context, id int64, event productsbus.EventFunc) (productsbus.Product, error) {
+	var deleted productsbus.Product
 	err := pgstore.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		row := tx.QueryRow(ctx, `DELETE FROM products WHERE id = $1 RETURNING `+columns, id)
 		var err error
 		deleted, err = s.storedWithEvent(ctx, tx, row, event)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return productbus.ErrNotFound
+			return productsbus.ErrNotFound
 		case err != nil:
 			return fmt.Errorf("delete: %w", err)
 		}
@@ -133,39 +133,39 @@ func (s *Store) Delete(ctx context.Context, id int64, event productbus.EventFunc
 
 // storedWithEvent scans the row a write returned and enqueues its event in
 // the same transaction.
-func (s *Store) storedWithEvent(ctx context.Context, tx pgx.Tx, row pgx.Row, event productbus.EventFunc) (productbus.Product, error) {
+func (s *Store) storedWithEvent(ctx context.Context, tx pgx.Tx, row pgx.Row, event productsbus.EventFunc) (productsbus.Product, error) {
 	d, err := scanProduct(row)
 	if err != nil {
-		return productbus.Product{}, err
+		return productsbus.Product{}, err
 	}
 	p, err := toBusProduct(d)
 	if err != nil {
-		return productbus.Product{}, err
+		return productsbus.Product{}, err
 	}
 	ev, err := event(p)
 	if err != nil {
-		return productbus.Product{}, fmt.Errorf("build event: %w", err)
+		return productsbus.Product{}, fmt.Errorf("build event: %w", err)
 	}
 	if err := outbox.Enqueue(ctx, tx, s.propagator, ev); err != nil {
-		return productbus.Product{}, err
+		return productsbus.Product{}, err
 	}
 	return p, nil
 }
 
 // QueryByID returns the product with id.
-func (s *Store) QueryByID(ctx context.Context, id int64) (productbus.Product, error) {
+func (s *Store) QueryByID(ctx context.Context, id int64) (productsbus.Product, error) {
 	d, err := scanProduct(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM products WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return productbus.Product{}, productbus.ErrNotFound
+		return productsbus.Product{}, productsbus.ErrNotFound
 	}
 	if err != nil {
-		return productbus.Product{}, fmt.Errorf("select product: %w", err)
+		return productsbus.Product{}, fmt.Errorf("select product: %w", err)
 	}
 	return toBusProduct(d)
 }
 
 // Query returns one keyset page of the products matching filter.
-func (s *Store) Query(ctx context.Context, filter productbus.QueryFilter, page productbus.Page) ([]productbus.Product, error) {
+func (s *Store) Query(ctx context.Context, filter productsbus.QueryFilter, page productsbus.Page) ([]productsbus.Product, error) {
 	rows, err := s.pool.Query(ctx,
 		`SELECT `+columns+` FROM products
 		  WHERE id > $1
@@ -180,7 +180,7 @@ func (s *Store) Query(ctx context.Context, filter productbus.QueryFilter, page p
 	if err != nil {
 		return nil, fmt.Errorf("select products: %w", err)
 	}
-	ps := make([]productbus.Product, 0, len(ds))
+	ps := make([]productsbus.Product, 0, len(ds))
 	for _, d := range ds {
 		p, err := toBusProduct(d)
 		if err != nil {

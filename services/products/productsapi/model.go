@@ -1,4 +1,4 @@
-package productapi
+package productsapi
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/portico-mesh/portico/services/platform/problem"
-	"github.com/portico-mesh/portico/services/products/productbus"
+	"github.com/portico-mesh/portico/services/products/productsbus"
 )
 
 // Member limits of a product.
@@ -60,7 +60,7 @@ type pageResponse struct {
 	NextCursor string            `json:"next_cursor,omitempty"`
 }
 
-func toAppProduct(p productbus.Product) productResponse {
+func toAppProduct(p productsbus.Product) productResponse {
 	return productResponse{
 		ID:            p.ID,
 		Name:          p.Name,
@@ -72,7 +72,7 @@ func toAppProduct(p productbus.Product) productResponse {
 	}
 }
 
-func toAppProducts(ps []productbus.Product) []productResponse {
+func toAppProducts(ps []productsbus.Product) []productResponse {
 	out := make([]productResponse, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, toAppProduct(p))
@@ -123,7 +123,7 @@ func jsonErrorDetail(err error) string {
 type productInput struct {
 	name          *string
 	description   *string
-	price         *productbus.Price
+	price         *productsbus.Price
 	stockQuantity *int
 }
 
@@ -170,8 +170,8 @@ func (m productMembers) validate(required ...string) (productInput, error) {
 	return in, nil
 }
 
-func (in productInput) toBusNewProduct() productbus.NewProduct {
-	np := productbus.NewProduct{Name: *in.name, Price: *in.price}
+func (in productInput) toBusNewProduct() productsbus.NewProduct {
+	np := productsbus.NewProduct{Name: *in.name, Price: *in.price}
 	if in.description != nil {
 		np.Description = *in.description
 	}
@@ -181,8 +181,8 @@ func (in productInput) toBusNewProduct() productbus.NewProduct {
 	return np
 }
 
-func (in productInput) toBusUpdateProduct() productbus.UpdateProduct {
-	return productbus.UpdateProduct{
+func (in productInput) toBusUpdateProduct() productsbus.UpdateProduct {
+	return productsbus.UpdateProduct{
 		Name:          in.name,
 		Description:   in.description,
 		Price:         in.price,
@@ -232,14 +232,14 @@ func descriptionMember(raw json.RawMessage) (*string, error) {
 
 // priceMember accepts a JSON number (19.99) or a string holding one
 // ("19.99"). A number is read from its literal text, never as a float.
-func priceMember(raw json.RawMessage) (*productbus.Price, error) {
+func priceMember(raw json.RawMessage) (*productsbus.Price, error) {
 	text := string(raw)
 	if strings.HasPrefix(text, `"`) {
 		if err := json.Unmarshal(raw, &text); err != nil {
-			return nil, productbus.ErrPriceSyntax
+			return nil, productsbus.ErrPriceSyntax
 		}
 	}
-	p, err := productbus.ParsePrice(text)
+	p, err := productsbus.ParsePrice(text)
 	if err != nil {
 		return nil, err
 	}

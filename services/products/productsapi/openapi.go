@@ -1,4 +1,4 @@
-package productapi
+package productsapi
 
 import (
 	_ "embed" // the OpenAPI document ships inside the binary

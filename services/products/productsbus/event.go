@@ -1,4 +1,4 @@
-package productbus
+package productsbus
 
 import (
 	"strconv"

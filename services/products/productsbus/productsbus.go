@@ -1,7 +1,7 @@
-// Package productbus is the business layer of the products service: the
+// Package productsbus is the business layer of the products service: the
 // product model, who may change it, how concurrent changes are reconciled,
 // and the events each change publishes.
-package productbus
+package productsbus
 
 import (
 	"context"

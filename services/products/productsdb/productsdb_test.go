@@ -1,4 +1,4 @@
-package productdb_test
+package productsdb_test
 
 import (
 	"context"
@@ -17,23 +17,23 @@ import (
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/events"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
-	"github.com/portico-mesh/portico/services/products/productbus"
-	"github.com/portico-mesh/portico/services/products/productdb"
+	"github.com/portico-mesh/portico/services/products/productsbus"
+	"github.com/portico-mesh/portico/services/products/productsdb"
 )
 
 func TestMain(m *testing.M) {
 	os.Exit(testenv.Run(m, testenv.Postgres))
 }
 
-func newStore(t *testing.T) (*productdb.Store, *pgxpool.Pool) {
+func newStore(t *testing.T) (*productsdb.Store, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t, migrations.Products())
-	return productdb.NewStore(pool, propagation.TraceContext{}), pool
+	return productsdb.NewStore(pool, propagation.TraceContext{}), pool
 }
 
-func mustPrice(t *testing.T, s string) productbus.Price {
+func mustPrice(t *testing.T, s string) productsbus.Price {
 	t.Helper()
-	p, err := productbus.ParsePrice(s)
+	p, err := productsbus.ParsePrice(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,8 +41,8 @@ func mustPrice(t *testing.T, s string) productbus.Price {
 }
 
 // testEvent records what the store hands it and builds a minimal event.
-func testEvent(typ string, seen *[]productbus.Product) productbus.EventFunc {
-	return func(p productbus.Product) (events.Envelope, error) {
+func testEvent(typ string, seen *[]productsbus.Product) productsbus.EventFunc {
+	return func(p productsbus.Product) (events.Envelope, error) {
 		*seen = append(*seen, p)
 		return events.New(typ, "test", "products/x", map[string]int64{"id": p.ID, "version": p.Version}, time.Now())
 	}
@@ -84,16 +84,16 @@ func outboxRows(t *testing.T, pool *pgxpool.Pool) []outboxRow {
 	return out
 }
 
-var ignoreTimes = cmpopts.IgnoreFields(productbus.Product{}, "CreatedAt", "UpdatedAt")
+var ignoreTimes = cmpopts.IgnoreFields(productsbus.Product{}, "CreatedAt", "UpdatedAt")
 
 func TestCreateAndQueryKeepExactPrices(t *testing.T) {
 	store, pool := newStore(t)
 	ctx := context.Background()
 	for _, text := range []string{"19.99", "1200.00", "0.10", "0.00", "9999999999.99"} {
-		var seen []productbus.Product
-		created, err := store.Create(ctx, productbus.NewProduct{
+		var seen []productsbus.Product
+		created, err := store.Create(ctx, productsbus.NewProduct{
 			Name: "item " + text, Description: "d", Price: mustPrice(t, text), StockQuantity: 7,
-		}, testEvent(productbus.EventCreated, &seen))
+		}, testEvent(productsbus.EventCreated, &seen))
 		if err != nil {
 			t.Fatalf("create %s: %v", text, err)
 		}
@@ -103,7 +103,7 @@ func TestCreateAndQueryKeepExactPrices(t *testing.T) {
 		if created.Price.String() != text {
 			t.Errorf("created price = %s, want %s", created.Price, text)
 		}
-		if diff := cmp.Diff([]productbus.Product{created}, seen); diff != "" {
+		if diff := cmp.Diff([]productsbus.Product{created}, seen); diff != "" {
 			t.Errorf("event saw a different row (-returned +seen):\n%s", diff)
 		}
 		got, err := store.QueryByID(ctx, created.ID)
@@ -121,7 +121,7 @@ func TestCreateAndQueryKeepExactPrices(t *testing.T) {
 
 func TestQueryByIDNotFound(t *testing.T) {
 	store, _ := newStore(t)
-	if _, err := store.QueryByID(context.Background(), 424242); !errors.Is(err, productbus.ErrNotFound) {
+	if _, err := store.QueryByID(context.Background(), 424242); !errors.Is(err, productsbus.ErrNotFound) {
 		t.Fatalf("error = %v, want ErrNotFound", err)
 	}
 }
@@ -129,16 +129,16 @@ func TestQueryByIDNotFound(t *testing.T) {
 func TestUpdateIsConditionalOnVersion(t *testing.T) {
 	store, pool := newStore(t)
 	ctx := context.Background()
-	var seen []productbus.Product
-	p, err := store.Create(ctx, productbus.NewProduct{Name: "lamp", Price: mustPrice(t, "10.00"), StockQuantity: 3},
-		testEvent(productbus.EventCreated, &seen))
+	var seen []productsbus.Product
+	p, err := store.Create(ctx, productsbus.NewProduct{Name: "lamp", Price: mustPrice(t, "10.00"), StockQuantity: 3},
+		testEvent(productsbus.EventCreated, &seen))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	next := p
 	next.Name, next.Price, next.StockQuantity = "desk lamp", mustPrice(t, "12.50"), 2
-	updated, err := store.Update(ctx, next, testEvent(productbus.EventUpdated, &seen))
+	updated, err := store.Update(ctx, next, testEvent(productsbus.EventUpdated, &seen))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestUpdateIsConditionalOnVersion(t *testing.T) {
 	// leave an event behind.
 	stale := p
 	stale.Name = "lost update"
-	if _, err := store.Update(ctx, stale, testEvent(productbus.EventUpdated, &seen)); !errors.Is(err, productbus.ErrVersionChanged) {
+	if _, err := store.Update(ctx, stale, testEvent(productsbus.EventUpdated, &seen)); !errors.Is(err, productsbus.ErrVersionChanged) {
 		t.Fatalf("stale update error = %v, want ErrVersionChanged", err)
 	}
 	got, err := store.QueryByID(ctx, p.ID)
@@ -168,7 +168,7 @@ func TestUpdateIsConditionalOnVersion(t *testing.T) {
 	// Updating a row that is gone is the same: the version is not there.
 	gone := p
 	gone.ID = 999999
-	if _, err := store.Update(ctx, gone, testEvent(productbus.EventUpdated, &seen)); !errors.Is(err, productbus.ErrVersionChanged) {
+	if _, err := store.Update(ctx, gone, testEvent(productsbus.EventUpdated, &seen)); !errors.Is(err, productsbus.ErrVersionChanged) {
 		t.Fatalf("update of a missing row: error = %v, want ErrVersionChanged", err)
 	}
 
@@ -177,7 +177,7 @@ func TestUpdateIsConditionalOnVersion(t *testing.T) {
 	for _, r := range rows {
 		gotTypes = append(gotTypes, r.Type)
 	}
-	if diff := cmp.Diff([]string{productbus.EventCreated, productbus.EventUpdated}, gotTypes); diff != "" {
+	if diff := cmp.Diff([]string{productsbus.EventCreated, productsbus.EventUpdated}, gotTypes); diff != "" {
 		t.Errorf("outbox event types (-want +got):\n%s", diff)
 	}
 }
@@ -185,22 +185,22 @@ func TestUpdateIsConditionalOnVersion(t *testing.T) {
 func TestDelete(t *testing.T) {
 	store, pool := newStore(t)
 	ctx := context.Background()
-	var seen []productbus.Product
-	p, err := store.Create(ctx, productbus.NewProduct{Name: "chair", Price: mustPrice(t, "49.00")}, testEvent(productbus.EventCreated, &seen))
+	var seen []productsbus.Product
+	p, err := store.Create(ctx, productsbus.NewProduct{Name: "chair", Price: mustPrice(t, "49.00")}, testEvent(productsbus.EventCreated, &seen))
 	if err != nil {
 		t.Fatal(err)
 	}
-	deleted, err := store.Delete(ctx, p.ID, testEvent(productbus.EventDeleted, &seen))
+	deleted, err := store.Delete(ctx, p.ID, testEvent(productsbus.EventDeleted, &seen))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(p, deleted); diff != "" {
 		t.Errorf("delete returned (-want +got):\n%s", diff)
 	}
-	if _, err := store.QueryByID(ctx, p.ID); !errors.Is(err, productbus.ErrNotFound) {
+	if _, err := store.QueryByID(ctx, p.ID); !errors.Is(err, productsbus.ErrNotFound) {
 		t.Errorf("query after delete: %v, want ErrNotFound", err)
 	}
-	if _, err := store.Delete(ctx, p.ID, testEvent(productbus.EventDeleted, &seen)); !errors.Is(err, productbus.ErrNotFound) {
+	if _, err := store.Delete(ctx, p.ID, testEvent(productsbus.EventDeleted, &seen)); !errors.Is(err, productsbus.ErrNotFound) {
 		t.Errorf("second delete: %v, want ErrNotFound", err)
 	}
 	if n := len(outboxRows(t, pool)); n != 2 {
@@ -212,14 +212,14 @@ func TestDelete(t *testing.T) {
 func TestWriteAndEventAreAtomic(t *testing.T) {
 	store, pool := newStore(t)
 	ctx := context.Background()
-	failing := func(productbus.Product) (events.Envelope, error) {
+	failing := func(productsbus.Product) (events.Envelope, error) {
 		return events.Envelope{}, errors.New("no event today")
 	}
 
-	if _, err := store.Create(ctx, productbus.NewProduct{Name: "ghost", Price: mustPrice(t, "1.00")}, failing); err == nil {
+	if _, err := store.Create(ctx, productsbus.NewProduct{Name: "ghost", Price: mustPrice(t, "1.00")}, failing); err == nil {
 		t.Fatal("create succeeded although its event failed")
 	}
-	page, err := store.Query(ctx, productbus.QueryFilter{}, productbus.Page{Limit: 10})
+	page, err := store.Query(ctx, productsbus.QueryFilter{}, productsbus.Page{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,8 +227,8 @@ func TestWriteAndEventAreAtomic(t *testing.T) {
 		t.Errorf("the failed create left rows: %+v", page)
 	}
 
-	var seen []productbus.Product
-	p, err := store.Create(ctx, productbus.NewProduct{Name: "real", Price: mustPrice(t, "1.00")}, testEvent(productbus.EventCreated, &seen))
+	var seen []productsbus.Product
+	p, err := store.Create(ctx, productsbus.NewProduct{Name: "real", Price: mustPrice(t, "1.00")}, testEvent(productsbus.EventCreated, &seen))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,16 +258,16 @@ func TestQueryPagesAndFilters(t *testing.T) {
 	names := []string{"100% Cotton Shirt", "Cotton_Candy", "cotton socks", "Silk Tie", `Back\slash`, "COTTONWOOD"}
 	ids := map[string]int64{}
 	for _, n := range names {
-		var seen []productbus.Product
-		p, err := store.Create(ctx, productbus.NewProduct{Name: n, Price: mustPrice(t, "1.00")}, testEvent(productbus.EventCreated, &seen))
+		var seen []productsbus.Product
+		p, err := store.Create(ctx, productsbus.NewProduct{Name: n, Price: mustPrice(t, "1.00")}, testEvent(productsbus.EventCreated, &seen))
 		if err != nil {
 			t.Fatal(err)
 		}
 		ids[n] = p.ID
 	}
-	query := func(contains string, page productbus.Page) []string {
+	query := func(contains string, page productsbus.Page) []string {
 		t.Helper()
-		ps, err := store.Query(ctx, productbus.QueryFilter{NameContains: contains}, page)
+		ps, err := store.Query(ctx, productsbus.QueryFilter{NameContains: contains}, page)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,12 +291,12 @@ func TestQueryPagesAndFilters(t *testing.T) {
 		{"nothing like it", []string{}},
 	}
 	for _, tc := range tests {
-		if diff := cmp.Diff(tc.want, query(tc.contains, productbus.Page{Limit: 100})); diff != "" {
+		if diff := cmp.Diff(tc.want, query(tc.contains, productsbus.Page{Limit: 100})); diff != "" {
 			t.Errorf("name contains %q (-want +got):\n%s", tc.contains, diff)
 		}
 	}
 	// Keyset pages: after an id, in id order, at most Limit.
-	if diff := cmp.Diff(names[2:4], query("", productbus.Page{AfterID: ids[names[1]], Limit: 2})); diff != "" {
+	if diff := cmp.Diff(names[2:4], query("", productsbus.Page{AfterID: ids[names[1]], Limit: 2})); diff != "" {
 		t.Errorf("page after %q (-want +got):\n%s", names[1], diff)
 	}
 }

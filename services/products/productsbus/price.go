@@ -1,4 +1,4 @@
-package productbus
+package productsbus
 
 import (
 	"errors"
@@ -131,9 +131,6 @@ func leadingDigits(s string) (digits, rest string) {
 	}
 	return s[:i], s[i:]
 }
-
-// Cents returns the price in hundredths.
-func (p Price) Cents() int64 { return p.cents }
 
 // String returns the price as decimal text with exactly two decimal
 // places, e.g. "1200.00"; it is also how the price is written to SQL.

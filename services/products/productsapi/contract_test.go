@@ -1,4 +1,4 @@
-package productapi_test
+package productsapi_test
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/portico-mesh/portico/services/products/productapi"
+	"github.com/portico-mesh/portico/services/products/productsapi"
 )
 
 // contractHost stands for every test server: requests are matched against
@@ -41,7 +41,7 @@ type contractChecker struct {
 }
 
 func newContract() *contractChecker {
-	doc, err := productapi.OpenAPIDocument()
+	doc, err := productsapi.OpenAPIDocument()
 	if err != nil {
 		return &contractChecker{err: err}
 	}
@@ -182,7 +182,7 @@ func TestEveryRouteIsDocumented(t *testing.T) {
 		t.Fatal(contract.err)
 	}
 	var mounted []string
-	for _, r := range productapi.Routes(productapi.Config{}) {
+	for _, r := range productsapi.Routes(productsapi.Config{}) {
 		path := r.Path
 		if strings.Contains(path, "/:") {
 			parts := strings.Split(path, "/")
@@ -223,7 +223,7 @@ func TestOpenAPIDocumentIsServed(t *testing.T) {
 	if doc.OpenAPI != "3.0.3" {
 		t.Errorf("openapi = %q, want 3.0.3", doc.OpenAPI)
 	}
-	want, err := productapi.OpenAPIJSON()
+	want, err := productsapi.OpenAPIJSON()
 	if err != nil {
 		t.Fatal(err)
 	}

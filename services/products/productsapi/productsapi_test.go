@@ -1,4 +1,4 @@
-package productapi_test
+package productsapi_test
 
 import (
 	"encoding/base64"
@@ -11,12 +11,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/problem"
-	"github.com/portico-mesh/portico/services/products/productbus"
+	"github.com/portico-mesh/portico/services/products/productsbus"
 )
 
 var ignoreTimes = cmpopts.IgnoreFields(product{}, "CreatedAt", "UpdatedAt")
@@ -43,8 +45,8 @@ func TestCRUD(t *testing.T) {
 	if tag := r.header.Get("ETag"); tag != `"1"` {
 		t.Errorf("ETag = %s, want \"1\"", tag)
 	}
-	data := productData(t, s.events.expect(t, productbus.EventCreated, created.ID))
-	wantData := productbus.ProductEventData{
+	data := productData(t, s.events.expect(t, productsbus.EventCreated, created.ID))
+	wantData := productsbus.ProductEventData{
 		ID: created.ID, Name: "Laptop Pro", Description: "High-performance laptop",
 		Price: "1200.00", StockQuantity: 50, Version: 1, UpdatedAt: created.UpdatedAt,
 	}
@@ -79,7 +81,7 @@ func TestCRUD(t *testing.T) {
 	if tag := r.header.Get("ETag"); tag != `"2"` {
 		t.Errorf("update ETag = %s, want \"2\"", tag)
 	}
-	data = productData(t, s.events.expect(t, productbus.EventUpdated, created.ID))
+	data = productData(t, s.events.expect(t, productsbus.EventUpdated, created.ID))
 	wantData.Price, wantData.StockQuantity, wantData.Version, wantData.UpdatedAt = "1150.50", 49, 2, updated.UpdatedAt
 	if diff := cmp.Diff(wantData, data); diff != "" {
 		t.Errorf("product.updated data (-want +got):\n%s", diff)
@@ -90,7 +92,7 @@ func TestCRUD(t *testing.T) {
 	if len(r.body) != 0 {
 		t.Errorf("delete body = %q, want none", r.body)
 	}
-	ev := s.events.expect(t, productbus.EventDeleted, created.ID)
+	ev := s.events.expect(t, productsbus.EventDeleted, created.ID)
 	var deleted map[string]any
 	if err := json.Unmarshal(ev.Data, &deleted); err != nil {
 		t.Fatal(err)
@@ -196,7 +198,7 @@ func TestCreateValidation(t *testing.T) {
 	ok := s.must(t, http.StatusCreated, http.MethodPost, "/products", `{"name":"x","price":1}`, as(alice),
 		header("Content-Type", "application/json; charset=utf-8"))
 	p := decode[product](t, ok)
-	s.events.expect(t, productbus.EventCreated, p.ID)
+	s.events.expect(t, productsbus.EventCreated, p.ID)
 	if l := decode[page](t, s.must(t, http.StatusOK, http.MethodGet, "/products", "")); len(l.Items) != 1 {
 		t.Errorf("list after refused creates has %d items, want 1", len(l.Items))
 	}
@@ -209,7 +211,7 @@ func TestUpdateValidation(t *testing.T) {
 	t.Parallel()
 	s := startService(t)
 	p := s.createProduct(t, `{"name":"desk","price":"99.00","stock_quantity":3}`)
-	s.events.expect(t, productbus.EventCreated, p.ID)
+	s.events.expect(t, productsbus.EventCreated, p.ID)
 	path := fmt.Sprintf("/products/%d", p.ID)
 
 	tests := []struct {
@@ -248,7 +250,7 @@ func TestUpdateValidation(t *testing.T) {
 		t.Errorf("ETag after refused and empty updates = %s, want \"1\"", tag)
 	}
 	s.must(t, http.StatusOK, http.MethodPut, path, `{"description":"oak"}`, as(alice))
-	if d := productData(t, s.events.expect(t, productbus.EventUpdated, p.ID)); d.Version != 2 || d.Description != "oak" {
+	if d := productData(t, s.events.expect(t, productsbus.EventUpdated, p.ID)); d.Version != 2 || d.Description != "oak" {
 		t.Errorf("first update event = %+v, want version 2 with the new description", d)
 	}
 }
@@ -282,7 +284,7 @@ func TestPricesAreExact(t *testing.T) {
 				t.Errorf("sent %s: %s response has price %q, want %s: %s", tc.sent, what, m, tc.want, body)
 			}
 		}
-		if d := productData(t, s.events.expect(t, productbus.EventCreated, id)); d.Price != tc.want {
+		if d := productData(t, s.events.expect(t, productsbus.EventCreated, id)); d.Price != tc.want {
 			t.Errorf("sent %s: event price %q, want %q", tc.sent, d.Price, tc.want)
 		}
 	}
@@ -322,8 +324,8 @@ func TestAuthorization(t *testing.T) {
 		t.Errorf("product changed by refused writes: %+v", got)
 	}
 	s.must(t, http.StatusNoContent, http.MethodDelete, path, "", as(admin))
-	s.events.expect(t, productbus.EventCreated, p.ID)
-	s.events.expect(t, productbus.EventDeleted, p.ID)
+	s.events.expect(t, productsbus.EventCreated, p.ID)
+	s.events.expect(t, productsbus.EventDeleted, p.ID)
 }
 
 func TestConditionalGet(t *testing.T) {
@@ -365,7 +367,7 @@ func TestIfMatch(t *testing.T) {
 	t.Parallel()
 	s := startService(t)
 	p := s.createProduct(t, `{"name":"mug","price":"8.00","stock_quantity":10}`)
-	s.events.expect(t, productbus.EventCreated, p.ID)
+	s.events.expect(t, productsbus.EventCreated, p.ID)
 	path := fmt.Sprintf("/products/%d", p.ID)
 
 	steps := []struct {
@@ -395,7 +397,7 @@ func TestIfMatch(t *testing.T) {
 			t.Errorf("step %d (If-Match %s): ETag %s, want %s", i, st.ifMatch, tag, st.etag)
 		}
 		// Each success, and only a success, published its event.
-		d := productData(t, s.events.expect(t, productbus.EventUpdated, p.ID))
+		d := productData(t, s.events.expect(t, productsbus.EventUpdated, p.ID))
 		if want := strconv.Quote(strconv.FormatInt(d.Version, 10)); want != st.etag || d.StockQuantity != stock {
 			t.Errorf("step %d: event version %d stock %d, want tag %s stock %d", i, d.Version, d.StockQuantity, st.etag, stock)
 		}
@@ -485,15 +487,15 @@ func TestConcurrentUpdatesAreNeverLost(t *testing.T) {
 	// One created event per product, then one updated event per applied update.
 	gotUpdates := map[int64]int{}
 	for range products {
-		if ev := s.events.next(t); ev.Type != productbus.EventCreated {
+		if ev := s.events.next(t); ev.Type != productsbus.EventCreated {
 			t.Fatalf("event %s, want the creates first", ev.Type)
 		}
 	}
 	for range applied {
 		ev := s.events.next(t)
 		d := productData(t, ev)
-		if ev.Type != productbus.EventUpdated {
-			t.Fatalf("event %s, want %s", ev.Type, productbus.EventUpdated)
+		if ev.Type != productsbus.EventUpdated {
+			t.Fatalf("event %s, want %s", ev.Type, productsbus.EventUpdated)
 		}
 		gotUpdates[d.ID]++
 	}
@@ -745,5 +747,36 @@ func TestCacheControl(t *testing.T) {
 		if got := r.header.Get("Cache-Control"); got != tc.cacheControl {
 			t.Errorf("%s: Cache-Control = %q, want %q", tc.name, got, tc.cacheControl)
 		}
+	}
+}
+
+// The seed's clients address the collection as /products/; the document
+// names the canonical path, so these requests bypass the contract check.
+func TestSeedTrailingSlash(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	plain := &http.Client{Timeout: 30 * time.Second}
+	req, err := http.NewRequest(http.MethodPost, s.baseURL+"/products/", strings.NewReader(`{"name":"Laptop Pro","price":1200.00}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	identity.Set(req.Header.Set, alice)
+	resp, err := plain.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /products/: %d", resp.StatusCode)
+	}
+	resp, err = plain.Get(s.baseURL + "/products/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pg page
+	if err := json.NewDecoder(resp.Body).Decode(&pg); err != nil || resp.StatusCode != http.StatusOK || len(pg.Items) != 1 {
+		t.Fatalf("GET /products/: %d, %d items, %v", resp.StatusCode, len(pg.Items), err)
 	}
 }

@@ -1,4 +1,4 @@
-package productapi
+package productsapi
 
 import (
 	"encoding/base64"
@@ -12,7 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/portico-mesh/portico/services/platform/problem"
-	"github.com/portico-mesh/portico/services/products/productbus"
+	"github.com/portico-mesh/portico/services/products/productsbus"
 )
 
 // etag is the strong entity tag of a product version, e.g. "3" with quotes.
@@ -63,12 +63,12 @@ func parseETags(header string) (tags []entityTag, wildcard bool) {
 
 // toBusPrecondition reads If-Match. Comparison is strong (RFC 9110 section
 // 13.1.1): a weak tag never matches.
-func toBusPrecondition(header string) productbus.Precondition {
+func toBusPrecondition(header string) productsbus.Precondition {
 	if strings.TrimSpace(header) == "" {
-		return productbus.Precondition{}
+		return productsbus.Precondition{}
 	}
 	tags, wildcard := parseETags(header)
-	pc := productbus.Precondition{Present: true, Any: wildcard}
+	pc := productsbus.Precondition{Present: true, Any: wildcard}
 	for _, t := range tags {
 		if v, ok := t.version(); ok && !t.weak {
 			pc.Versions = append(pc.Versions, v)
@@ -134,14 +134,14 @@ func decodeCursor(cursor string) (int64, bool) {
 
 // listQuery is the validated query of the list route.
 type listQuery struct {
-	filter productbus.QueryFilter
-	page   productbus.Page
+	filter productsbus.QueryFilter
+	page   productsbus.Page
 }
 
 func parseListQuery(c *fiber.Ctx) (listQuery, error) {
 	q := listQuery{
-		filter: productbus.QueryFilter{NameContains: c.Query(paramName)},
-		page:   productbus.Page{Limit: defaultLimit},
+		filter: productsbus.QueryFilter{NameContains: c.Query(paramName)},
+		page:   productsbus.Page{Limit: defaultLimit},
 	}
 	var errs []problem.FieldError
 	if s := c.Query(paramLimit); s != "" {

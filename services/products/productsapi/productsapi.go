@@ -1,7 +1,7 @@
-// Package productapi is the HTTP surface of the products service: routes,
+// Package productsapi is the HTTP surface of the products service: routes,
 // request validation, conditional requests, caching headers and the
 // OpenAPI document that describes all of it.
-package productapi
+package productsapi
 
 import (
 	"context"
@@ -18,12 +18,12 @@ import (
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/services/products/productbus"
+	"github.com/portico-mesh/portico/services/products/productsbus"
 )
 
 // Config is what the routes need.
 type Config struct {
-	Business *productbus.Business
+	Business *productsbus.Business
 	// CacheMaxAge is how long clients and shared caches may reuse a
 	// successful product read (Cache-Control max-age, whole seconds).
 	CacheMaxAge time.Duration
@@ -73,15 +73,15 @@ func noStoreUnlessRead(next fiber.Handler) fiber.Handler {
 // it is the service's web.Config.Classify.
 func Classify(err error) *problem.Problem {
 	switch {
-	case errors.Is(err, productbus.ErrNotFound):
+	case errors.Is(err, productsbus.ErrNotFound):
 		return problem.NotFound("no product has this id")
-	case errors.Is(err, productbus.ErrUnauthenticated):
+	case errors.Is(err, productsbus.ErrUnauthenticated):
 		return problem.Unauthenticated("sign in to change products")
-	case errors.Is(err, productbus.ErrForbidden):
+	case errors.Is(err, productsbus.ErrForbidden):
 		return problem.Forbidden("only admins may delete products")
-	case errors.Is(err, productbus.ErrPreconditionFailed):
+	case errors.Is(err, productsbus.ErrPreconditionFailed):
 		return problem.PreconditionFailed("If-Match does not name the current version of the product; fetch it again")
-	case errors.Is(err, productbus.ErrConflict):
+	case errors.Is(err, productsbus.ErrConflict):
 		return problem.Conflict("the product was changed concurrently; fetch it and retry")
 	case errors.Is(err, context.DeadlineExceeded):
 		return problem.New(problem.TypeUnavailable, http.StatusServiceUnavailable, "the product store did not answer in time")
@@ -90,14 +90,14 @@ func Classify(err error) *problem.Problem {
 }
 
 type handlers struct {
-	bus              *productbus.Business
+	bus              *productsbus.Business
 	readCacheControl string
 	openAPI          []byte
 }
 
 func (h handlers) create(c *fiber.Ctx) error {
 	caller := identity.FromFiber(c)
-	if err := productbus.AuthorizeWrite(caller); err != nil {
+	if err := productsbus.AuthorizeWrite(caller); err != nil {
 		return err
 	}
 	if err := requireJSON(c); err != nil {
@@ -174,7 +174,7 @@ func (h handlers) list(c *fiber.Ctx) error {
 
 func (h handlers) update(c *fiber.Ctx) error {
 	caller := identity.FromFiber(c)
-	if err := productbus.AuthorizeWrite(caller); err != nil {
+	if err := productsbus.AuthorizeWrite(caller); err != nil {
 		return err
 	}
 	id, err := productID(c)
@@ -204,7 +204,7 @@ func (h handlers) update(c *fiber.Ctx) error {
 
 func (h handlers) delete(c *fiber.Ctx) error {
 	caller := identity.FromFiber(c)
-	if err := productbus.AuthorizeDelete(caller); err != nil {
+	if err := productsbus.AuthorizeDelete(caller); err != nil {
 		return err
 	}
 	id, err := productID(c)
@@ -230,7 +230,7 @@ func (h handlers) openAPIDocument(c *fiber.Ctx) error {
 func productID(c *fiber.Ctx) (int64, error) {
 	id, err := strconv.ParseInt(c.Params("id"), 10, 64)
 	if err != nil || id < 1 {
-		return 0, productbus.ErrNotFound
+		return 0, productsbus.ErrNotFound
 	}
 	return id, nil
 }
