@@ -199,7 +199,7 @@ func waitHTTPReady(ctx context.Context, proc *localenv.Process, url string) erro
 		case <-ctx.Done():
 			return fmt.Errorf("not ready: %w", ctx.Err())
 		case <-proc.Done():
-			return fmt.Errorf("exited before becoming ready: %v", proc.Err())
+			return fmt.Errorf("exited before becoming ready: %w", proc.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

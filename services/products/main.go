@@ -81,7 +81,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	store := productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)
 	bus := productsbus.NewBusiness(store)
-	srv := web.New(rt.WebConfig(productsapi.Classify)) //nolint:contextcheck // handlers get each request's context from Fiber
+	srv := web.New(rt.WebConfig(productsapi.Classify))
 	srv.Mount(productsapi.Routes(productsapi.Config{
 		Business:    bus,
 		CacheMaxAge: cfg.CacheMaxAge,

@@ -36,6 +36,9 @@ type RelayConfig struct {
 	PollInterval time.Duration
 	// MaxBackoff caps the wait after a failed publish (default 15s).
 	MaxBackoff time.Duration
+	// BatchTimeout bounds one batch: publish, confirms and delete
+	// (default 10s).
+	BatchTimeout time.Duration
 }
 
 // Relay publishes stored events in commit order. Instances of a service
@@ -66,6 +69,9 @@ func NewRelay(cfg RelayConfig) *Relay {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 15 * time.Second
+	}
+	if cfg.BatchTimeout <= 0 {
+		cfg.BatchTimeout = 10 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -137,10 +143,15 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // Drain publishes everything pending now and returns how many events it
 // published. Shutdown calls it to flush before the process exits.
+//
+// ctx ending stops Drain between batches, never inside one: a batch whose
+// confirms were abandoned half-way would be published again later.
 func (r *Relay) Drain(ctx context.Context) (int, error) {
 	total := 0
-	for {
-		n, err := r.publishBatch(ctx)
+	for ctx.Err() == nil {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.BatchTimeout)
+		n, err := r.publishBatch(bctx)
+		cancel()
 		total += n
 		if err != nil {
 			return total, err
@@ -149,6 +160,7 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
+	return total, nil
 }
 
 func (r *Relay) publishBatch(ctx context.Context) (int, error) {
@@ -203,12 +215,10 @@ func (r *Relay) publishBatch(ctx context.Context) (int, error) {
 		// retry resends only messages whose fate is unknown. Should this
 		// delete or commit fail, they are sent again: consumers deduplicate
 		// on the event id.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := tx.Exec(dctx, "DELETE FROM outbox WHERE id = ANY($1)", ids[:confirmed]); err != nil {
+		if _, err := tx.Exec(ctx, "DELETE FROM outbox WHERE id = ANY($1)", ids[:confirmed]); err != nil {
 			return 0, errors.Join(pubErr, fmt.Errorf("outbox: delete published: %w", err))
 		}
-		if err := tx.Commit(dctx); err != nil {
+		if err := tx.Commit(ctx); err != nil {
 			return 0, errors.Join(pubErr, fmt.Errorf("outbox: commit: %w", err))
 		}
 		r.metrics.published.Add(float64(confirmed))
