@@ -124,7 +124,11 @@ func status(ctx context.Context, l layout) error {
 		case probeTCP(ctx, c.URL):
 			health = "listening"
 		}
-		fmt.Printf("%-12s %-8s %-10s %-28s %s\n", c.Name, strconv.Itoa(c.PID), health, c.URL, rel(l, c.Log))
+		pid := "-"
+		if c.PID > 0 {
+			pid = strconv.Itoa(c.PID)
+		}
+		fmt.Printf("%-12s %-8s %-10s %-28s %s\n", c.Name, pid, health, c.URL, rel(l, c.Log))
 	}
 	return nil
 }
