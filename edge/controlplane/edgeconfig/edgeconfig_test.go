@@ -1,0 +1,122 @@
+package edgeconfig
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
+)
+
+func TestDefaultDocumentIsValid(t *testing.T) {
+	doc, err := Parse(Default())
+	if err != nil {
+		t.Fatalf("the shipped default does not parse: %v", err)
+	}
+	if len(doc.Routes) == 0 || doc.Auth.Issuer == "" || doc.Defaults.Retries == nil {
+		t.Fatalf("default document is missing parts: %+v", doc)
+	}
+}
+
+// mutate parses the default, applies change to its generic form and parses
+// the result again, so each case states only what it breaks.
+func mutate(t *testing.T, change func(m map[string]any)) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(Default(), &m); err != nil {
+		t.Fatal(err)
+	}
+	change(m)
+	out, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func routes(m map[string]any) []any { return m["routes"].([]any) }
+func route(m map[string]any, i int) map[string]any {
+	return routes(m)[i].(map[string]any)
+}
+
+func TestInvalidDocumentsAreRejectedWithTheReason(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(m map[string]any)
+		want   []string
+	}{
+		{"unknown field", func(m map[string]any) { m["routez"] = 1 }, []string{`unknown field "routez"`}},
+		{"wrong version", func(m map[string]any) { m["version"] = 2 }, []string{"version: must be 1"}},
+		{"no routes", func(m map[string]any) { m["routes"] = []any{} }, []string{"routes: at least one route"}},
+		{"path and prefix", func(m map[string]any) { route(m, 0)["prefix"] = "/x/" }, []string{"routes[0]: exactly one of path and prefix"}},
+		{"relative path", func(m map[string]any) { route(m, 0)["path"] = "api/users" }, []string{"routes[0].path"}},
+		{"duplicate name", func(m map[string]any) { route(m, 1)["name"] = route(m, 0)["name"] }, []string{"routes[1].name: duplicates"}},
+		{"bad method", func(m map[string]any) { route(m, 0)["methods"] = []any{"BREW"} }, []string{`"BREW" is not a method`}},
+		{"proxy prefix reserved", func(m map[string]any) { route(m, 3)["prefix"] = "/proxy/users/" }, []string{"/proxy/ is reserved"}},
+		{"bad duration", func(m map[string]any) { m["defaults"].(map[string]any)["timeout"] = "soon" }, []string{"invalid duration"}},
+		{"retry condition", func(m map[string]any) {
+			m["defaults"].(map[string]any)["retries"].(map[string]any)["retryOn"] = []any{"always"}
+		}, []string{`"always" is not one of`}},
+		{"limit unit", func(m map[string]any) {
+			route(m, 1)["rateLimit"].(map[string]any)["global"].(map[string]any)["perClient"].(map[string]any)["per"] = "fortnight"
+		}, []string{"routes[1].rateLimit.global.perClient.per"}},
+		{"breaker per route", func(m map[string]any) {
+			route(m, 0)["circuitBreaker"] = map[string]any{"maxConnections": 1, "maxPendingRequests": 1, "maxRequests": 1}
+		}, []string{"apply per service"}},
+		{"missing issuer and skew too large", func(m map[string]any) {
+			a := m["auth"].(map[string]any)
+			delete(a, "issuer")
+			a["clockSkew"] = "1h"
+		}, []string{"auth.issuer: required", "auth.clockSkew"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(mutate(t, tc.change))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestValidationErrorsAreMarked(t *testing.T) {
+	_, err := Parse(mutate(t, func(m map[string]any) { m["version"] = 3 }))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("%v is not ErrInvalid", err)
+	}
+}
+
+// FuzzParse: any input either fails cleanly or yields a valid document
+// that survives a round trip unchanged.
+func FuzzParse(f *testing.F) {
+	f.Add(Default())
+	f.Add([]byte(`version: 1`))
+	f.Add([]byte(`{"version":1,"routes":[{"name":"a","path":"/a","service":"a"}]}`))
+	f.Add([]byte("routes:\n  - name: x\n    prefix: /x/\n    service: x\n    rateLimit: {local: {requests: 1, per: 1s, burst: 1}}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		doc, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if err := doc.Validate(); err != nil {
+			t.Fatalf("Parse returned a document that does not validate: %v", err)
+		}
+		out, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		again, err := Parse(out)
+		if err != nil {
+			t.Fatalf("a valid document did not survive a round trip: %v\n%s", err, out)
+		}
+		if diff := cmp.Diff(doc, again); diff != "" {
+			t.Fatalf("round trip changed the document (-first +second):\n%s", diff)
+		}
+	})
+}

@@ -1,0 +1,182 @@
+package edgeconfig
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ErrInvalid marks every validation failure.
+var ErrInvalid = errors.New("invalid edge configuration")
+
+var (
+	namePattern    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	servicePattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})$`)
+	retryOn        = []string{"connect-failure", "reset", "gateway-error", "refused-stream", "retriable-status-codes", "5xx"}
+	limitUnits     = []string{"second", "minute", "hour", "day"}
+	methods        = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+)
+
+// Validate reports every problem of the document at once, each prefixed
+// with where it is.
+func (d Document) Validate() error {
+	var v validator
+	if d.Version != 1 {
+		v.add("version", "must be 1")
+	}
+	v.auth(d.Auth)
+	v.policy("defaults", d.Defaults, true)
+	if len(d.Routes) == 0 {
+		v.add("routes", "at least one route is needed")
+	}
+	names := map[string]bool{}
+	for i, r := range d.Routes {
+		at := fmt.Sprintf("routes[%d]", i)
+		if !namePattern.MatchString(r.Name) {
+			v.add(at+".name", "must be lower-case letters, digits and dashes")
+		} else if names[r.Name] {
+			v.add(at+".name", "duplicates another route's name")
+		}
+		names[r.Name] = true
+		v.route(at, r)
+	}
+	for alias, target := range d.Proxy.Aliases {
+		if !servicePattern.MatchString(alias) || !servicePattern.MatchString(target) {
+			v.add("proxy.aliases."+alias, "alias and target must be service names")
+		}
+	}
+	return v.err()
+}
+
+type validator struct{ problems []string }
+
+func (v *validator) add(at, msg string) { v.problems = append(v.problems, at+": "+msg) }
+
+func (v *validator) err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(v.problems, "; "))
+}
+
+func (v *validator) auth(a Auth) {
+	if a.Issuer == "" {
+		v.add("auth.issuer", "required")
+	}
+	if len(a.Audiences) == 0 {
+		v.add("auth.audiences", "at least one audience is needed")
+	}
+	if !servicePattern.MatchString(a.JWKS.Service) {
+		v.add("auth.jwks.service", "must name a service")
+	}
+	if !strings.HasPrefix(a.JWKS.Path, "/") {
+		v.add("auth.jwks.path", "must start with /")
+	}
+	if a.JWKS.Refresh.D() < time.Second || a.JWKS.Refresh.D() > 24*time.Hour {
+		v.add("auth.jwks.refresh", "must be between 1s and 24h")
+	}
+	if a.ClockSkew.D() < 0 || a.ClockSkew.D() > 5*time.Minute {
+		v.add("auth.clockSkew", "must be between 0 and 5m")
+	}
+}
+
+func (v *validator) route(at string, r Route) {
+	switch {
+	case (r.Path == "") == (r.Prefix == ""):
+		v.add(at, "exactly one of path and prefix is needed")
+	case r.Path != "" && !validPath(r.Path):
+		v.add(at+".path", "must be an absolute path without spaces, ? or #")
+	case r.Prefix != "" && !validPath(r.Prefix):
+		v.add(at+".prefix", "must be an absolute path without spaces, ? or #")
+	}
+	if strings.HasPrefix(r.Path+r.Prefix, "/proxy/") {
+		v.add(at, "/proxy/ is reserved for the catalog proxy")
+	}
+	if r.Rewrite != "" && !validPath(r.Rewrite) {
+		v.add(at+".rewrite", "must be an absolute path")
+	}
+	if !servicePattern.MatchString(r.Service) {
+		v.add(at+".service", "must name a service")
+	}
+	for _, m := range r.Methods {
+		if !slices.Contains(methods, m) {
+			v.add(at+".methods", fmt.Sprintf("%q is not a method the ingress routes", m))
+		}
+	}
+	if r.OutlierDetection != nil || r.CircuitBreaker != nil {
+		v.add(at, "outlierDetection and circuitBreaker apply per service: set them in defaults")
+	}
+	v.policy(at, r.Policy, false)
+}
+
+func validPath(p string) bool {
+	return strings.HasPrefix(p, "/") && !strings.ContainsAny(p, " ?#\t\n") && !strings.Contains(p, "//")
+}
+
+func (v *validator) policy(at string, p Policy, complete bool) {
+	if complete {
+		for field, missing := range map[string]bool{
+			"timeout": p.Timeout == nil, "retries": p.Retries == nil, "outlierDetection": p.OutlierDetection == nil,
+			"circuitBreaker": p.CircuitBreaker == nil, "rateLimit": p.RateLimit == nil,
+		} {
+			if missing {
+				v.add(at+"."+field, "required in defaults")
+			}
+		}
+	}
+	if p.Timeout != nil && (p.Timeout.D() <= 0 || p.Timeout.D() > 5*time.Minute) {
+		v.add(at+".timeout", "must be between 0 and 5m")
+	}
+	if r := p.Retries; r != nil {
+		if r.Attempts > 10 {
+			v.add(at+".retries.attempts", "at most 10")
+		}
+		if r.PerTryTimeout.D() < 0 || (p.Timeout != nil && r.PerTryTimeout.D() > p.Timeout.D()) {
+			v.add(at+".retries.perTryTimeout", "must be positive and within the timeout")
+		}
+		for _, on := range r.RetryOn {
+			if !slices.Contains(retryOn, on) {
+				v.add(at+".retries.retryOn", fmt.Sprintf("%q is not one of %s", on, strings.Join(retryOn, ", ")))
+			}
+		}
+		if r.BudgetPercent < 0 || r.BudgetPercent > 100 {
+			v.add(at+".retries.budgetPercent", "must be between 0 and 100")
+		}
+	}
+	if o := p.OutlierDetection; o != nil {
+		if o.Interval.D() <= 0 || o.BaseEjectionTime.D() <= 0 {
+			v.add(at+".outlierDetection", "interval and baseEjectionTime must be positive")
+		}
+		if o.MaxEjectionPercent > 100 {
+			v.add(at+".outlierDetection.maxEjectionPercent", "at most 100")
+		}
+	}
+	if c := p.CircuitBreaker; c != nil && (c.MaxConnections == 0 || c.MaxPendingRequests == 0 || c.MaxRequests == 0) {
+		v.add(at+".circuitBreaker", "every threshold must be positive")
+	}
+	if rl := p.RateLimit; rl != nil {
+		if b := rl.Local; b != nil && (b.Requests == 0 || b.Per.D() < time.Millisecond*50 || b.Burst < b.Requests) {
+			v.add(at+".rateLimit.local", "requests must be positive, per at least 50ms, burst at least requests")
+		}
+		if g := rl.Global; g != nil {
+			v.limit(at+".rateLimit.global.perClient", g.PerClient)
+			v.limit(at+".rateLimit.global.perSubject", g.PerSubject)
+		}
+	}
+}
+
+func (v *validator) limit(at string, l *Limit) {
+	if l == nil {
+		return
+	}
+	if l.Requests == 0 {
+		v.add(at+".requests", "must be positive")
+	}
+	if !slices.Contains(limitUnits, l.Per) {
+		v.add(at+".per", "must be second, minute, hour or day")
+	}
+}
