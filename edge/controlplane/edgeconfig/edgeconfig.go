@@ -26,6 +26,16 @@ type Document struct {
 	Defaults Policy  `json:"defaults"`
 	Routes   []Route `json:"routes"`
 	Proxy    Proxy   `json:"proxy"`
+	Edge     Edge    `json:"edge"`
+}
+
+// Edge names the service that caches responses and serves the merged API
+// documentation.
+type Edge struct {
+	// Service is its name in the catalog; empty turns caching and docs off.
+	Service string `json:"service,omitempty"`
+	// Docs serves /docs/ and /openapi.json from it.
+	Docs bool `json:"docs,omitempty"`
 }
 
 // Auth says how the ingress verifies bearer tokens.
@@ -119,6 +129,9 @@ type Route struct {
 	Rewrite string `json:"rewrite,omitempty"`
 	// Public routes need no token.
 	Public bool `json:"public,omitempty"`
+	// Cache sends the route's GET and HEAD requests through the edge
+	// service's response cache; the service decides what is cacheable.
+	Cache bool `json:"cache,omitempty"`
 	Policy
 }
 

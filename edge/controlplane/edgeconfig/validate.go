@@ -44,6 +44,17 @@ func (d Document) Validate() error {
 		names[r.Name] = true
 		v.route(at, r)
 	}
+	if d.Edge.Service != "" && !servicePattern.MatchString(d.Edge.Service) {
+		v.add("edge.service", "must name a service")
+	}
+	if d.Edge.Service == "" && d.Edge.Docs {
+		v.add("edge.docs", "needs edge.service")
+	}
+	for i, r := range d.Routes {
+		if r.Cache && d.Edge.Service == "" {
+			v.add(fmt.Sprintf("routes[%d].cache", i), "needs edge.service")
+		}
+	}
 	for alias, target := range d.Proxy.Aliases {
 		if !servicePattern.MatchString(alias) || !servicePattern.MatchString(target) {
 			v.add("proxy.aliases."+alias, "alias and target must be service names")

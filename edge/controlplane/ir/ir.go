@@ -51,6 +51,11 @@ type Route struct {
 	// replaced by Rewrite when it is set.
 	Cluster string `json:"cluster,omitempty"`
 	Rewrite string `json:"rewrite,omitempty"`
+	// ForwardedPrefix is sent as X-Forwarded-Prefix: the part of the
+	// client's path that the rewrite removed, so services can build links.
+	ForwardedPrefix string `json:"forwardedPrefix,omitempty"`
+	// SetHeaders are request headers the ingress sets, replacing any value.
+	SetHeaders map[string]string `json:"setHeaders,omitempty"`
 	// Direct answers at the ingress instead of forwarding.
 	Direct *DirectResponse `json:"direct,omitempty"`
 	// Public routes need no token.
@@ -140,6 +145,10 @@ type Identity struct {
 	RootsPEM    []string `json:"rootsPEM"`
 	TrustDomain string   `json:"trustDomain"`
 }
+
+// DefaultConnectTimeout bounds connection set-up to services the model
+// names outside the mesh, such as the rate-limit service.
+const DefaultConnectTimeout = 2 * time.Second
 
 // RateLimitService is the envoyproxy/ratelimit service, reached over gRPC.
 type RateLimitService struct {

@@ -1,0 +1,180 @@
+package translate
+
+import (
+	"fmt"
+	"time"
+
+	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	mutationrules "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	streamlog "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	earlymutation "github.com/envoyproxy/go-control-plane/envoy/extensions/http/early_header_mutation/header_mutation/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portico-mesh/portico/edge/controlplane/ir"
+)
+
+// IdentityHeaderPattern matches every header that carries identity or
+// routing facts the ingress vouches for; a client's copies are removed
+// before anything else looks at the request.
+const IdentityHeaderPattern = "^x-portico-.*"
+
+func listener(l ir.Listener, manager *hcm.HttpConnectionManager) (*listenerv3.Listener, error) {
+	cfg, err := anypb.New(manager)
+	if err != nil {
+		return nil, fmt.Errorf("listener: %w", err)
+	}
+	return &listenerv3.Listener{
+		Name:    ListenerName,
+		Address: socketAddress(l.Address, l.Port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       "envoy.filters.network.http_connection_manager",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: cfg},
+			}},
+		}},
+	}, nil
+}
+
+func httpConnectionManager(x *ir.Xds) (*hcm.HttpConnectionManager, error) {
+	filters, err := httpFilters(x)
+	if err != nil {
+		return nil, err
+	}
+	strip, err := typed("envoy.http.early_header_mutation.header_mutation", &earlymutation.HeaderMutation{
+		Mutations: []*mutationrules.HeaderMutation{{
+			Action: &mutationrules.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrules.HeaderMutation_RemoveOnMatch{
+				KeyMatcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{
+					SafeRegex: &matcher.RegexMatcher{Regex: IdentityHeaderPattern},
+				}},
+			}},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	logs, err := accessLogs()
+	if err != nil {
+		return nil, err
+	}
+	replies, err := localReplies()
+	if err != nil {
+		return nil, err
+	}
+	return &hcm.HttpConnectionManager{
+		StatPrefix: "ingress",
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+			RouteConfigName: RouteConfigName,
+			ConfigSource:    adsSource(),
+		}},
+		HttpFilters:                   filters,
+		EarlyHeaderMutationExtensions: []*core.TypedExtensionConfig{strip},
+		AccessLog:                     logs,
+		LocalReplyConfig:              replies,
+		// The ingress is the edge: the client address is the peer's.
+		UseRemoteAddress:             wrapperspb.Bool(true),
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcm.HttpConnectionManager_UNESCAPE_AND_REDIRECT,
+		StreamIdleTimeout:            durationpb.New(5 * time.Minute),
+		RequestHeadersTimeout:        durationpb.New(10 * time.Second),
+		CommonHttpProtocolOptions: &core.HttpProtocolOptions{
+			IdleTimeout:                  durationpb.New(time.Minute),
+			HeadersWithUnderscoresAction: core.HttpProtocolOptions_REJECT_REQUEST,
+		},
+	}, nil
+}
+
+// httpFilters are applied in order: authenticate, then limit (a subject
+// limit needs the verified subject), then route.
+func httpFilters(x *ir.Xds) ([]*hcm.HttpFilter, error) {
+	var out []*hcm.HttpFilter
+	if x.Auth != nil {
+		f, err := jwtFilter(x)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	local, err := localRateLimitFilter()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, local)
+	if x.RateLimitService != nil {
+		f, err := globalRateLimitFilter(*x.RateLimitService)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	r, err := httpFilter("envoy.filters.http.router", &router.Router{SuppressEnvoyHeaders: true})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, r), nil
+}
+
+func httpFilter(name string, cfg proto.Message) (*hcm.HttpFilter, error) {
+	a, err := anypb.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("filter %s: %w", name, err)
+	}
+	return &hcm.HttpFilter{Name: name, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: a}}, nil
+}
+
+func typed(name string, cfg proto.Message) (*core.TypedExtensionConfig, error) {
+	a, err := anypb.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("extension %s: %w", name, err)
+	}
+	return &core.TypedExtensionConfig{Name: name, TypedConfig: a}, nil
+}
+
+// accessLogs writes one JSON object per request to stdout.
+func accessLogs() ([]*accesslog.AccessLog, error) {
+	format, err := structpb.NewStruct(map[string]any{
+		"time":           "%START_TIME%",
+		"request_id":     "%REQ(X-REQUEST-ID)%",
+		"traceparent":    "%REQ(TRACEPARENT)%",
+		"method":         "%REQ(:METHOD)%",
+		"path":           "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+		"protocol":       "%PROTOCOL%",
+		"status":         "%RESPONSE_CODE%",
+		"flags":          "%RESPONSE_FLAGS%",
+		"details":        "%RESPONSE_CODE_DETAILS%",
+		"route":          "%ROUTE_NAME%",
+		"upstream":       "%UPSTREAM_CLUSTER%",
+		"upstream_host":  "%UPSTREAM_HOST%",
+		"client":         "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+		"user_agent":     "%REQ(USER-AGENT)%",
+		"bytes_received": "%BYTES_RECEIVED%",
+		"bytes_sent":     "%BYTES_SENT%",
+		"duration_ms":    "%DURATION%",
+		"attempts":       "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	cfg, err := anypb.New(&streamlog.StdoutAccessLog{
+		AccessLogFormat: &streamlog.StdoutAccessLog_LogFormat{LogFormat: &core.SubstitutionFormatString{
+			Format: &core.SubstitutionFormatString_JsonFormat{JsonFormat: format},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	return []*accesslog.AccessLog{{
+		Name:       "envoy.access_loggers.stdout",
+		ConfigType: &accesslog.AccessLog_TypedConfig{TypedConfig: cfg},
+	}}, nil
+}
