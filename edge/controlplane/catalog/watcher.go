@@ -1,0 +1,154 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Watcher. Zero values take the defaults below.
+type Config struct {
+	// Client talks to the local Consul agent. Required.
+	Client *api.Client
+	// IngressService is the service name the ingress's leaf certificate
+	// is issued for, its identity in intentions. Default "ingress".
+	IngressService string
+	// ConfigKey is the KV key of the edge configuration document.
+	// Default "portico/edge/config".
+	ConfigKey string
+	// Log receives the watcher's logs. Default: discarded.
+	Log *slog.Logger
+	// Registerer receives the watcher's metrics. Nil registers nothing.
+	Registerer prometheus.Registerer
+	// Coalesce is how long the watcher waits after a change before it
+	// builds a snapshot, so changes close together (a service and its
+	// sidecar registering, a deployment replacing instances) become one
+	// publish. It adds to the propagation delay. Default 25ms.
+	Coalesce time.Duration
+	// MinBackoff and MaxBackoff bound the waits between retries of a
+	// failing query. Defaults 250ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// WaitTime is how long a blocking query waits for a change before
+	// Consul answers anyway. Default 5m, Consul's own default; at most
+	// 10m, Consul's limit.
+	WaitTime time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultIngressService = "ingress"
+	DefaultConfigKey      = "portico/edge/config"
+	DefaultCoalesce       = 25 * time.Millisecond
+	DefaultMinBackoff     = 250 * time.Millisecond
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultWaitTime       = 5 * time.Minute
+	maxWaitTime           = 10 * time.Minute
+)
+
+func (c Config) withDefaults() Config {
+	if c.IngressService == "" {
+		c.IngressService = DefaultIngressService
+	}
+	if c.ConfigKey == "" {
+		c.ConfigKey = DefaultConfigKey
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Coalesce <= 0 {
+		c.Coalesce = DefaultCoalesce
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = DefaultMinBackoff
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	c.MaxBackoff = max(c.MaxBackoff, c.MinBackoff)
+	if c.WaitTime <= 0 {
+		c.WaitTime = DefaultWaitTime
+	}
+	c.WaitTime = min(c.WaitTime, maxWaitTime)
+	return c
+}
+
+// Watcher follows Consul and publishes snapshots. Make one with New.
+type Watcher struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	running atomic.Bool
+}
+
+// New returns a Watcher and registers its metrics. It fails without a
+// client or when the metrics cannot be registered (for example twice on
+// one registry).
+func New(cfg Config) (*Watcher, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("catalog: Config.Client is nil")
+	}
+	cfg = cfg.withDefaults()
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	return &Watcher{cfg: cfg, log: cfg.Log.With("component", "catalog"), metrics: m}, nil
+}
+
+// Run watches Consul until ctx ends and calls publish with every snapshot
+// whose content differs from the previous one. The first call comes once
+// every watch has answered once (see state.snapshot). publish is called
+// from one goroutine, never concurrently; while it runs, changes
+// accumulate and are coalesced into the next snapshot.
+//
+// Failing queries are retried with backoff for as long as ctx lives, so
+// Run returns nil once ctx ends and every goroutine it started has
+// stopped. It returns an error only when it cannot start. A Watcher runs
+// once at a time.
+func (w *Watcher) Run(ctx context.Context, publish func(Snapshot)) error {
+	if publish == nil {
+		return errors.New("catalog: publish is nil")
+	}
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("catalog: the watcher is already running")
+	}
+	defer w.running.Store(false)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st := newState()
+	// Every goroutine below, per-service watches included, is in wg, and
+	// all of them end with ctx: Run returns only when they have.
+	var wg sync.WaitGroup
+	wg.Go(func() { w.fetchDatacenter(ctx, st) })
+	wg.Go(func() { w.leafWatch(st).run(ctx) })
+	wg.Go(func() { w.rootsWatch(st).run(ctx) })
+	wg.Go(func() { w.configWatch(st).run(ctx) })
+	wg.Go(func() { w.servicesWatch(ctx, &wg, st).run(ctx) })
+	wg.Go(func() { w.publishLoop(ctx, st, publish) })
+	w.log.Info("catalog watcher started", "ingress_service", w.cfg.IngressService, "config_key", w.cfg.ConfigKey)
+	wg.Wait()
+	w.log.Info("catalog watcher stopped")
+	return nil
+}
+
+// newWatch makes a blockingWatch with the watcher's settings.
+func newWatch[T any](w *Watcher, kind string, log *slog.Logger, fetch fetchFunc[T], deliver func(T)) *blockingWatch[T] {
+	return &blockingWatch[T]{
+		kind:       kind,
+		log:        log,
+		metrics:    w.metrics,
+		fetch:      fetch,
+		deliver:    deliver,
+		waitTime:   w.cfg.WaitTime,
+		backoff:    backoff{min: w.cfg.MinBackoff, max: w.cfg.MaxBackoff},
+		resetPause: w.cfg.MinBackoff,
+	}
+}
