@@ -38,6 +38,19 @@ const dbTimeout = 5 * time.Second
 // under, e.g. /api/products; links and Location include it when present.
 const headerForwardedPrefix = "X-Forwarded-Prefix"
 
+// headerSurrogateKey tags successful reads for the edge cache, which
+// purges by tag when it consumes this service's events (product:<id> for
+// an item, products for every list) and strips the header before
+// responses reach clients.
+const headerSurrogateKey = "Surrogate-Key"
+
+// listSurrogateKey tags every page of the product list: any product event
+// may change any page.
+const listSurrogateKey = "products"
+
+// itemSurrogateKey tags one product's representation.
+func itemSurrogateKey(id int64) string { return "product:" + strconv.FormatInt(id, 10) }
+
 // Cache-Control of everything that is not a successful read: write
 // responses describe a change, errors must not stick in a cache.
 const cacheNoStore = "no-store"
@@ -135,6 +148,7 @@ func (h handlers) get(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderETag, etag(p.Version))
 	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
+	c.Set(headerSurrogateKey, itemSurrogateKey(p.ID))
 	if noneMatch(c.Get(fiber.HeaderIfNoneMatch), p.Version) {
 		return c.SendStatus(http.StatusNotModified)
 	}
@@ -169,6 +183,7 @@ func (h handlers) list(c *fiber.Ctx) error {
 	}
 	resp.Items = toAppProducts(ps)
 	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
+	c.Set(headerSurrogateKey, listSurrogateKey)
 	return c.JSON(resp)
 }
 

@@ -1,0 +1,384 @@
+package httpcache_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/services/platform/identity"
+)
+
+// fixed answers every request with the same headers and body.
+func fixed(body string, kv ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		for i := 0; i+1 < len(kv); i += 2 {
+			w.Header().Add(kv[i], kv[i+1])
+		}
+		_, _ = w.Write([]byte(body))
+	}
+}
+
+func TestMissThenHit(t *testing.T) {
+	o := newOrigin(t, fixed(`{"n":1}`, "Cache-Control", "public, max-age=60", "Content-Type", "application/json", "Surrogate-Key", "thing:1 things"))
+	e := newEdge(t, o)
+
+	first := e.get(t, "/things/1")
+	expect(t, "first", first, 200, httpcache.Miss, `{"n":1}`)
+	second := e.get(t, "/things/1")
+	expect(t, "second", second, 200, httpcache.Hit, `{"n":1}`)
+	if got := o.requests.Load(); got != 1 {
+		t.Errorf("origin answered %d requests, want 1", got)
+	}
+	for _, r := range []result{first, second} {
+		if r.header.Get("Surrogate-Key") != "" {
+			t.Errorf("Surrogate-Key reached the client: %q", r.header.Get("Surrogate-Key"))
+		}
+		if ct := r.header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type = %q", ct)
+		}
+		if r.header.Get("Cache-Control") != "public, max-age=60" {
+			t.Errorf("Cache-Control = %q", r.header.Get("Cache-Control"))
+		}
+	}
+	if second.header.Get("Age") == "" {
+		t.Error("a hit carries no Age")
+	}
+	// The query is part of the key.
+	expect(t, "other query", e.get(t, "/things/1?x=1"), 200, httpcache.Miss, "*")
+	if hits, misses := counter(t, e.reg, "edge_cache_hits_total"), counter(t, e.reg, "edge_cache_misses_total"); hits != 1 || misses != 2 {
+		t.Errorf("metrics: %v hits, %v misses; want 1 and 2", hits, misses)
+	}
+}
+
+func TestResponsesTheOriginForbidsAreNeverStored(t *testing.T) {
+	tests := []struct {
+		name   string
+		header []string
+	}{
+		{"no-store", []string{"Cache-Control", "no-store"}},
+		{"private", []string{"Cache-Control", "private, max-age=60"}},
+		{"private no-store (the users service)", []string{"Cache-Control", "private, no-store"}},
+		{"no-cache", []string{"Cache-Control", "no-cache, max-age=60"}},
+		{"no freshness", nil},
+		{"vary star", []string{"Cache-Control", "public, max-age=60", "Vary", "*"}},
+		{"set-cookie", []string{"Cache-Control", "public, max-age=60", "Set-Cookie", "session=abc"}},
+		{"expired", []string{"Cache-Control", "public", "Expires", "0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOrigin(t, fixed("body", tc.header...))
+			e := newEdge(t, o)
+			for i := range 3 {
+				expect(t, fmt.Sprint("request ", i), e.get(t, "/x"), 200, httpcache.Miss, "body")
+			}
+			if got := o.requests.Load(); got != 3 {
+				t.Errorf("origin answered %d requests, want 3", got)
+			}
+		})
+	}
+}
+
+// echoCaller answers with the caller's user id, as a personal resource.
+func echoCaller(cacheControl string, vary ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", cacheControl)
+		for _, v := range vary {
+			w.Header().Add("Vary", v)
+		}
+		_, _ = fmt.Fprintf(w, "for %s", r.Header.Get(identity.HeaderUserID))
+	}
+}
+
+func TestSecondUserNeverGetsFirstUsersPrivateResponse(t *testing.T) {
+	for _, cc := range []string{"private, max-age=60", "max-age=60", "private, no-store", "no-cache"} {
+		t.Run(cc, func(t *testing.T) {
+			o := newOrigin(t, echoCaller(cc))
+			e := newEdge(t, o)
+			expect(t, "alice", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
+			expect(t, "bob", e.get(t, "/me", identity.HeaderUserID, "bob"), 200, httpcache.Miss, "for bob")
+			expect(t, "anonymous", e.get(t, "/me"), 200, httpcache.Miss, "for ")
+			expect(t, "alice again", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
+		})
+	}
+	// Authorization counts as credentials too.
+	t.Run("authorization without public", func(t *testing.T) {
+		o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "max-age=60")
+			_, _ = w.Write([]byte(r.Header.Get("Authorization")))
+		})
+		e := newEdge(t, o)
+		expect(t, "a", e.get(t, "/me", "Authorization", "Bearer a"), 200, httpcache.Miss, "Bearer a")
+		expect(t, "b", e.get(t, "/me", "Authorization", "Bearer b"), 200, httpcache.Miss, "Bearer b")
+	})
+}
+
+// Concurrent misses of different callers are collapsed into one origin
+// request only when the response may be shared: a private response made
+// for one of them must never answer the others.
+func TestConcurrentCallersNeverShareAPrivateResponse(t *testing.T) {
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		echoCaller("private, max-age=60")(w, r)
+	})
+	e := newEdge(t, o)
+	const callers = 8
+	var wg sync.WaitGroup
+	results := make([]result, callers)
+	errs := make([]error, callers)
+	for i := range callers {
+		wg.Go(func() {
+			results[i], errs[i] = e.send(http.MethodGet, "/me", identity.HeaderUserID, fmt.Sprint("user-", i))
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // let every request reach the cache
+	close(release)
+	wg.Wait()
+	for i := range callers {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if want := fmt.Sprint("for user-", i); results[i].body != want {
+			t.Errorf("caller %d got %q, want %q", i, results[i].body, want)
+		}
+	}
+}
+
+func TestAuthenticatedRequestStoredOnlyWhenOriginAllowsExplicitly(t *testing.T) {
+	o := newOrigin(t, fixed("catalog", "Cache-Control", "public, max-age=60"))
+	e := newEdge(t, o)
+	expect(t, "alice", e.get(t, "/catalog", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "catalog")
+	expect(t, "bob", e.get(t, "/catalog", identity.HeaderUserID, "bob", "Authorization", "Bearer x"), 200, httpcache.Hit, "catalog")
+	expect(t, "anonymous", e.get(t, "/catalog"), 200, httpcache.Hit, "catalog")
+
+	o2 := newOrigin(t, fixed("shared", "Cache-Control", "s-maxage=60"))
+	e2 := newEdge(t, o2)
+	expect(t, "s-maxage", e2.get(t, "/x", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "shared")
+	expect(t, "s-maxage again", e2.get(t, "/x", identity.HeaderUserID, "bob"), 200, httpcache.Hit, "shared")
+}
+
+func TestVaryOnIdentityKeysEachCaller(t *testing.T) {
+	o := newOrigin(t, echoCaller("public, max-age=60", "X-Portico-User-Id"))
+	e := newEdge(t, o)
+	expect(t, "alice", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
+	expect(t, "bob", e.get(t, "/me", identity.HeaderUserID, "bob"), 200, httpcache.Miss, "for bob")
+	expect(t, "alice hit", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Hit, "for alice")
+	expect(t, "bob hit", e.get(t, "/me", identity.HeaderUserID, "bob"), 200, httpcache.Hit, "for bob")
+	expect(t, "anonymous", e.get(t, "/me"), 200, httpcache.Miss, "for ")
+	if got := o.requests.Load(); got != 3 {
+		t.Errorf("origin answered %d requests, want 3", got)
+	}
+}
+
+func TestIfNoneMatchIsAnsweredFromTheCache(t *testing.T) {
+	o := newOrigin(t, fixed("v1", "Cache-Control", "public, max-age=60", "ETag", `"1"`))
+	e := newEdge(t, o)
+	// A conditional miss: the stored response is complete, the client
+	// still gets its 304.
+	r := e.get(t, "/p", "If-None-Match", `"1"`)
+	expect(t, "conditional miss", r, 304, httpcache.Miss, "")
+	r = e.get(t, "/p", "If-None-Match", `W/"0", "1"`)
+	expect(t, "conditional hit", r, 304, httpcache.Hit, "")
+	if r.header.Get("ETag") != `"1"` || r.header.Get("Cache-Control") == "" {
+		t.Errorf("304 headers: %v", r.header)
+	}
+	expect(t, "other tag", e.get(t, "/p", "If-None-Match", `"2"`), 200, httpcache.Hit, "v1")
+	if got := o.requests.Load(); got != 1 {
+		t.Errorf("origin answered %d requests, want 1", got)
+	}
+}
+
+func TestConcurrentMissesMakeOneOriginRequest(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		fixed("slow", "Cache-Control", "public, max-age=60")(w, nil)
+	})
+	e := newEdge(t, o)
+	const n = 25
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	for i := range n {
+		wg.Go(func() {
+			// Different callers: a public response may be shared.
+			r, err := e.send(http.MethodGet, "/slow", identity.HeaderUserID, fmt.Sprint("u", i))
+			if err != nil || r.status != 200 || r.body != "slow" {
+				failures.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failures.Load() > 0 {
+		t.Fatalf("%d requests failed", failures.Load())
+	}
+	if got := o.requests.Load(); got != 1 {
+		t.Fatalf("%d concurrent misses made %d origin requests, want 1", n, got)
+	}
+	t.Logf("%d concurrent misses -> %d origin request", n, o.requests.Load())
+}
+
+func TestStaleWhileRevalidate(t *testing.T) {
+	var version atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=1, stale-while-revalidate=30")
+		_, _ = fmt.Fprintf(w, "v%d", version.Add(1))
+	})
+	e := newEdge(t, o)
+	expect(t, "first", e.get(t, "/s"), 200, httpcache.Miss, "v1")
+	time.Sleep(1100 * time.Millisecond)
+	expect(t, "stale", e.get(t, "/s"), 200, httpcache.Stale, "v1")
+	waitFor(t, 5*time.Second, "the background refresh", func() bool {
+		r := e.get(t, "/s")
+		return r.xcache() == httpcache.Hit && r.body == "v2"
+	})
+	if got := o.requests.Load(); got != 2 {
+		t.Errorf("origin answered %d requests, want 2", got)
+	}
+
+	// must-revalidate forbids serving stale.
+	o2 := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=1, stale-while-revalidate=30, must-revalidate")
+		_, _ = w.Write([]byte("x"))
+	})
+	e2 := newEdge(t, o2)
+	expect(t, "first", e2.get(t, "/s"), 200, httpcache.Miss, "x")
+	time.Sleep(1100 * time.Millisecond)
+	expect(t, "expired", e2.get(t, "/s"), 200, httpcache.Miss, "x")
+}
+
+func TestRedisOutageBypassesAndRecovers(t *testing.T) {
+	rds := testenv.StartRedis(t)
+	o := newOrigin(t, fixed("ok", "Cache-Control", "public, max-age=60"))
+	e := newEdge(t, o, func(eo *edgeOptions) { eo.redisAddr = rds.Addr() })
+	expect(t, "before", e.get(t, "/r"), 200, httpcache.Miss, "ok")
+	expect(t, "before", e.get(t, "/r"), 200, httpcache.Hit, "ok")
+
+	if err := rds.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		start := time.Now()
+		r := e.get(t, "/r")
+		expect(t, fmt.Sprint("during outage ", i), r, 200, httpcache.Bypass, "ok")
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("a bypassed request took %v", took)
+		}
+	}
+
+	if err := rds.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Redis came back empty; the store is tried again after RetryAfter.
+	waitFor(t, 5*time.Second, "caching to resume", func() bool {
+		return e.get(t, "/r").xcache() == httpcache.Hit
+	})
+}
+
+func TestPurgeByTagAndOncePerEvent(t *testing.T) {
+	var version atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		w.Header().Set("Surrogate-Key", "item:"+strings.TrimPrefix(r.URL.Path, "/items/")+" items")
+		_, _ = fmt.Fprintf(w, "v%d", version.Load())
+	})
+	e := newEdge(t, o)
+	ctx := context.Background()
+	expect(t, "item 1", e.get(t, "/items/1"), 200, httpcache.Miss, "v0")
+	expect(t, "item 2", e.get(t, "/items/2"), 200, httpcache.Miss, "v0")
+	version.Store(1)
+
+	deleted, applied, err := e.store.PurgeOnce(ctx, "event-1", time.Hour, "item:1")
+	if err != nil || !applied || deleted == 0 {
+		t.Fatalf("first purge: deleted %d applied %v err %v", deleted, applied, err)
+	}
+	expect(t, "purged item", e.get(t, "/items/1"), 200, httpcache.Miss, "v1")
+	expect(t, "other item", e.get(t, "/items/2"), 200, httpcache.Hit, "v0")
+
+	// The same event again purges nothing: item 1 stays cached.
+	version.Store(2)
+	deleted, applied, err = e.store.PurgeOnce(ctx, "event-1", time.Hour, "item:1")
+	if err != nil || applied || deleted != 0 {
+		t.Fatalf("duplicate purge: deleted %d applied %v err %v", deleted, applied, err)
+	}
+	expect(t, "after duplicate", e.get(t, "/items/1"), 200, httpcache.Hit, "v1")
+
+	if _, err := e.store.Purge(ctx, "items"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "list tag purged 1", e.get(t, "/items/1"), 200, httpcache.Miss, "v2")
+	expect(t, "list tag purged 2", e.get(t, "/items/2"), 200, httpcache.Miss, "v2")
+}
+
+// A response fetched before a purge must not be stored after it, or the
+// purge would be undone by a request that was already in flight.
+func TestResponseFetchedBeforeAPurgeIsNotStored(t *testing.T) {
+	inOrigin := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
+		if calls.Add(1) == 1 {
+			close(inOrigin)
+			<-release
+		}
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		w.Header().Set("Surrogate-Key", "thing")
+		_, _ = fmt.Fprintf(w, "call %d", calls.Load())
+	})
+	e := newEdge(t, o)
+	done := make(chan result, 1)
+	go func() {
+		r, _ := e.send(http.MethodGet, "/t")
+		done <- r
+	}()
+	<-inOrigin
+	if _, err := e.store.Purge(context.Background(), "thing"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	expect(t, "in flight", <-done, 200, httpcache.Miss, "call 1")
+	expect(t, "after", e.get(t, "/t"), 200, httpcache.Miss, "call 2")
+	expect(t, "stored", e.get(t, "/t"), 200, httpcache.Hit, "call 2")
+}
+
+func TestUnsafeRequestInvalidatesItsPath(t *testing.T) {
+	var version atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			version.Add(1)
+			w.Header().Set("Cache-Control", "no-store")
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		_, _ = fmt.Fprintf(w, "v%d", version.Load())
+	})
+	e := newEdge(t, o)
+	expect(t, "get", e.get(t, "/doc"), 200, httpcache.Miss, "v0")
+	expect(t, "get", e.get(t, "/doc"), 200, httpcache.Hit, "v0")
+	r, err := e.send(http.MethodPut, "/doc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "put", r, 200, httpcache.Bypass, "")
+	expect(t, "get after put", e.get(t, "/doc"), 200, httpcache.Miss, "v1")
+}
+
+func TestUnknownUpstreamIsAProblem(t *testing.T) {
+	o := newOrigin(t, fixed("x"))
+	e := newEdge(t, o)
+	req, _ := http.NewRequest(http.MethodGet, e.url+"/x", nil)
+	req.Header.Set(httpcache.HeaderUpstream, "nosuch")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
+		t.Fatalf("got %d %s, want 502 problem", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}

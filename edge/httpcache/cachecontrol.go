@@ -1,0 +1,72 @@
+package httpcache
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// directives are the Cache-Control directives of one message, by
+// lower-case name; a directive without an argument maps to "".
+type directives map[string]string
+
+// parseCacheControl reads every Cache-Control field line of h (RFC 9111
+// section 5.2). Quoted arguments may contain commas. A directive that
+// appears twice keeps its first value, as section 4.2.1 asks for max-age.
+func parseCacheControl(h http.Header) directives {
+	d := directives{}
+	for _, line := range h.Values("Cache-Control") {
+		for _, part := range splitDirectives(line) {
+			name, value, _ := strings.Cut(part, "=")
+			name = strings.ToLower(strings.TrimSpace(name))
+			if name == "" {
+				continue
+			}
+			if _, seen := d[name]; seen {
+				continue
+			}
+			d[name] = strings.Trim(strings.TrimSpace(value), `"`)
+		}
+	}
+	return d
+}
+
+// splitDirectives splits a field value on commas outside quoted strings.
+func splitDirectives(s string) []string {
+	var parts []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			quoted = !quoted
+		case ',':
+			if !quoted {
+				parts = append(parts, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(parts, s[start:])
+}
+
+func (d directives) has(name string) bool {
+	_, ok := d[name]
+	return ok
+}
+
+// seconds returns a delta-seconds argument. A malformed one is absent: a
+// cache that cannot read a lifetime must not invent one.
+func (d directives) seconds(name string) (time.Duration, bool) {
+	v, ok := d[name]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	// RFC 9111 section 1.2.2: an overflowing value is "infinity", 2^31.
+	const maxDelta = 1 << 31
+	return time.Duration(min(n, maxDelta)) * time.Second, true
+}

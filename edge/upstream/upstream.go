@@ -1,0 +1,180 @@
+// Package upstream forwards the edge's requests to the services, through
+// the local listeners of the edge's sidecar (in tests, the services'
+// own addresses).
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/services/platform/problem"
+)
+
+// Sentinel errors; Classify turns them into problems.
+var (
+	// ErrUnknownUpstream: the request names a service the edge has no
+	// upstream for (the ingress and the edge are configured differently).
+	ErrUnknownUpstream = errors.New("unknown upstream")
+	// ErrUnreachable: the upstream did not answer.
+	ErrUnreachable = errors.New("upstream unreachable")
+	// ErrTimeout: the upstream did not answer in time.
+	ErrTimeout = errors.New("upstream timed out")
+	// ErrTooLarge: the upstream's response is larger than the edge reads.
+	ErrTooLarge = errors.New("upstream response too large")
+)
+
+// Addresses maps a service name to host:port.
+type Addresses map[string]string
+
+var serviceName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ParseAddresses reads "users=127.0.0.1:19001,products=127.0.0.1:19002".
+func ParseAddresses(s string) (Addresses, error) {
+	out := Addresses{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, addr, ok := strings.Cut(item, "=")
+		name, addr = strings.TrimSpace(name), strings.TrimSpace(addr)
+		if !ok || !serviceName.MatchString(name) {
+			return nil, fmt.Errorf("upstream %q: want name=host:port with a lower-case service name", item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("upstream %s: address %q: %w", name, addr, err)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("upstream %s is listed twice", name)
+		}
+		out[name] = addr
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no upstreams")
+	}
+	return out, nil
+}
+
+// Names returns the service names in order.
+func (a Addresses) Names() []string {
+	names := make([]string, 0, len(a))
+	for n := range a {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Config configures a Proxy.
+type Config struct {
+	Addresses Addresses
+	// DialTimeout bounds connecting (default 2s).
+	DialTimeout time.Duration
+	// MaxResponseBytes is the largest response body read (default 8 MiB).
+	MaxResponseBytes int64
+}
+
+// Proxy sends requests to upstreams over plain HTTP/1.1 on loopback: the
+// sidecar adds mTLS on the way.
+type Proxy struct {
+	cfg    Config
+	client *http.Client
+}
+
+// New returns a proxy; close it with CloseIdleConnections.
+func New(cfg Config) *Proxy {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.MaxResponseBytes <= 0 {
+		cfg.MaxResponseBytes = 8 << 20
+	}
+	transport := &http.Transport{
+		// Never a proxy from the environment: upstreams are local listeners.
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Proxy{cfg: cfg, client: &http.Client{
+		Transport: transport,
+		// Redirects are the client's business; the edge passes them on.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// CloseIdleConnections releases kept-alive connections.
+func (p *Proxy) CloseIdleConnections() { p.client.CloseIdleConnections() }
+
+// Address returns the address of upstream name.
+func (p *Proxy) Address(name string) (string, bool) {
+	addr, ok := p.cfg.Addresses[name]
+	return addr, ok
+}
+
+// RoundTrip implements httpcache.Origin. ctx must carry the deadline.
+func (p *Proxy) RoundTrip(ctx context.Context, req *httpcache.Request) (*httpcache.Response, error) {
+	addr, ok := p.cfg.Addresses[req.Upstream]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownUpstream, req.Upstream)
+	}
+	var body io.Reader
+	if len(req.Body) > 0 {
+		body = bytes.NewReader(req.Body)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, req.Method, "http://"+addr+req.URI, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	hreq.Header = req.Header.Clone()
+	// Go's transport asks for gzip and decodes it when the client did not
+	// ask itself: the edge stores and serves identity bodies and leaves
+	// compression to the ingress.
+	hreq.Header.Del("Accept-Encoding")
+	resp, err := p.client.Do(hreq)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrTimeout, req.Upstream, err)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, req.Upstream, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, p.cfg.MaxResponseBytes+1))
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrTimeout, req.Upstream, err)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, req.Upstream, err)
+	}
+	if int64(len(b)) > p.cfg.MaxResponseBytes {
+		return nil, fmt.Errorf("%w: %s", ErrTooLarge, req.Upstream)
+	}
+	return &httpcache.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// Classify turns the proxy's errors into the problems clients see; it
+// is the edge's web.Config.Classify.
+func Classify(err error) *problem.Problem {
+	switch {
+	case errors.Is(err, ErrUnknownUpstream):
+		return problem.New(problem.TypeUnavailable, http.StatusBadGateway, "the edge has no upstream for this route")
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return problem.New(problem.TypeUnavailable, http.StatusGatewayTimeout, "the service did not answer in time")
+	case errors.Is(err, ErrUnreachable):
+		return problem.New(problem.TypeUnavailable, http.StatusBadGateway, "the service did not answer")
+	case errors.Is(err, ErrTooLarge):
+		return problem.New(problem.TypeUnavailable, http.StatusBadGateway, "the service's response is too large")
+	}
+	return nil
+}
