@@ -5,30 +5,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
-	"github.com/gofiber/fiber/v2"
-	"github.com/hashicorp/consul/api"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/portico-mesh/portico/edge/controlplane/catalog"
+	"github.com/portico-mesh/portico/edge/controlplane"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
-	"github.com/portico-mesh/portico/edge/controlplane/reconcile"
-	"github.com/portico-mesh/portico/edge/controlplane/xdsserver"
-	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
-	"github.com/portico-mesh/portico/services/platform/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -84,95 +74,22 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		rls = &ir.RateLimitService{Address: host, Port: port, Domain: cfg.RateLimitDomain, FailOpen: cfg.RateLimitFailOpen}
 	}
-	consulCfg := api.DefaultConfig()
-	consulCfg.Address = cfg.ConsulHTTPAddr
-	client, err := api.NewClient(consulCfg)
-	if err != nil {
-		return fmt.Errorf("consul client: %w", err)
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	server := xdsserver.New(ctx, log, reg)
-	reconciler, err := reconcile.New(reconcile.Config{
-		Publisher:  server,
-		Status:     kvStatus{kv: client.KV(), key: cfg.StatusKey},
-		Listener:   listener,
-		Ingress:    cfg.IngressService,
-		RateLimit:  rls,
-		Log:        log,
-		Registerer: reg,
-	})
+	cp, err := controlplane.New(ctx, controlplane.Config{
+		ConsulHTTPAddr:  cfg.ConsulHTTPAddr,
+		XDSAddr:         cfg.XDSAddr,
+		AdminAddr:       cfg.AdminAddr,
+		Listener:        listener,
+		IngressService:  cfg.IngressService,
+		ConfigKey:       cfg.ConfigKey,
+		StatusKey:       cfg.StatusKey,
+		RateLimit:       rls,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, log)
 	if err != nil {
 		return err
 	}
-	watcher, err := catalog.New(catalog.Config{
-		Client: client, IngressService: cfg.IngressService, ConfigKey: cfg.ConfigKey,
-		Log: log, Registerer: reg,
-	})
-	if err != nil {
-		return err
-	}
-
-	var lc net.ListenConfig
-	xdsLn, err := lc.Listen(ctx, "tcp", cfg.XDSAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.XDSAddr, err)
-	}
-	adminLn, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen %s: %w", cfg.AdminAddr, err), xdsLn.Close())
-	}
-	admin := adminServer(log, reg, reconciler)
-	log.InfoContext(ctx, "serving", "xds", xdsLn.Addr().String(), "admin", adminLn.Addr().String(), "version", version)
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	wg.Go(func() { errs <- server.Serve(ctx, xdsLn) })
-	wg.Go(func() { errs <- admin.Serve(ctx, adminLn, cfg.ShutdownTimeout) })
-	wg.Go(func() {
-		errs <- watcher.Run(ctx, func(snap catalog.Snapshot) {
-			if err := reconciler.Apply(ctx, snap); err != nil {
-				log.ErrorContext(ctx, "snapshot not applied; the previous configuration keeps serving", "error", err.Error())
-			}
-		})
-	})
-	// The first component to stop stops the others.
-	first := <-errs
-	cancel()
-	wg.Wait()
-	close(errs)
-	all := []error{first}
-	for err := range errs {
-		all = append(all, err)
-	}
-	return errors.Join(all...)
-}
-
-// adminServer serves /healthz, /readyz, /metrics and the model in use.
-func adminServer(log *slog.Logger, reg *prometheus.Registry, r *reconcile.Reconciler) *web.Server {
-	srv := web.New(web.Config{
-		Service: serviceName, Log: log, Registry: reg,
-		Checks: []web.Check{{Name: "configuration", Critical: true, Probe: func(context.Context) error {
-			_, _, err := r.ModelJSON()
-			return err
-		}}},
-	})
-	srv.Mount(web.Route{Method: fiber.MethodGet, Path: "/model", Handler: func(c *fiber.Ctx) error {
-		body, version, err := r.ModelJSON()
-		if errors.Is(err, reconcile.ErrNoModel) {
-			return problem.New(problem.TypeUnavailable, fiber.StatusServiceUnavailable, "no configuration applied yet")
-		}
-		if err != nil {
-			return err
-		}
-		c.Set("X-Portico-Xds-Version", version)
-		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-		return c.Send(body)
-	}})
-	return srv
+	log.InfoContext(ctx, "starting", "version", version)
+	return cp.Run(ctx)
 }
 
 func listenerOf(addr string) (ir.Listener, error) {

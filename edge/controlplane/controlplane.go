@@ -1,0 +1,167 @@
+// Package controlplane wires Portico's xDS control plane: the catalog
+// watcher feeds the reconciler, which builds, translates and publishes to
+// the ADS server; an admin HTTP server shows health, metrics and the model
+// in use. Watching, translating and serving stay separate packages; this
+// one only connects them and owns their goroutines.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/portico-mesh/portico/edge/controlplane/catalog"
+	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/edge/controlplane/reconcile"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsserver"
+	"github.com/portico-mesh/portico/services/platform/problem"
+	"github.com/portico-mesh/portico/services/platform/web"
+)
+
+// Config is the control plane's configuration, parsed once by its command.
+type Config struct {
+	// ConsulHTTPAddr is the local Consul agent (host:port).
+	ConsulHTTPAddr string
+	// XDSAddr serves ADS; AdminAddr serves /healthz, /readyz, /metrics
+	// and /model.
+	XDSAddr   string
+	AdminAddr string
+	// Listener is where the ingress Envoy accepts clients.
+	Listener       ir.Listener
+	IngressService string
+	ConfigKey      string
+	StatusKey      string
+	// RateLimit is the global rate-limit service; nil turns global limits off.
+	RateLimit       *ir.RateLimitService
+	ShutdownTimeout time.Duration
+	// Coalesce overrides the watcher's coalescing delay when positive.
+	Coalesce time.Duration
+}
+
+// ControlPlane is a configured, not yet running control plane.
+type ControlPlane struct {
+	cfg        Config
+	log        *slog.Logger
+	reg        *prometheus.Registry
+	server     *xdsserver.Server
+	reconciler *reconcile.Reconciler
+	watcher    *catalog.Watcher
+	xdsLn      net.Listener
+	adminLn    net.Listener
+}
+
+// New prepares every stage and binds both listeners, so the addresses are
+// known (and a port conflict reported) before Run.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*ControlPlane, error) {
+	consulCfg := api.DefaultConfig()
+	consulCfg.Address = cfg.ConsulHTTPAddr
+	client, err := api.NewClient(consulCfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	server := xdsserver.New(ctx, log, reg)
+	reconciler, err := reconcile.New(reconcile.Config{
+		Publisher:  server,
+		Status:     kvStatus{kv: client.KV(), key: cfg.StatusKey},
+		Listener:   cfg.Listener,
+		Ingress:    cfg.IngressService,
+		RateLimit:  cfg.RateLimit,
+		Log:        log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	watcher, err := catalog.New(catalog.Config{
+		Client: client, IngressService: cfg.IngressService, ConfigKey: cfg.ConfigKey,
+		Log: log, Registerer: reg, Coalesce: cfg.Coalesce,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	xdsLn, err := lc.Listen(ctx, "tcp", cfg.XDSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.XDSAddr, err)
+	}
+	adminLn, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("listen %s: %w", cfg.AdminAddr, err), xdsLn.Close())
+	}
+	return &ControlPlane{
+		cfg: cfg, log: log, reg: reg, server: server, reconciler: reconciler, watcher: watcher,
+		xdsLn: xdsLn, adminLn: adminLn,
+	}, nil
+}
+
+// XDSAddr and AdminAddr are the bound addresses.
+func (cp *ControlPlane) XDSAddr() string   { return cp.xdsLn.Addr().String() }
+func (cp *ControlPlane) AdminAddr() string { return cp.adminLn.Addr().String() }
+
+// Server is the ADS server, for waiting on acknowledgements.
+func (cp *ControlPlane) Server() *xdsserver.Server { return cp.server }
+
+// Run serves until ctx ends or a stage fails, then stops every stage.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	admin := adminServer(cp.log, cp.reg, cp.reconciler)
+	cp.log.InfoContext(ctx, "serving", "xds", cp.XDSAddr(), "admin", cp.AdminAddr())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	wg.Go(func() { errs <- cp.server.Serve(ctx, cp.xdsLn) })
+	wg.Go(func() { errs <- admin.Serve(ctx, cp.adminLn, cp.cfg.ShutdownTimeout) })
+	wg.Go(func() {
+		errs <- cp.watcher.Run(ctx, func(snap catalog.Snapshot) {
+			if err := cp.reconciler.Apply(ctx, snap); err != nil {
+				cp.log.ErrorContext(ctx, "snapshot not applied; the previous configuration keeps serving", "error", err.Error())
+			}
+		})
+	})
+	// The first stage to stop stops the others.
+	first := <-errs
+	cancel()
+	wg.Wait()
+	close(errs)
+	all := []error{first}
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// adminServer serves /healthz, /readyz, /metrics and the model in use.
+func adminServer(log *slog.Logger, reg *prometheus.Registry, r *reconcile.Reconciler) *web.Server {
+	srv := web.New(web.Config{
+		Service: "controlplane", Log: log, Registry: reg,
+		Checks: []web.Check{{Name: "configuration", Critical: true, Probe: func(context.Context) error {
+			_, _, err := r.ModelJSON()
+			return err
+		}}},
+	})
+	srv.Mount(web.Route{Method: fiber.MethodGet, Path: "/model", Handler: func(c *fiber.Ctx) error {
+		body, version, err := r.ModelJSON()
+		if errors.Is(err, reconcile.ErrNoModel) {
+			return problem.New(problem.TypeUnavailable, fiber.StatusServiceUnavailable, "no configuration applied yet")
+		}
+		if err != nil {
+			return err
+		}
+		c.Set("X-Portico-Xds-Version", version)
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(body)
+	}})
+	return srv
+}
