@@ -56,6 +56,13 @@ func (w *blockingWatch[T]) run(ctx context.Context) {
 			}
 			failures++
 			w.metrics.queryErrors.WithLabelValues(w.kind).Inc()
+			// The next query starts from index 0 and so answers at once.
+			// The agent that failed may come back as another one (a
+			// restarted dev agent, a restored or rebuilt cluster) whose
+			// indexes are lower than ours: waiting on our index there
+			// would block for the whole WaitTime on stale data. One
+			// non-blocking query per recovery is the price.
+			index = 0
 			delay := w.backoff.delay(failures)
 			w.log.Warn("consul query failed", "watch", w.kind, "failures", failures, "retry_in", delay, "err", err)
 			if !sleep(ctx, delay) {
