@@ -1,13 +1,3 @@
-// Package catalog is the watch stage of the edge control plane: it follows
-// everything the ingress's configuration depends on in Consul (the
-// Connect-capable services and their healthy sidecars, the ingress's own
-// leaf certificate, the CA roots and the edge configuration document in KV)
-// and publishes it as immutable, deterministic snapshots.
-//
-// It does no translation: the translator turns a Snapshot (with the edge
-// configuration) into the intermediate model, and a server serves the
-// result. Keeping the stages apart keeps each testable on its own, as in
-// Consul's own proxycfg (watching) and xds (building) packages.
 package catalog
 
 import (
