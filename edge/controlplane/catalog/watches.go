@@ -28,8 +28,9 @@ const (
 // of the ingress. (Connect-native services are ordinary ones too.)
 const connectServicesFilter = `ServiceKind == ""`
 
-// excludedServices are never routed to by the ingress.
-var excludedServices = map[string]bool{"consul": true}
+// excluded says whether a service is never a destination of the ingress:
+// Consul's own servers register as "consul".
+func excluded(name string) bool { return name == "consul" }
 
 func (w *Watcher) leafWatch(st *state) *blockingWatch[*api.LeafCert] {
 	agent := w.cfg.Client.Agent()
@@ -84,7 +85,7 @@ func (w *Watcher) servicesWatch(ctx context.Context, wg *sync.WaitGroup, st *sta
 		func(list map[string][]string) {
 			names := make(map[string]struct{}, len(list))
 			for name := range list {
-				if !excludedServices[name] {
+				if !excluded(name) {
 					names[name] = struct{}{}
 				}
 			}
