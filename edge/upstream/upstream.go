@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/services/platform/problem"
 )
@@ -82,6 +84,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxResponseBytes is the largest response body read (default 8 MiB).
 	MaxResponseBytes int64
+	// Propagator, when set, writes the trace context of the request's
+	// context into the forwarded headers, so the service's span is a
+	// child of the edge's.
+	Propagator propagation.TextMapPropagator
 }
 
 // Proxy sends requests to upstreams over plain HTTP/1.1 on loopback: the
@@ -142,6 +148,9 @@ func (p *Proxy) RoundTrip(ctx context.Context, req *httpcache.Request) (*httpcac
 	// ask itself: the edge stores and serves identity bodies and leaves
 	// compression to the ingress.
 	hreq.Header.Del("Accept-Encoding")
+	if p.cfg.Propagator != nil {
+		p.cfg.Propagator.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
+	}
 	resp, err := p.client.Do(hreq)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -1,0 +1,236 @@
+// Package apidocs serves one OpenAPI document for the whole platform, as
+// clients see it through the ingress, and Swagger UI over it.
+//
+// Services announce their own document in the Consul catalog (service
+// meta "openapi" names its path); the edge fetches each through the mesh,
+// merges them and refreshes the result when the catalog changes.
+package apidocs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+)
+
+// Spec is one service's own OpenAPI document.
+type Spec struct {
+	// Service is the catalog name; the ingress publishes the service
+	// under /api/<Service>.
+	Service string
+	// Path is where the service serves the document; that operation is
+	// left out of the merged document, which replaces it.
+	Path string
+	// Document is the OpenAPI 3.0 JSON document.
+	Document []byte
+}
+
+// BearerScheme is the security scheme of the merged document: clients
+// send the users service's access token to the ingress.
+const BearerScheme = "bearerAuth"
+
+// componentKinds are the sections of components whose members $refs
+// name. Security schemes are not among them: each service's scheme
+// describes the identity headers behind the ingress, which clients never
+// send, and is replaced by BearerScheme.
+var componentKinds = []string{"schemas", "responses", "parameters", "examples", "requestBodies", "headers", "links", "callbacks"}
+
+var methods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+// ErrNoSpecs is returned when there is nothing to merge.
+var ErrNoSpecs = errors.New("apidocs: no service documents")
+
+var validService = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// Merge builds the document clients use. Each service's paths move under
+// /api/<service>, its components are renamed <service>.<name> with every
+// $ref rewritten to match, operations the service marks public (an
+// explicit empty security list) stay public and every other one requires
+// the bearer token. The result is validated as OpenAPI 3.
+func Merge(specs []Spec) ([]byte, error) {
+	if len(specs) == 0 {
+		return nil, ErrNoSpecs
+	}
+	specs = slices.Clone(specs)
+	slices.SortFunc(specs, func(a, b Spec) int { return strings.Compare(a.Service, b.Service) })
+
+	paths := map[string]any{}
+	components := map[string]map[string]any{}
+	tags := []any{}
+	tagSeen := map[string]bool{}
+	operationIDs := map[string]string{}
+	var services []string
+
+	for _, spec := range specs {
+		if !validService.MatchString(spec.Service) {
+			return nil, fmt.Errorf("apidocs: service name %q cannot be a path segment", spec.Service)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(spec.Document, &doc); err != nil {
+			return nil, fmt.Errorf("apidocs: %s: %w", spec.Service, err)
+		}
+		if v, _ := doc["openapi"].(string); !strings.HasPrefix(v, "3.0.") {
+			return nil, fmt.Errorf("apidocs: %s: openapi %q, want 3.0.x", spec.Service, v)
+		}
+		services = append(services, spec.Service)
+		prefix := spec.Service + "."
+		rewriteRefs(doc, prefix)
+
+		if comps, ok := doc["components"].(map[string]any); ok {
+			for _, kind := range componentKinds {
+				members, ok := comps[kind].(map[string]any)
+				if !ok {
+					continue
+				}
+				if components[kind] == nil {
+					components[kind] = map[string]any{}
+				}
+				for name, v := range members {
+					components[kind][prefix+name] = v
+				}
+			}
+		}
+		for _, t := range asSlice(doc["tags"]) {
+			tag, ok := t.(map[string]any)
+			name, _ := tag["name"].(string)
+			if ok && name != "" && !tagSeen[name] {
+				tagSeen[name] = true
+				tags = append(tags, tag)
+			}
+		}
+		docPaths, _ := doc["paths"].(map[string]any)
+		for _, p := range slices.Sorted(maps.Keys(docPaths)) {
+			if p == spec.Path {
+				continue
+			}
+			item, ok := docPaths[p].(map[string]any)
+			if !ok {
+				continue
+			}
+			for _, m := range methods {
+				op, ok := item[m].(map[string]any)
+				if !ok {
+					continue
+				}
+				publishOperation(op, spec.Service, operationIDs)
+			}
+			public := "/api/" + spec.Service + p
+			if _, dup := paths[public]; dup {
+				return nil, fmt.Errorf("apidocs: path %s is documented twice", public)
+			}
+			paths[public] = item
+		}
+	}
+
+	if components["securitySchemes"] == nil {
+		components["securitySchemes"] = map[string]any{}
+	}
+	components["securitySchemes"][BearerScheme] = map[string]any{
+		"type":         "http",
+		"scheme":       "bearer",
+		"bearerFormat": "JWT",
+		"description":  "The access token from POST /api/users/login, as `Authorization: Bearer <token>`.",
+	}
+	merged := map[string]any{
+		"openapi": "3.0.3",
+		"info": map[string]any{
+			"title":   "Portico API",
+			"version": "1",
+			"description": "Every Portico service as clients call it through the ingress: " +
+				strings.Join(services, ", ") + ". Operations need a bearer token from " +
+				"POST /api/users/login unless marked otherwise. Errors are RFC 9457 problem details.",
+		},
+		"servers":    []any{map[string]any{"url": "/"}},
+		"security":   []any{map[string]any{BearerScheme: []any{}}},
+		"tags":       tags,
+		"paths":      paths,
+		"components": components,
+	}
+	out, err := json.Marshal(merged)
+	if err != nil {
+		return nil, fmt.Errorf("apidocs: encode: %w", err)
+	}
+	if err := Validate(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// publishOperation sets an operation's security for the ingress: an
+// operation its service marks public (security: []) stays public; any
+// other needs the bearer token, which the global requirement says. Its
+// operationId is made unique across services.
+func publishOperation(op map[string]any, service string, ids map[string]string) {
+	sec, has := op["security"]
+	if list, ok := sec.([]any); has && ok && len(list) == 0 {
+		op["security"] = []any{}
+	} else {
+		delete(op, "security")
+	}
+	if id, ok := op["operationId"].(string); ok && id != "" {
+		if owner, taken := ids[id]; taken && owner != service {
+			id = service + "." + id
+			op["operationId"] = id
+		}
+		ids[id] = service
+	}
+}
+
+// rewriteRefs renames every local component reference in v.
+func rewriteRefs(v any, prefix string) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, child := range x {
+			if ref, ok := child.(string); ok && k == "$ref" {
+				x[k] = renameRef(ref, prefix)
+				continue
+			}
+			rewriteRefs(child, prefix)
+		}
+	case []any:
+		for _, child := range x {
+			rewriteRefs(child, prefix)
+		}
+	}
+}
+
+// renameRef turns #/components/<kind>/<name> into
+// #/components/<kind>/<prefix><name>. References elsewhere are left as
+// they are; validation rejects any that dangle.
+func renameRef(ref, prefix string) string {
+	rest, ok := strings.CutPrefix(ref, "#/components/")
+	if !ok {
+		return ref
+	}
+	kind, name, ok := strings.Cut(rest, "/")
+	if !ok || !slices.Contains(componentKinds, kind) {
+		return ref
+	}
+	return "#/components/" + kind + "/" + prefix + name
+}
+
+func asSlice(v any) []any {
+	s, _ := v.([]any)
+	return s
+}
+
+// Validate loads doc with kin-openapi, resolving every reference, and
+// validates it as OpenAPI 3.
+func Validate(doc []byte) error {
+	loader := openapi3.NewLoader()
+	loader.IsExternalRefsAllowed = false
+	t, err := loader.LoadFromData(doc)
+	if err != nil {
+		return fmt.Errorf("apidocs: merged document does not load: %w", err)
+	}
+	if err := t.Validate(context.Background()); err != nil {
+		return fmt.Errorf("apidocs: merged document is invalid: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package apidocs_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/services/products/productsapi"
+	"github.com/portico-mesh/portico/services/users/usersapi"
+)
+
+// serviceSpecs are the two services' real documents, as they serve them.
+func serviceSpecs(t *testing.T) []apidocs.Spec {
+	t.Helper()
+	products, err := productsapi.OpenAPIJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	usersDoc, err := usersapi.LoadDocument(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := json.Marshal(usersDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []apidocs.Spec{
+		{Service: "users", Path: "/openapi.json", Document: users},
+		{Service: "products", Path: "/openapi.json", Document: products},
+	}
+}
+
+func TestMergeServicesAsClientsCallThem(t *testing.T) {
+	merged, err := apidocs.Merge(serviceSpecs(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(loader.Context); err != nil {
+		t.Fatalf("merged document is not valid OpenAPI 3: %v", err)
+	}
+
+	var paths []string
+	for p := range doc.Paths.Map() {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	want := []string{
+		"/api/products/products", "/api/products/products/{id}",
+		"/api/users/.well-known/jwks.json", "/api/users/login",
+		"/api/users/users", "/api/users/users/{id}",
+	}
+	if !slices.Equal(paths, want) {
+		t.Fatalf("paths %v, want %v", paths, want)
+	}
+
+	public := map[string]bool{
+		"POST /api/users/users":                true,
+		"POST /api/users/login":                true,
+		"GET /api/users/.well-known/jwks.json": true,
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			key := method + " " + path
+			isPublic := op.Security != nil && len(*op.Security) == 0
+			if isPublic != public[key] {
+				t.Errorf("%s: public = %v, want %v", key, isPublic, public[key])
+			}
+		}
+	}
+	if len(doc.Security) != 1 || doc.Security[0][apidocs.BearerScheme] == nil {
+		t.Errorf("global security = %v, want the bearer scheme", doc.Security)
+	}
+	scheme := doc.Components.SecuritySchemes[apidocs.BearerScheme]
+	if scheme == nil || scheme.Value.Type != "http" || scheme.Value.Scheme != "bearer" {
+		t.Errorf("bearer scheme = %+v", scheme)
+	}
+	if len(doc.Components.SecuritySchemes) != 1 {
+		t.Errorf("the services' identity-header schemes leaked: %v", doc.Components.SecuritySchemes)
+	}
+	for name := range doc.Components.Schemas {
+		if !strings.HasPrefix(name, "users.") && !strings.HasPrefix(name, "products.") {
+			t.Errorf("schema %s is not prefixed by its service", name)
+		}
+	}
+	// References resolve to the renamed components.
+	op := doc.Paths.Find("/api/products/products/{id}").GetOperation(http.MethodGet)
+	ref := op.Responses.Status(200).Value.Content.Get("application/json").Schema.Ref
+	if ref != "#/components/schemas/products.Product" {
+		t.Errorf("product schema ref = %q", ref)
+	}
+}
+
+func TestMergeRejectsBrokenInput(t *testing.T) {
+	if _, err := apidocs.Merge(nil); err == nil {
+		t.Error("merged nothing")
+	}
+	broken := []apidocs.Spec{{Service: "x", Document: []byte(`{"openapi":"3.0.3","info":{"title":"x","version":"1"},
+		"paths":{"/a":{"get":{"responses":{"200":{"$ref":"#/components/responses/Missing"}}}}}}`)}}
+	if _, err := apidocs.Merge(broken); err == nil {
+		t.Error("a dangling reference was accepted")
+	}
+	swagger2 := []apidocs.Spec{{Service: "x", Document: []byte(`{"swagger":"2.0"}`)}}
+	if _, err := apidocs.Merge(swagger2); err == nil {
+		t.Error("Swagger 2 was accepted")
+	}
+}
