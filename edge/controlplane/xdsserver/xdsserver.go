@@ -55,14 +55,15 @@ type Server struct {
 }
 
 // groupByCluster hashes a node to its cluster name, so every ingress
-// Envoy shares one snapshot whatever its node id.
+// Envoy shares one snapshot whatever its node id. Clients that send no
+// cluster (envoyproxy/ratelimit sends only an id) are grouped by id.
 type groupByCluster struct{}
 
 func (groupByCluster) ID(node *core.Node) string {
-	if node == nil {
-		return ""
+	if c := node.GetCluster(); c != "" {
+		return c
 	}
-	return node.GetCluster()
+	return node.GetId()
 }
 
 // New returns a server with empty snapshots; Envoys that connect before
@@ -215,6 +216,13 @@ func (s *Server) onRequest(_ int64, req *discovery.DiscoveryRequest) error {
 	s.ackWait = make(chan struct{})
 	s.mu.Unlock()
 	return nil
+}
+
+// Version is the version of the snapshot set for group, "" before the first.
+func (s *Server) Version(group string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.versions[group]
 }
 
 // WaitAcked blocks until node acknowledged version, or ctx ends.
