@@ -1,5 +1,5 @@
-// Package testenv gives the tests of a package real PostgreSQL, Redis and
-// RabbitMQ servers.
+// Package testenv gives the tests of a package real PostgreSQL, Redis,
+// RabbitMQ and Consul servers.
 //
 // Use it from TestMain:
 //
@@ -7,7 +7,8 @@
 //		os.Exit(testenv.Run(m, testenv.Postgres, testenv.RabbitMQ))
 //	}
 //
-// and read the addresses in tests with PostgresURL, RedisAddr and AMQPURL.
+// and read the addresses in tests with PostgresURL, RedisAddr, AMQPURL and
+// ConsulAddr (or ConsulClient).
 //
 // Run starts a private server (see package localenv) for every need whose
 // environment variable is unset, so `go test` works on a machine with the
@@ -34,6 +35,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/portico-mesh/portico/e2e/localenv"
 )
 
@@ -47,6 +50,9 @@ const (
 	// EnvAMQPURL is an AMQP URL whose user may declare and publish on the
 	// default vhost.
 	EnvAMQPURL = "PORTICO_TEST_AMQP_URL"
+	// EnvConsulHTTPAddr is host:port of a Consul agent's HTTP API with
+	// Connect enabled and no ACLs (a -dev agent).
+	EnvConsulHTTPAddr = "PORTICO_TEST_CONSUL_HTTP_ADDR"
 )
 
 // Need names a server that the tests of a package use.
@@ -57,6 +63,7 @@ const (
 	Postgres Need = iota + 1
 	Redis
 	RabbitMQ
+	Consul
 )
 
 func (n Need) String() string {
@@ -67,6 +74,8 @@ func (n Need) String() string {
 		return "Redis"
 	case RabbitMQ:
 		return "RabbitMQ"
+	case Consul:
+		return "Consul"
 	default:
 		return fmt.Sprintf("Need(%d)", int(n))
 	}
@@ -80,6 +89,8 @@ func (n Need) envVar() string {
 		return EnvRedisAddr
 	case RabbitMQ:
 		return EnvAMQPURL
+	case Consul:
+		return EnvConsulHTTPAddr
 	default:
 		return ""
 	}
@@ -286,6 +297,12 @@ func start(ctx context.Context, dir string, n Need) (server, error) {
 			return s, err
 		}
 		s.value, s.stop = r.URL(), r.Close
+	case Consul:
+		c, err := localenv.StartConsul(ctx, localenv.ConsulOptions{Dir: dir})
+		if err != nil {
+			return s, err
+		}
+		s.value, s.stop = c.HTTPAddr(), c.Stop
 	}
 	s.took = time.Since(begin)
 	return s, nil
@@ -326,6 +343,25 @@ func AMQPURL(tb testing.TB) string {
 	return lookup(tb, RabbitMQ)
 }
 
+// ConsulAddr returns host:port of the test Consul agent's HTTP API.
+func ConsulAddr(tb testing.TB) string {
+	tb.Helper()
+	return lookup(tb, Consul)
+}
+
+// ConsulClient returns an API client for the test Consul agent. The agent
+// is shared by the package's tests: use names unique to the test for
+// anything registered or written there.
+func ConsulClient(tb testing.TB) *api.Client {
+	tb.Helper()
+	addr := lookup(tb, Consul)
+	client, err := api.NewClient(&api.Config{Address: addr, Scheme: "http"})
+	if err != nil {
+		tb.Fatalf("testenv: consul client for %s: %v", addr, err)
+	}
+	return client
+}
+
 func lookup(tb testing.TB, n Need) string {
 	tb.Helper()
 	v := os.Getenv(n.envVar())
@@ -363,6 +399,21 @@ func StartRedis(tb testing.TB) *localenv.Redis {
 	}
 	tb.Cleanup(func() { stopForTest(tb, "Redis", r.Stop) })
 	return r
+}
+
+// StartConsul starts a Consul dev agent that belongs to the calling test
+// alone, so the test may write intentions and config entries freely, or
+// Stop and Start it. It is stopped when the test ends.
+func StartConsul(tb testing.TB) *localenv.Consul {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), startTimeout)
+	defer cancel()
+	c, err := localenv.StartConsul(ctx, localenv.ConsulOptions{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatalf("testenv: start a private Consul: %v", err)
+	}
+	tb.Cleanup(func() { stopForTest(tb, "Consul", c.Stop) })
+	return c
 }
 
 // stopForTest runs a stop function from a cleanup, where tb.Context is

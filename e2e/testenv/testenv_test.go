@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
@@ -14,7 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ))
+	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ, testenv.Consul))
 }
 
 func TestSharedPostgres(t *testing.T) {
@@ -105,6 +106,39 @@ func TestPrivateRedisOutage(t *testing.T) {
 	}
 	if err := client.Ping(ctx).Err(); err != nil {
 		t.Fatalf("PING after restart: %v", err)
+	}
+}
+
+func TestSharedConsul(t *testing.T) {
+	t.Parallel()
+	client := testenv.ConsulClient(t)
+	leader, err := client.Status().Leader()
+	if err != nil || leader == "" {
+		t.Fatalf("leader = %q, %v", leader, err)
+	}
+	roots, _, err := client.Connect().CARoots(nil)
+	if err != nil || len(roots.Roots) == 0 {
+		t.Fatalf("Connect CA roots = %v, %v", roots, err)
+	}
+}
+
+// TestPrivateConsul writes to a test's own agent, which the shared one
+// never sees.
+func TestPrivateConsul(t *testing.T) {
+	t.Parallel()
+	private := testenv.StartConsul(t)
+	if private.HTTPAddr() == testenv.ConsulAddr(t) {
+		t.Fatal("the private agent is the shared one")
+	}
+	client, err := private.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.KV().Put(&api.KVPair{Key: t.Name(), Value: []byte("x")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if kv, _, err := testenv.ConsulClient(t).KV().Get(t.Name(), nil); err != nil || kv != nil {
+		t.Errorf("shared agent has the private key: %v, %v", kv, err)
 	}
 }
 

@@ -1,0 +1,328 @@
+package localenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ConsulOptions configures StartConsul.
+type ConsulOptions struct {
+	// Dir is the working directory and holds consul.log. Required. A dev
+	// agent keeps its state in memory, so nothing else is written there.
+	Dir string
+	// HTTPPort is the HTTP API (and UI) port on 127.0.0.1; 0 picks a free
+	// one. Every other port of the agent is always private and free.
+	HTTPPort int
+	// Node is the node name; empty means "portico-<HTTPPort>".
+	Node string
+	// Datacenter defaults to "dc1".
+	Datacenter string
+	// LogLevel defaults to "info" (the log is what a failed start shows).
+	LogLevel string
+}
+
+// consulPorts are the ports of one agent, all on 127.0.0.1.
+type consulPorts struct {
+	http, dns, grpc, serfLAN, serfWAN, server int
+	// Consul hands out sidecar and expose-path ports from these ranges when
+	// a registration leaves them unset. Its defaults (21000-21255 and
+	// 21500-21755) are shared by every agent on the machine.
+	sidecarMin, sidecarMax int
+	exposeMin, exposeMax   int
+}
+
+// Consul is a Consul agent in -dev mode: a single server with Connect
+// enabled (built-in CA), state in memory, everything on loopback.
+//
+// Stop and Start restart it on the same ports; a dev agent forgets every
+// registration, intention and config entry when it stops.
+type Consul struct {
+	bin        string
+	dir        string
+	node       string
+	datacenter string
+	logLevel   string
+	ports      consulPorts
+
+	mu   sync.Mutex // guards proc across Start and Stop
+	proc *Process   // nil while stopped
+}
+
+// StartConsul starts `consul agent -dev` and returns once a leader is
+// elected and the Connect CA has a root, that is once sidecars can get
+// certificates.
+func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("start consul: ConsulOptions.Dir is empty")
+	}
+	bin, err := Binary("consul")
+	if err != nil {
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	c := &Consul{bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel}
+	if c.datacenter == "" {
+		c.datacenter = "dc1"
+	}
+	if c.logLevel == "" {
+		c.logLevel = "info"
+	}
+	c.ports.http = opts.HTTPPort
+	if err := freePorts(&c.ports.http, &c.ports.grpc, &c.ports.server); err != nil {
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	// DNS and Serf listen on UDP as well as TCP.
+	for _, p := range []*int{&c.ports.dns, &c.ports.serfLAN, &c.ports.serfWAN} {
+		if *p, err = freeTCPUDPPort(); err != nil {
+			return nil, fmt.Errorf("start consul: %w", err)
+		}
+	}
+	if c.ports.sidecarMin, c.ports.sidecarMax, err = freePortRange(portRangeSize); err != nil {
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	if c.ports.exposeMin, c.ports.exposeMax, err = freePortRange(portRangeSize); err != nil {
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	if c.node == "" {
+		c.node = "portico-" + strconv.Itoa(c.ports.http)
+	}
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// HTTPAddr returns host:port of the HTTP API.
+func (c *Consul) HTTPAddr() string { return loopback(c.ports.http) }
+
+// HTTPURL returns the base URL of the HTTP API and UI.
+func (c *Consul) HTTPURL() string { return "http://" + c.HTTPAddr() }
+
+// GRPCAddr returns host:port of the plaintext gRPC (xDS) port that Envoy
+// sidecars connect to.
+func (c *Consul) GRPCAddr() string { return loopback(c.ports.grpc) }
+
+// Datacenter returns the agent's datacenter.
+func (c *Consul) Datacenter() string { return c.datacenter }
+
+// Node returns the agent's node name.
+func (c *Consul) Node() string { return c.node }
+
+// Dir returns the agent's directory.
+func (c *Consul) Dir() string { return c.dir }
+
+// Binary returns the consul executable, for callers that run its CLI
+// (`consul config write`, `consul intention`).
+func (c *Consul) Binary() string { return c.bin }
+
+// SidecarPortRange returns the range Consul assigns sidecar ports from when
+// a registration leaves the port unset.
+func (c *Consul) SidecarPortRange() (lo, hi int) { return c.ports.sidecarMin, c.ports.sidecarMax }
+
+// CLIEnv returns the environment for the consul CLI against this agent:
+// the current one without any CONSUL_ setting of the developer's shell,
+// plus CONSUL_HTTP_ADDR.
+func (c *Consul) CLIEnv() []string {
+	return environ([]string{"CONSUL_"}, "CONSUL_HTTP_ADDR="+c.HTTPURL())
+}
+
+// Client returns an API client for this agent.
+func (c *Consul) Client() (*api.Client, error) {
+	client, err := api.NewClient(&api.Config{Address: c.HTTPAddr(), Scheme: "http", Datacenter: c.datacenter})
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", c.HTTPAddr(), err)
+	}
+	return client, nil
+}
+
+// Pid returns the agent's process id, or 0 while it is stopped.
+func (c *Consul) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return 0
+	}
+	return c.proc.Pid()
+}
+
+// LogPath returns the agent's log file.
+func (c *Consul) LogPath() string { return filepath.Join(c.dir, "consul.log") }
+
+// Start starts the agent again after Stop (or a crash), on the same ports,
+// and waits as StartConsul does. It does nothing if the agent is running.
+func (c *Consul) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if running(c.proc) {
+		return nil
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	client, err := c.Client()
+	if err != nil {
+		return err
+	}
+	proc, err := StartProcess(Command{
+		Name: "consul",
+		Path: c.bin,
+		Args: c.args(),
+		// The agent must not pick up the addresses or tokens of the
+		// developer's own Consul.
+		Env:     environ([]string{"CONSUL_"}),
+		Dir:     c.dir,
+		LogPath: c.LogPath(),
+	})
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, proc, func(ctx context.Context) error { return consulReady(ctx, client) }); err != nil {
+		return abort(proc, err)
+	}
+	c.proc = proc
+	return nil
+}
+
+func (c *Consul) args() []string {
+	p := c.ports
+	return []string{
+		"agent", "-dev",
+		"-node", c.node,
+		"-datacenter", c.datacenter,
+		"-bind", "127.0.0.1",
+		"-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(p.http),
+		"-dns-port", strconv.Itoa(p.dns),
+		// Plaintext gRPC for Envoy on loopback. A dev agent is a server,
+		// and a server binds the TLS gRPC port 8503 by default, a fixed
+		// port every agent on the machine would fight over; -1 turns it
+		// off, which also keeps `consul connect envoy` from preferring it.
+		"-grpc-port", strconv.Itoa(p.grpc),
+		"-grpc-tls-port", "-1",
+		"-serf-lan-port", strconv.Itoa(p.serfLAN),
+		"-serf-wan-port", strconv.Itoa(p.serfWAN),
+		"-server-port", strconv.Itoa(p.server),
+		"-hcl", fmt.Sprintf("ports { sidecar_min_port = %d sidecar_max_port = %d expose_min_port = %d expose_max_port = %d }",
+			p.sidecarMin, p.sidecarMax, p.exposeMin, p.exposeMax),
+		"-log-level", c.logLevel,
+	}
+}
+
+// Stop shuts the agent down and waits; if ctx ends first it is killed.
+// Stopping a stopped agent does nothing.
+func (c *Consul) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return nil
+	}
+	err := c.proc.Stop(ctx)
+	c.proc = nil
+	return err
+}
+
+// consulReady succeeds once the agent has a leader and the Connect CA
+// serves an active root: before that, registrations fail and sidecars get
+// no certificate.
+func consulReady(ctx context.Context, client *api.Client) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	leader, err := client.Status().LeaderWithQueryOptions(q)
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return errors.New("no leader yet")
+	}
+	roots, _, err := client.Connect().CARoots(q)
+	if err != nil {
+		return err
+	}
+	for _, r := range roots.Roots {
+		if r.Active && r.RootCertPEM != "" {
+			return nil
+		}
+	}
+	return errors.New("connect CA has no active root yet")
+}
+
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// freeTCPUDPPort returns a port free for both TCP and UDP on 127.0.0.1.
+func freeTCPUDPPort() (int, error) {
+	for range 20 {
+		port, err := FreePort()
+		if err != nil {
+			return 0, err
+		}
+		if udpFree(port) {
+			return port, nil
+		}
+	}
+	return 0, errors.New("find a free TCP and UDP port: none found in 20 tries")
+}
+
+func udpFree(port int) bool {
+	conn, err := net.ListenPacket("udp", loopback(port))
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+func tcpFree(port int) bool {
+	l, err := net.Listen("tcp", loopback(port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// portRangeSize is the size of the sidecar and expose port ranges of an
+// agent: enough for every sidecar a test or the dev stack registers.
+const portRangeSize = 32
+
+// Port ranges are picked below Linux's default ephemeral range (32768 and
+// up), where FreePort's ports and outgoing connections come from, and above
+// the well-known ports of common servers.
+const (
+	rangeLow  = 20000
+	rangeHigh = 32700
+)
+
+// freePortRange returns size consecutive ports that are free for TCP right
+// now, starting at a random offset so that agents started side by side are
+// unlikely to pick the same range (Consul binds them only later, when a
+// sidecar starts).
+func freePortRange(size int) (lo, hi int, err error) {
+	slots := (rangeHigh - rangeLow) / size
+	for range 50 {
+		lo = rangeLow + rand.IntN(slots)*size
+		ok := true
+		for p := lo; p < lo+size; p++ {
+			if !tcpFree(p) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return lo, lo + size - 1, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("find %d free consecutive ports in %d-%d: none found", size, rangeLow, rangeHigh)
+}
