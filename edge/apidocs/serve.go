@@ -70,10 +70,12 @@ func Routes(w *Watcher, assetsDir string) []web.Route {
 			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 			return c.Send(doc.JSON)
 		}},
-		{Method: http.MethodGet, Path: "/docs", Handler: func(c *fiber.Ctx) error {
-			return c.Redirect("docs/", http.StatusMovedPermanently)
-		}},
+		// Routing is not strict, so this is /docs as well; the page's
+		// relative asset links need the slash.
 		{Method: http.MethodGet, Path: "/docs/", Handler: func(c *fiber.Ctx) error {
+			if !strings.HasSuffix(c.Path(), "/") {
+				return c.Redirect("docs/", http.StatusMovedPermanently)
+			}
 			if err := CheckAssets(assetsDir); err != nil {
 				return problem.New(problem.TypeUnavailable, http.StatusServiceUnavailable, err.Error())
 			}

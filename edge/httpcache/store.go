@@ -88,8 +88,10 @@ func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
 	opts.WriteTimeout = timeout
 	opts.PoolTimeout = timeout
 	opts.ContextTimeoutEnabled = true
-	// A failed command is not retried: the request goes to the origin.
+	// A failed command or dial is not retried: the request goes to the
+	// origin, and the store rests before Redis is tried again.
 	opts.MaxRetries = -1
+	opts.DialerRetries = 1
 	return redis.NewClient(opts), nil
 }
 

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/migrations"
+	"github.com/portico-mesh/portico/services/platform/identity"
+	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
+	"github.com/portico-mesh/portico/services/platform/service"
+	"github.com/portico-mesh/portico/services/platform/web"
+	"github.com/portico-mesh/portico/services/products/productsapi"
+	"github.com/portico-mesh/portico/services/products/productsbus"
+	"github.com/portico-mesh/portico/services/products/productsdb"
+	"github.com/portico-mesh/portico/services/users/token"
+	"github.com/portico-mesh/portico/services/users/usersapi"
+	"github.com/portico-mesh/portico/services/users/usersbus"
+	"github.com/portico-mesh/portico/services/users/usersdb"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ))
+}
+
+var (
+	alice = identity.Identity{UserID: "1", Username: "alice", Email: "alice@example.com", Roles: []string{"user"}}
+	bob   = identity.Identity{UserID: "2", Username: "bob", Email: "bob@example.com", Roles: []string{"user"}}
+)
+
+// testLog shows warnings and errors of the processes under test.
+func testLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// serveOn runs serve on a fresh loopback listener until the test ends.
+func serveOn(t *testing.T, name string, serve func(ctx context.Context, ln net.Listener) error) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s shutdown: %v", name, err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// startProducts runs the real products service in-process, as its main
+// does, on a fresh database, publishing to exchange.
+func startProducts(t *testing.T, exchange string, maxAge time.Duration) string {
+	t.Helper()
+	cfg := service.BaseConfig{
+		DatabaseURL:     pgtest.NewDatabase(t, migrations.Products()),
+		AMQPURL:         testenv.AMQPURL(t),
+		AMQPExchange:    exchange,
+		LogLevel:        "warn",
+		ShutdownTimeout: 10 * time.Second,
+	}
+	rt, err := service.Open(context.Background(), cfg, "products", "test", migrations.Products(), testLog())
+	if err != nil {
+		t.Fatalf("open products: %v", err)
+	}
+	openAPI, err := productsapi.OpenAPIJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := web.New(rt.WebConfig(productsapi.Classify))
+	srv.Mount(productsapi.Routes(productsapi.Config{
+		Business:    productsbus.NewBusiness(productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)),
+		CacheMaxAge: maxAge,
+		OpenAPI:     openAPI,
+	})...)
+	return serveOn(t, "products", func(ctx context.Context, ln net.Listener) error { return rt.Serve(ctx, srv, ln) })
+}
+
+// startUsers runs the real users service in-process on a fresh database.
+func startUsers(t *testing.T, exchange string) string {
+	t.Helper()
+	ctx := context.Background()
+	keys, _, err := token.LoadOrGenerate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := token.NewIssuer(keys, token.Config{Issuer: "portico-users", Audience: "portico", TTL: 15 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := service.BaseConfig{
+		DatabaseURL:     pgtest.NewDatabase(t, migrations.Users()),
+		AMQPURL:         testenv.AMQPURL(t),
+		AMQPExchange:    exchange,
+		LogLevel:        "warn",
+		ShutdownTimeout: 10 * time.Second,
+	}
+	rt, err := service.Open(ctx, cfg, "users", "test", migrations.Users(), testLog())
+	if err != nil {
+		t.Fatalf("open users: %v", err)
+	}
+	users, err := usersbus.New(usersdb.New(rt.Pool, rt.Tracing.Propagator), usersbus.Config{Log: rt.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := usersapi.New(ctx, usersapi.Config{Log: rt.Log, Users: users, Tokens: issuer, TokenTTL: 15 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := web.New(rt.WebConfig(usersapi.Classify))
+	srv.Mount(api.Routes()...)
+	return serveOn(t, "users", func(ctx context.Context, ln net.Listener) error { return rt.Serve(ctx, srv, ln) })
+}
+
+// testEdge is the edge process in-process, with its metrics at hand.
+type testEdge struct {
+	url      string
+	registry *prometheus.Registry
+	store    *httpcache.Store
+}
+
+// edgeConfig is the configuration of a test edge: its own cache prefix
+// and purge queue, the test exchange.
+func edgeConfig(t *testing.T, exchange, upstreams string) config {
+	t.Helper()
+	cfg, err := loadConfig([]string{
+		"EDGE_UPSTREAMS=" + upstreams,
+		"REDIS_URL=redis://" + testenv.RedisAddr(t) + "/0",
+		"EDGE_REDIS_RETRY_AFTER=200ms",
+		"EDGE_CACHE_PREFIX=test:" + uuid.NewString(),
+		"AMQP_URL=" + testenv.AMQPURL(t),
+		"AMQP_EXCHANGE=" + exchange,
+		"EDGE_PURGE_QUEUE=test.edge." + uuid.NewString(),
+		"SHUTDOWN_TIMEOUT=5s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SwaggerUIDir = swaggerUIDir()
+	return cfg
+}
+
+// swaggerUIDir is the installed assets, found from this package's folder.
+func swaggerUIDir() string { return "../../../" + apidocs.DefaultAssetsDir }
+
+func startEdge(t *testing.T, cfg config) *testEdge {
+	t.Helper()
+	e, err := newEdge(context.Background(), cfg, testLog())
+	if err != nil {
+		t.Fatalf("new edge: %v", err)
+	}
+	addr := serveOn(t, "edge", e.serve)
+	te := &testEdge{url: "http://" + addr, registry: e.registry, store: e.store}
+	// The purge queue must be bound before the test writes anything.
+	waitFor(t, 30*time.Second, "the purge consumer to connect", e.consumer.Connected)
+	return te
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r reply) xcache() string { return r.header.Get(httpcache.HeaderXCache) }
+
+// call sends a request as the ingress would: for upstream, with the
+// caller's identity headers (none for the zero identity).
+func call(method, url, upstream string, caller identity.Identity, body string, kv ...string) (reply, error) {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return reply{}, err
+	}
+	if upstream != "" {
+		req.Header.Set(httpcache.HeaderUpstream, upstream)
+		req.Header.Set("X-Forwarded-Prefix", "/api/"+upstream)
+	}
+	if !caller.Anonymous() {
+		identity.Set(req.Header.Set, caller)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		req.Header.Set(kv[i], kv[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, err
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+func mustCall(t *testing.T, want int, method, url, upstream string, caller identity.Identity, body string, kv ...string) reply {
+	t.Helper()
+	r, err := call(method, url, upstream, caller, body, kv...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	if r.status != want {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, url, r.status, want, r.body)
+	}
+	return r
+}
+
+func expectCache(t *testing.T, what string, r reply, want string) {
+	t.Helper()
+	if r.xcache() != want {
+		t.Fatalf("%s: X-Cache %q, want %q", what, r.xcache(), want)
+	}
+}
+
+func decodeJSON[T any](t *testing.T, b []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	return v
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metric sums the series of a counter family that carry every given
+// label pair.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return sum
+}
+
+func newExchange() string { return "portico.test.edge." + uuid.NewString() }
+
+func productPath(id int64) string { return fmt.Sprintf("/products/%d", id) }
