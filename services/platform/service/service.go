@@ -21,6 +21,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 	"github.com/portico-mesh/portico/services/platform/problem"
+	"github.com/portico-mesh/portico/services/platform/registry"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
 )
@@ -33,6 +34,25 @@ type BaseConfig struct {
 	AMQPExchange    string        `env:"AMQP_EXCHANGE" envDefault:"portico.events"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	Consul          ConsulConfig
+}
+
+// ConsulConfig is how an instance registers itself in the service mesh.
+// Without ConsulHTTPAddr nothing is registered.
+type ConsulConfig struct {
+	ConsulHTTPAddr string `env:"CONSUL_HTTP_ADDR"`
+	// ServiceID is unique per instance; empty means <name>-<hostname>-<port>.
+	ServiceID   string   `env:"SERVICE_ID"`
+	ServiceTags []string `env:"SERVICE_TAGS" envSeparator:","`
+	// SidecarPort is the Envoy sidecar's public mTLS port; 0 lets the
+	// agent assign one.
+	SidecarPort     int           `env:"SIDECAR_PORT" envDefault:"0"`
+	CheckInterval   time.Duration `env:"CONSUL_CHECK_INTERVAL" envDefault:"2s"`
+	DeregisterAfter time.Duration `env:"CONSUL_DEREGISTER_AFTER" envDefault:"1m"`
+	// DrainDelay is how long the service keeps serving after it
+	// deregistered at shutdown, while its callers' sidecars learn that
+	// it is gone.
+	DrainDelay time.Duration `env:"CONSUL_DRAIN_DELAY" envDefault:"1s"`
 }
 
 // Runtime is what a running service owns. Open builds it; Run serves until
@@ -109,7 +129,18 @@ func (rt *Runtime) Run(ctx context.Context, srv *web.Server) error {
 }
 
 // Serve is Run on an existing listener (tests pass one on a free port).
+//
+// With Consul configured, the instance registers once it listens and, when
+// ctx ends, deregisters before it stops serving, so that callers stop
+// sending it requests before it refuses them.
 func (rt *Runtime) Serve(ctx context.Context, srv *web.Server, ln net.Listener) error {
+	var reg *registry.Registrar
+	if rt.cfg.Consul.ConsulHTTPAddr != "" {
+		var err error
+		if reg, err = registry.New(rt.registryConfig(ln.Addr())); err != nil {
+			return errors.Join(err, ln.Close(), rt.Close(context.WithoutCancel(ctx)))
+		}
+	}
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRelay()
 	var wg sync.WaitGroup
@@ -119,10 +150,25 @@ func (rt *Runtime) Serve(ctx context.Context, srv *web.Server, ln net.Listener) 
 		}
 	})
 
-	serveErr := srv.Serve(ctx, ln, rt.cfg.ShutdownTimeout)
+	serveCtx := ctx
+	regCtx, stopRegistry := context.WithCancel(ctx)
+	defer stopRegistry()
+	if reg != nil {
+		var stopServing context.CancelFunc
+		serveCtx, stopServing = context.WithCancel(context.WithoutCancel(ctx))
+		defer stopServing()
+		wg.Go(func() {
+			defer stopServing()
+			reg.Run(regCtx) // until shutdown begins or serving failed
+			rt.deregister(ctx, reg)
+		})
+	}
+
+	serveErr := srv.Serve(serveCtx, ln, rt.cfg.ShutdownTimeout)
 
 	// Every request has finished, so every event it wrote is committed:
 	// stop the relay and give it one last chance to publish them.
+	stopRegistry()
 	stopRelay()
 	wg.Wait()
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rt.flushTimeout())
@@ -133,6 +179,49 @@ func (rt *Runtime) Serve(ctx context.Context, srv *web.Server, ln net.Listener) 
 		rt.Log.Info("outbox flushed", "published", n)
 	}
 	return errors.Join(serveErr, rt.Close(flushCtx))
+}
+
+// registryConfig describes this instance to Consul; the address and port
+// are the listener's, so a port picked by the kernel is registered right.
+func (rt *Runtime) registryConfig(addr net.Addr) registry.Config {
+	c := rt.cfg.Consul
+	cfg := registry.Config{
+		ConsulAddr:      c.ConsulHTTPAddr,
+		Name:            rt.Name,
+		ID:              c.ServiceID,
+		Address:         "127.0.0.1",
+		Version:         rt.Version,
+		Tags:            c.ServiceTags,
+		OpenAPIPath:     "/openapi.json",
+		SidecarPort:     c.SidecarPort,
+		CheckInterval:   c.CheckInterval,
+		DeregisterAfter: c.DeregisterAfter,
+		Log:             rt.Log,
+	}
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		cfg.Port = tcp.Port
+		if !tcp.IP.IsUnspecified() {
+			cfg.Address = tcp.IP.String()
+		}
+	}
+	return cfg
+}
+
+// deregister removes the instance from Consul and, when the service is
+// shutting down, waits DrainDelay for callers' sidecars to drop it before
+// the server stops accepting.
+func (rt *Runtime) deregister(ctx context.Context, reg *registry.Registrar) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rt.flushTimeout())
+	defer cancel()
+	if err := reg.Deregister(dctx); err != nil {
+		rt.Log.Warn("consul deregistration failed; the agent's check will expire the instance", "error", err.Error())
+	}
+	if ctx.Err() == nil || rt.cfg.Consul.DrainDelay <= 0 {
+		return // the server failed on its own: nothing to drain
+	}
+	t := time.NewTimer(min(rt.cfg.Consul.DrainDelay, rt.cfg.ShutdownTimeout))
+	defer t.Stop()
+	<-t.C
 }
 
 func (rt *Runtime) flushTimeout() time.Duration {

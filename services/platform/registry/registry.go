@@ -1,0 +1,324 @@
+// Package registry registers a service instance with its local Consul agent,
+// together with the Envoy sidecar that fronts it in the Connect mesh, and
+// removes it again on shutdown.
+//
+// The agent may be down when the service starts, or restart later (a dev
+// agent then forgets everything): Run retries with jittered backoff and
+// re-registers whenever the registration disappears, so services tolerate
+// any start order and never crash over Consul.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Config describes one instance and how it is registered.
+type Config struct {
+	// ConsulAddr is the agent's HTTP API, host:port or a URL. Required.
+	ConsulAddr string
+	// Name is the Consul service name ("users", "products"). Required.
+	Name string
+	// ID is unique per instance; empty means <Name>-<hostname>-<Port>.
+	ID string
+	// Address and Port are where the service listens. The sidecar reaches
+	// the service there, so Address is normally 127.0.0.1. Required.
+	Address string
+	Port    int
+	Version string
+	Tags    []string
+	// Meta is added to the service metadata, after version and openapi.
+	Meta map[string]string
+	// OpenAPIPath is published as meta "openapi"; empty leaves it out.
+	OpenAPIPath string
+	// SidecarPort is the sidecar's public (mTLS) port; 0 lets the agent
+	// assign one from its sidecar port range.
+	SidecarPort int
+	// CheckPath is the HTTP readiness endpoint the agent polls.
+	CheckPath string
+	// CheckInterval and CheckTimeout pace the agent's checks, of the
+	// service and of its sidecar.
+	CheckInterval time.Duration
+	CheckTimeout  time.Duration
+	// DeregisterAfter removes an instance whose check stayed critical this
+	// long (a killed process never deregisters itself).
+	DeregisterAfter time.Duration
+	// Resync is how often Run checks that the registration still exists.
+	Resync time.Duration
+	Log    *slog.Logger
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultCheckPath       = "/readyz"
+	DefaultCheckInterval   = 2 * time.Second
+	DefaultCheckTimeout    = time.Second
+	DefaultDeregisterAfter = time.Minute
+	DefaultResync          = 10 * time.Second
+)
+
+// Backoff between failed attempts: from minBackoff, doubling, capped at
+// maxBackoff, each wait drawn at random from its upper half so that
+// instances started together do not retry in lockstep.
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 10 * time.Second
+	// callTimeout bounds one call to the agent, which is local and quick
+	// when it answers at all.
+	callTimeout = 5 * time.Second
+)
+
+// Registrar keeps one instance registered while Run runs.
+type Registrar struct {
+	cfg    Config
+	client *api.Client
+	id     string
+}
+
+// New checks cfg and returns a Registrar. It does not contact the agent.
+func New(cfg Config) (*Registrar, error) {
+	if cfg.ConsulAddr == "" || cfg.Name == "" || cfg.Address == "" || cfg.Port <= 0 {
+		return nil, errors.New("registry: ConsulAddr, Name, Address and Port are required")
+	}
+	if cfg.CheckPath == "" {
+		cfg.CheckPath = DefaultCheckPath
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = DefaultCheckTimeout
+	}
+	if cfg.DeregisterAfter <= 0 {
+		cfg.DeregisterAfter = DefaultDeregisterAfter
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = DefaultResync
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	apiCfg, err := clientConfig(cfg.ConsulAddr)
+	if err != nil {
+		return nil, err
+	}
+	client, err := api.NewClient(apiCfg)
+	if err != nil {
+		return nil, fmt.Errorf("registry: consul client: %w", err)
+	}
+	id := cfg.ID
+	if id == "" {
+		id = DefaultID(cfg.Name, cfg.Port)
+	}
+	return &Registrar{cfg: cfg, client: client, id: id}, nil
+}
+
+// clientConfig accepts "host:port", "http://host:port" or
+// "https://host:port", like CONSUL_HTTP_ADDR.
+func clientConfig(addr string) (*api.Config, error) {
+	c := &api.Config{Address: addr, Scheme: "http"}
+	if strings.Contains(addr, "://") {
+		u, err := url.Parse(addr)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("registry: consul address %q: not host:port or a URL", addr)
+		}
+		c.Address, c.Scheme = u.Host, u.Scheme
+	}
+	if _, _, err := net.SplitHostPort(c.Address); err != nil {
+		return nil, fmt.Errorf("registry: consul address %q: %w", addr, err)
+	}
+	return c, nil
+}
+
+// DefaultID is the instance id used when none is configured: unique per
+// machine and port, and the same after a restart on that port, so a
+// restarted instance replaces its own registration.
+func DefaultID(name string, port int) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return fmt.Sprintf("%s-%s-%d", name, host, port)
+}
+
+// ID returns the instance's service id.
+func (r *Registrar) ID() string { return r.id }
+
+// SidecarID returns the id of the instance's sidecar proxy, the value for
+// `consul connect envoy -sidecar-for`'s counterpart -proxy-id.
+func (r *Registrar) SidecarID() string { return r.id + "-sidecar-proxy" }
+
+// Run registers the instance, retrying until it succeeds, then keeps it
+// registered until ctx ends. It does not deregister: the caller calls
+// Deregister when the service begins to shut down, before it stops
+// serving, so that traffic drains away first. Failures are logged and
+// retried, never returned: Consul being away must not stop the service.
+func (r *Registrar) Run(ctx context.Context) {
+	attempt := 0
+	registered := false
+	for {
+		var err error
+		if registered {
+			registered, err = r.present(ctx)
+		}
+		if !registered && err == nil {
+			if err = r.register(ctx); err == nil {
+				registered = true
+				attempt = 0
+				r.cfg.Log.InfoContext(ctx, "registered with consul", "service", r.cfg.Name, "id", r.id, "consul", r.cfg.ConsulAddr)
+			}
+		}
+		wait := r.cfg.Resync
+		if err != nil && ctx.Err() == nil {
+			attempt++
+			wait = backoff(attempt)
+			r.cfg.Log.WarnContext(ctx, "consul registration failed; retrying", "id", r.id, "attempt", attempt,
+				"retry_in", wait.Round(time.Millisecond).String(), "error", err.Error())
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// backoff returns the wait before retry n (1-based).
+func backoff(n int) time.Duration {
+	d := maxBackoff
+	if n < 16 {
+		d = min(minBackoff<<(n-1), maxBackoff)
+	}
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter needs no cryptographic randomness
+}
+
+// present reports whether the agent still has the registration; a dev
+// agent that restarted has lost it.
+func (r *Registrar) present(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, _, err := r.client.Agent().Service(r.id, (&api.QueryOptions{}).WithContext(ctx))
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		r.cfg.Log.WarnContext(ctx, "consul lost the registration; registering again", "id", r.id)
+		return false, nil
+	}
+	return true, fmt.Errorf("look up registration %s: %w", r.id, err)
+}
+
+// register registers the service and its sidecar. When the sidecar port is
+// left to the agent, a second registration pins the assigned port so that
+// the sidecar's own checks can name it.
+func (r *Registrar) register(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	agent := r.client.Agent()
+	sidecarPort := r.cfg.SidecarPort
+	if sidecarPort == 0 {
+		if err := agent.ServiceRegisterOpts(r.registration(0), api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+			return fmt.Errorf("register %s: %w", r.id, err)
+		}
+		proxy, _, err := agent.Service(r.SidecarID(), (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("read the sidecar port of %s: %w", r.id, err)
+		}
+		sidecarPort = proxy.Port
+	}
+	if err := agent.ServiceRegisterOpts(r.registration(sidecarPort), api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+		return fmt.Errorf("register %s: %w", r.id, err)
+	}
+	return nil
+}
+
+// registration builds the agent registration. With sidecarPort 0 the agent
+// assigns the port and adds its default sidecar checks, which poll every
+// 10 s; with a port the sidecar gets checks paced like the service's, so a
+// new or recovered instance takes traffic within seconds.
+func (r *Registrar) registration(sidecarPort int) *api.AgentServiceRegistration {
+	meta := map[string]string{}
+	if r.cfg.Version != "" {
+		meta["version"] = r.cfg.Version
+	}
+	if r.cfg.OpenAPIPath != "" {
+		meta["openapi"] = r.cfg.OpenAPIPath
+	}
+	for k, v := range r.cfg.Meta {
+		meta[k] = v
+	}
+	interval := r.cfg.CheckInterval.String()
+	timeout := r.cfg.CheckTimeout.String()
+	sidecar := &api.AgentServiceRegistration{Address: r.cfg.Address, Port: sidecarPort, Tags: r.cfg.Tags, Meta: meta}
+	if sidecarPort != 0 {
+		sidecar.Checks = api.AgentServiceChecks{
+			{
+				Name:     "sidecar listening",
+				TCP:      net.JoinHostPort(r.cfg.Address, strconv.Itoa(sidecarPort)),
+				Interval: interval,
+				Timeout:  timeout,
+				// A sidecar that stays down is as gone as its service.
+				DeregisterCriticalServiceAfter: r.cfg.DeregisterAfter.String(),
+			},
+			// The sidecar is only as healthy as the service behind it:
+			// an unready instance drops out of its callers' endpoints.
+			{Name: "service " + r.id, AliasService: r.id},
+		}
+	}
+	return &api.AgentServiceRegistration{
+		ID:      r.id,
+		Name:    r.cfg.Name,
+		Address: r.cfg.Address,
+		Port:    r.cfg.Port,
+		Tags:    r.cfg.Tags,
+		Meta:    meta,
+		Check: &api.AgentServiceCheck{
+			Name:                           r.cfg.Name + " ready",
+			HTTP:                           "http://" + net.JoinHostPort(r.cfg.Address, strconv.Itoa(r.cfg.Port)) + r.cfg.CheckPath,
+			Method:                         "GET",
+			Interval:                       interval,
+			Timeout:                        timeout,
+			DeregisterCriticalServiceAfter: r.cfg.DeregisterAfter.String(),
+		},
+		Connect: &api.AgentServiceConnect{SidecarService: sidecar},
+	}
+}
+
+// Deregister removes the instance and its sidecar from the agent. An agent
+// that is down or has forgotten the instance is not an error worth more
+// than a log line: its check would expire the registration anyway.
+func (r *Registrar) Deregister(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	agent := r.client.Agent()
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := agent.ServiceDeregisterOpts(r.id, q); err != nil && !isNotFound(err) {
+		return fmt.Errorf("deregister %s: %w", r.id, err)
+	}
+	// The agent removes a sidecar registered with its service; this
+	// covers agents that kept it anyway.
+	if err := agent.ServiceDeregisterOpts(r.SidecarID(), q); err != nil && !isNotFound(err) {
+		return fmt.Errorf("deregister %s: %w", r.SidecarID(), err)
+	}
+	r.cfg.Log.InfoContext(ctx, "deregistered from consul", "id", r.id)
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var status api.StatusError
+	return errors.As(err, &status) && status.Code == http.StatusNotFound
+}
