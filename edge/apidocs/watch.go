@@ -109,8 +109,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			wait = w.backoff(retries)
 		}
 		sources, next, err := w.cfg.Catalog.Sources(ctx, index, wait)
-		if ctx.Err() != nil {
-			return nil
+		if stopped(ctx) {
+			return nil // an error now is only the cancellation
 		}
 		if err != nil {
 			failures++
@@ -146,6 +146,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 func (w *Watcher) backoff(n int) time.Duration {
 	n = max(n, 1)
 	return min(time.Duration(n*n)*time.Second, w.cfg.MaxBackoff)
+}
+
+func stopped(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

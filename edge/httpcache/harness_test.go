@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/httpcache"
@@ -155,14 +154,6 @@ func expect(t *testing.T, what string, r result, status int, xcache, body string
 	if r.status != status || r.xcache() != xcache || (body != "*" && r.body != body) {
 		t.Fatalf("%s: got %d %s %q, want %d %s %q", what, r.status, r.xcache(), r.body, status, xcache, body)
 	}
-}
-
-// newRedis is a client for checking what is stored.
-func newRedis(t *testing.T, addr string) *redis.Client {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { _ = c.Close() })
-	return c
 }
 
 // waitFor polls cond until it holds or d passes.

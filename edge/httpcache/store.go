@@ -161,7 +161,8 @@ func (s *Store) lookup(ctx context.Context, resource string, req *Request) (foun
 	var meta resourceMeta
 	if err != nil || json.Unmarshal(raw, &meta) != nil {
 		f.variantKey = s.key("e", resource, variantID(req, nil))
-		return f, nil //nolint:nilerr // an unreadable index is a miss; the next store rewrites it
+		// An unreadable index is a miss; the next store rewrites it.
+		return f, nil
 	}
 	f.vary = meta.Vary
 	f.variantKey = s.key("e", resource, variantID(req, meta.Vary))

@@ -149,8 +149,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		started := time.Now()
 		err := c.session(ctx)
 		c.connected.Store(false)
-		if ctx.Err() != nil {
-			return nil
+		select {
+		case <-ctx.Done():
+			return nil // an error now is only the shutdown
+		default:
 		}
 		if time.Since(started) > time.Minute {
 			attempt = 0 // it was up for a while: start the back-off over

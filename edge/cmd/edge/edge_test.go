@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/edge/cachebench"
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
@@ -290,5 +293,38 @@ func TestMergedDocumentationOfBothServices(t *testing.T) {
 	r = mustCall(t, http.StatusOK, http.MethodGet, edge.url+"/docs", "", identity.Identity{}, "")
 	if !strings.Contains(string(r.body), "swagger-ui-bundle.js") {
 		t.Errorf("/docs: %.300s", r.body)
+	}
+}
+
+// TestCacheLatencyHitVsMiss measures hits against misses on a real
+// product read through the edge (not through the ingress: see
+// edge/cmd/benchcache for that). Set EDGE_BENCH_REQUESTS for a longer run.
+func TestCacheLatencyHitVsMiss(t *testing.T) {
+	exchange := newExchange()
+	productsAddr := startProducts(t, exchange, time.Minute)
+	edge := startEdge(t, edgeConfig(t, exchange, "products="+productsAddr))
+	p := createProduct(t, "http://"+productsAddr, "Bench")
+	// The creation event purges the item: let it pass first.
+	waitFor(t, 20*time.Second, "the creation event", func() bool {
+		return metric(t, edge.registry, "edge_purge_events_total", "result", "applied") >= 1
+	})
+	n := 300
+	if v, err := strconv.Atoi(os.Getenv("EDGE_BENCH_REQUESTS")); err == nil && v > 0 {
+		n = v
+	}
+	header := http.Header{}
+	header.Set(httpcache.HeaderUpstream, "products")
+	identity.Set(header.Set, alice)
+	res, err := cachebench.Run(context.Background(), cachebench.Config{
+		URL: edge.url + productPath(p.ID), Requests: n, Header: header,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res.Print(&out)
+	t.Logf("edge cache latency on GET /products/{id}, %d rounds:\n%s", n, out.String())
+	if res.Hit.N < n*9/10 || res.Miss.N < n*9/10 {
+		t.Errorf("too many requests misclassified: %+v", res)
 	}
 }
