@@ -79,8 +79,8 @@ type ConfigDoc struct {
 	Present bool
 	Value   []byte
 	// ModifyIndex is the KV entry's modify index, for reporting which
-	// revision was applied or rejected. A write of an identical value
-	// changes it, and so is a change of the snapshot.
+	// revision was applied or rejected. (Consul ignores a write of
+	// identical bytes: it makes no new revision and no publish.)
 	ModifyIndex uint64
 }
 
