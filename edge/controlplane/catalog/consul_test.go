@@ -394,3 +394,61 @@ func TestFollowsAgentRestart(t *testing.T) {
 		return ok && len(svc.Endpoints) == 1
 	})
 }
+
+// TestFollowsCARotation rotates the Connect CA of a private agent (a new
+// root key) and expects the new roots, both trusted, the new one first, and
+// a leaf the agent re-issued under the new root, published live.
+func TestFollowsCARotation(t *testing.T) {
+	agent := testenv.StartConsul(t)
+	client, err := agent.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startWatcher(t, client, nil)
+	before := r.next(t, publishWithin)
+
+	conf, _, err := client.Connect().CAGetConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another key type makes the built-in CA generate a new root.
+	newType := "rsa"
+	if conf.Config["PrivateKeyType"] == "rsa" {
+		newType = "ec"
+	}
+	conf.Config["PrivateKeyType"] = newType
+	conf.Config["PrivateKeyBits"] = map[string]int{"rsa": 2048, "ec": 256}[newType]
+	rotated := time.Now()
+	if _, err := client.Connect().CASetConfig(conf, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	snap, at := r.until(t, time.Minute, "the leaf is re-issued under the new root", func(s Snapshot) bool {
+		return len(s.RootsPEM) == 2 && s.Leaf.CertPEM != before.Leaf.CertPEM && verifies(s.Leaf.CertPEM, s.RootsPEM[:1])
+	})
+	t.Logf("CA rotation -> new leaf published: %v", at.Sub(rotated).Round(time.Millisecond))
+	if snap.RootsPEM[1] != before.RootsPEM[0] {
+		t.Error("the old root is not kept, second, while leaves it signed are still valid")
+	}
+	if snap.TrustDomain != before.TrustDomain || snap.Leaf.SpiffeID != before.Leaf.SpiffeID {
+		t.Errorf("identity changed with the rotation: %s %s -> %s %s", before.TrustDomain, before.Leaf.SpiffeID, snap.TrustDomain, snap.Leaf.SpiffeID)
+	}
+}
+
+// verifies says whether certPEM chains to one of rootsPEM.
+func verifies(certPEM string, rootsPEM []string) bool {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	pool := x509.NewCertPool()
+	for _, p := range rootsPEM {
+		pool.AppendCertsFromPEM([]byte(p))
+	}
+	_, err = cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
+}
