@@ -34,7 +34,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ))
+	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ, testenv.Consul))
 }
 
 var (

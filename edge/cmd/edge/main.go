@@ -29,6 +29,8 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/edge/purge"
 	"github.com/portico-mesh/portico/edge/upstream"
+	"github.com/portico-mesh/portico/services/platform/registry"
+	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
 )
@@ -59,10 +61,10 @@ type config struct {
 	PurgeQueue     string        `env:"EDGE_PURGE_QUEUE" envDefault:"edge.cache-purge"`
 	PurgeDedupeTTL time.Duration `env:"EDGE_PURGE_DEDUPE_TTL" envDefault:"24h"`
 
-	// ConsulHTTPAddr enables discovery of API documents in the catalog
-	// (the Consul client also reads CONSUL_HTTP_TOKEN and the TLS
-	// variables). Without it, DocsServices lists them.
-	ConsulHTTPAddr string `env:"CONSUL_HTTP_ADDR"`
+	// Consul, when CONSUL_HTTP_ADDR is set, registers the edge like the
+	// services (with its sidecar) and discovers API documents in the
+	// catalog. Without it, DocsServices lists the documents.
+	Consul service.ConsulConfig
 	// DocsServices is "service=/path,..."; default: every upstream at
 	// /openapi.json. Used only without Consul.
 	DocsServices string `env:"EDGE_DOCS_SERVICES"`
@@ -163,8 +165,6 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err), e.close(context.WithoutCancel(ctx)))
 	}
 	log.InfoContext(ctx, "serving", "addr", ln.Addr().String(), "version", version)
-	// TODO(registry): register in Consul like the services once
-	// services/platform/registry lands.
 	return e.serve(ctx, ln)
 }
 
@@ -271,11 +271,11 @@ func (e *edgeProcess) wire() error {
 }
 
 func (e *edgeProcess) catalog() (apidocs.Catalog, error) {
-	if e.cfg.ConsulHTTPAddr == "" {
+	if e.cfg.Consul.ConsulHTTPAddr == "" {
 		return docSources(e.cfg)
 	}
 	consulCfg := api.DefaultConfig()
-	consulCfg.Address = e.cfg.ConsulHTTPAddr
+	consulCfg.Address = e.cfg.Consul.ConsulHTTPAddr
 	client, err := api.NewClient(consulCfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
@@ -284,10 +284,18 @@ func (e *edgeProcess) catalog() (apidocs.Catalog, error) {
 }
 
 // serve serves on ln until ctx ends, with the purge consumer and the
-// documentation watcher running beside the server; then it shuts down:
-// stop accepting and finish in-flight requests, stop the background
-// work, release the connections.
+// documentation watcher running beside the server, and, with Consul
+// configured, the registration. Then it shuts down: deregister and let
+// callers' sidecars notice, stop accepting and finish in-flight requests,
+// stop the background work, release the connections.
 func (e *edgeProcess) serve(ctx context.Context, ln net.Listener) error {
+	var reg *registry.Registrar
+	if e.cfg.Consul.ConsulHTTPAddr != "" {
+		var err error
+		if reg, err = registry.New(e.registryConfig(ln.Addr())); err != nil {
+			return errors.Join(err, ln.Close(), e.close(context.WithoutCancel(ctx)))
+		}
+	}
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
 	var wg sync.WaitGroup
@@ -301,12 +309,69 @@ func (e *edgeProcess) serve(ctx context.Context, ln net.Listener) error {
 			e.log.Error("documentation watcher stopped", "error", err.Error())
 		}
 	})
-	serveErr := e.srv.Serve(ctx, ln, e.cfg.ShutdownTimeout)
+
+	serveCtx := ctx
+	regCtx, stopRegistry := context.WithCancel(ctx)
+	defer stopRegistry()
+	if reg != nil {
+		// Serving stops only after the instance left the catalog and its
+		// callers had DrainDelay to notice.
+		var stopServing context.CancelFunc
+		serveCtx, stopServing = context.WithCancel(context.WithoutCancel(ctx))
+		defer stopServing()
+		wg.Go(func() {
+			defer stopServing()
+			reg.Run(regCtx)
+			e.deregister(ctx, reg)
+		})
+	}
+
+	serveErr := e.srv.Serve(serveCtx, ln, e.cfg.ShutdownTimeout)
+	stopRegistry()
 	stopBackground()
 	wg.Wait()
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return errors.Join(serveErr, e.close(closeCtx))
+}
+
+// registryConfig registers the edge as "edge" without an "openapi" meta:
+// its merged document is not one more service document to merge.
+func (e *edgeProcess) registryConfig(addr net.Addr) registry.Config {
+	c := e.cfg.Consul
+	cfg := registry.Config{
+		ConsulAddr:      c.ConsulHTTPAddr,
+		Name:            serviceName,
+		ID:              c.ServiceID,
+		Address:         "127.0.0.1",
+		Version:         version,
+		Tags:            c.ServiceTags,
+		SidecarPort:     c.SidecarPort,
+		CheckInterval:   c.CheckInterval,
+		DeregisterAfter: c.DeregisterAfter,
+		Log:             e.log,
+	}
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		cfg.Port = tcp.Port
+		if !tcp.IP.IsUnspecified() {
+			cfg.Address = tcp.IP.String()
+		}
+	}
+	return cfg
+}
+
+func (e *edgeProcess) deregister(ctx context.Context, reg *registry.Registrar) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := reg.Deregister(dctx); err != nil {
+		e.log.Warn("consul deregistration failed; the agent's check will expire the instance", "error", err.Error())
+	}
+	if ctx.Err() == nil || e.cfg.Consul.DrainDelay <= 0 {
+		return // serving failed on its own: nothing to drain
+	}
+	t := time.NewTimer(min(e.cfg.Consul.DrainDelay, e.cfg.ShutdownTimeout))
+	defer t.Stop()
+	<-t.C
 }
 
 // close releases what wire created; it tolerates a partial wiring.
