@@ -46,8 +46,16 @@ func TestLoad(t *testing.T) {
 			t.Fatalf("no intentions for %s", dest)
 		}
 		for _, src := range si.Sources {
-			if src.Name == "edge" && (len(src.Permissions) != 1 || !slices.Equal(src.Permissions[0].HTTP.Methods, []string{"GET", "HEAD"})) {
-				t.Errorf("edge -> %s is not limited to GET and HEAD: %+v", dest, src.Permissions)
+			if src.Name != "edge" {
+				continue
+			}
+			// Allow GET and HEAD, then deny the rest explicitly: what
+			// matches no permission would fall back to the agent's
+			// default policy (allow without ACLs), not to the * deny.
+			p := src.Permissions
+			if len(p) != 2 || p[0].Action != api.IntentionActionAllow || !slices.Equal(p[0].HTTP.Methods, []string{"GET", "HEAD"}) ||
+				p[1].Action != api.IntentionActionDeny || p[1].HTTP.PathPrefix != "/" {
+				t.Errorf("edge -> %s is not limited to GET and HEAD: %+v", dest, p)
 			}
 		}
 	}
