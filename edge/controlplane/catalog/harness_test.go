@@ -86,14 +86,16 @@ func (r *running) next(t *testing.T, within time.Duration) Snapshot {
 func (r *running) until(t *testing.T, within time.Duration, what string, ok func(Snapshot) bool) (Snapshot, time.Time) {
 	t.Helper()
 	deadline := time.After(within)
+	last := "none"
 	for {
 		select {
 		case s := <-r.snapshots:
 			if ok(s) {
 				return s, time.Now()
 			}
+			last = describe(s)
 		case <-deadline:
-			t.Fatalf("no snapshot where %s within %v", what, within)
+			t.Fatalf("no snapshot where %s within %v; the last one published: %s", what, within, last)
 			return Snapshot{}, time.Time{}
 		}
 	}
@@ -173,15 +175,17 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// instance is a service instance registered for a test, with a sidecar
-// whose health follows the instance's TTL check.
+// instance is a service instance registered for a test, with a sidecar.
 type instance struct {
-	id, checkID string
-	sidecarPort int
+	id string
+	// sidecarCheckID is the sidecar's TTL check: failing it takes the
+	// sidecar's endpoint out.
+	sidecarCheckID string
+	sidecarPort    int
 }
 
-// registerConnect registers an instance of name with a sidecar proxy, its
-// TTL check passing, and deregisters it at cleanup.
+// registerConnect registers an instance of name with a sidecar proxy, both
+// passing, and deregisters them at cleanup.
 func registerConnect(t *testing.T, client *api.Client, name, id string, meta map[string]string) instance {
 	t.Helper()
 	if err := client.Agent().ServiceRegister(connectRegistration(name, id, meta, nil)); err != nil {
@@ -192,13 +196,14 @@ func registerConnect(t *testing.T, client *api.Client, name, id string, meta map
 	if err != nil {
 		t.Fatalf("read the sidecar of %s: %v", id, err)
 	}
-	return instance{id: id, checkID: "ttl-" + id, sidecarPort: sidecar.Port}
+	return instance{id: id, sidecarCheckID: sidecarCheckID(id), sidecarPort: sidecar.Port}
 }
 
-// connectRegistration is an instance with a sidecar. The sidecar gets an
-// alias check of the instance instead of Consul's default TCP check, since
-// no proxy listens in these tests, and inherits the instance's meta and
-// tags.
+// connectRegistration is an instance with a sidecar that inherits its meta
+// and tags. The sidecar has a TTL check, registered passing, instead of
+// Consul's default checks: no proxy listens for the TCP one, and the alias
+// one starts critical and takes the agent up to seconds to settle, which
+// the tests would measure instead of the watcher.
 func connectRegistration(name, id string, meta map[string]string, tags []string) *api.AgentServiceRegistration {
 	return &api.AgentServiceRegistration{
 		ID:   id,
@@ -213,11 +218,13 @@ func connectRegistration(name, id string, meta map[string]string, tags []string)
 		},
 		Connect: &api.AgentServiceConnect{
 			SidecarService: &api.AgentServiceRegistration{
-				Checks: api.AgentServiceChecks{{Name: "alias of " + id, AliasService: id}},
+				Checks: api.AgentServiceChecks{{CheckID: sidecarCheckID(id), TTL: "10m", Status: api.HealthPassing}},
 			},
 		},
 	}
 }
+
+func sidecarCheckID(id string) string { return "ttl-" + id + "-sidecar" }
 
 // registerPlain registers an instance without Connect, deregistered at
 // cleanup.
