@@ -50,6 +50,7 @@ const (
 	reasonAuthenticated = "authenticated"
 	reasonNoFreshness   = "no-explicit-freshness"
 	reasonTooLarge      = "too-large"
+	reasonAlreadyStale  = "already-stale"
 )
 
 // decideStorage applies RFC 9111 section 3 for a shared cache to a
@@ -111,7 +112,7 @@ func decideStorage(req *Request, resp *Response, requestTime, responseTime time.
 		s.staleFor, _ = cc.seconds("stale-while-revalidate")
 	}
 	if s.freshFor+s.staleFor <= s.initialAge {
-		return storage{reason: reasonNoFreshness}
+		return storage{reason: reasonAlreadyStale}
 	}
 	return s
 }
