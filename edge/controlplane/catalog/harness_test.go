@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +62,9 @@ func startWatcher(t *testing.T, client *api.Client, tune func(*Config)) *running
 		case err := <-done:
 			if err != nil {
 				t.Errorf("Run returned %v after its context ended, want nil", err)
+			}
+			if leaked := watcherGoroutines(); leaked != "" {
+				t.Errorf("goroutines of the watcher outlived Run:\n%s", leaked)
 			}
 		case <-time.After(5 * time.Second):
 			t.Error("Run did not return within 5s of its context ending")
@@ -259,4 +264,22 @@ func setTTL(t *testing.T, client *api.Client, checkID, output, status string) {
 	if err := client.Agent().UpdateTTL(checkID, output, status); err != nil {
 		t.Fatalf("update check %s: %v", checkID, err)
 	}
+}
+
+// watcherGoroutines returns the stacks of goroutines running the package's
+// watcher code (watches, the publisher), of any Watcher. Tests run one at a
+// time, so after Run returned there must be none.
+func watcherGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var leaked []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, frame := range []string{"catalog.(*blockingWatch", "catalog.(*Watcher).", "catalog.(*state)."} {
+			if strings.Contains(g, frame) {
+				leaked = append(leaked, g)
+				break
+			}
+		}
+	}
+	return strings.Join(leaked, "\n\n")
 }
