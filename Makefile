@@ -39,7 +39,7 @@ test: ## Run every test against real servers it starts itself
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 .PHONY: up
-up: build ## Run the whole system locally in the background
+up: deps build ## Run the whole system locally in the background (Consul mesh, servers, services)
 	@$(BIN)/devstack up
 
 .PHONY: down
@@ -58,6 +58,6 @@ logs: $(BIN)/devstack ## Follow the logs of every process `make up` started
 clean: down ## Stop everything and delete local data and binaries
 	rm -rf $(BIN) .run
 
-$(BIN)/devstack: $(wildcard e2e/devstack/*.go e2e/localenv/*.go)
+$(BIN)/devstack: $(wildcard e2e/devstack/*.go e2e/localenv/*.go mesh/entries/*)
 	@mkdir -p $(BIN)
 	@$(GO) build -trimpath -o $@ ./e2e/devstack

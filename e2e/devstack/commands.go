@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portico-mesh/portico/e2e/localenv"
 )
 
 // upTimeout bounds how long `up` waits for the stack to become healthy; a
@@ -33,6 +35,12 @@ func up(ctx context.Context, l layout) error {
 	for _, bin := range []string{"devstack", "users", "products"} {
 		if _, err := os.Stat(filepath.Join(l.Bin, bin)); err != nil {
 			return fmt.Errorf("bin/%s is missing: run `make up` (it builds first) or `make build`", bin)
+		}
+	}
+	// Pinned tools from `make deps`, checked before anything starts.
+	for _, tool := range []string{"consul", "envoy"} {
+		if _, err := localenv.Binary(tool); err != nil {
+			return err
 		}
 	}
 	_ = os.Remove(l.stateFile())
@@ -113,14 +121,16 @@ func status(ctx context.Context, l layout) error {
 		return fmt.Errorf("read state: %w", err)
 	}
 	fmt.Printf("supervisor pid %d, phase %s\n\n", pid, s.Phase)
-	fmt.Printf("%-12s %-8s %-10s %-28s %s\n", "COMPONENT", "PID", "HEALTH", "URL", "LOG")
+	fmt.Printf("%-18s %-8s %-11s %-30s %s\n", "COMPONENT", "PID", "HEALTH", "URL", "LOG")
 	client := &http.Client{Timeout: 2 * time.Second}
 	for _, c := range s.Components {
 		health := "down"
 		switch {
 		case c.PID > 0 && !alive(c.PID):
+		case c.Health != "":
+			health = probeHealth(ctx, client, c.Health)
 		case strings.HasPrefix(c.URL, "http://") && c.PID > 0:
-			health = probeHealth(ctx, client, c.URL)
+			health = probeHealth(ctx, client, c.URL+"/readyz")
 		case probeTCP(ctx, c.URL):
 			health = "listening"
 		}
@@ -128,13 +138,14 @@ func status(ctx context.Context, l layout) error {
 		if c.PID > 0 {
 			pid = strconv.Itoa(c.PID)
 		}
-		fmt.Printf("%-12s %-8s %-10s %-28s %s\n", c.Name, pid, health, c.URL, rel(l, c.Log))
+		fmt.Printf("%-18s %-8s %-11s %-30s %s\n", c.Name, pid, health, c.URL, rel(l, c.Log))
 	}
 	return nil
 }
 
-func probeHealth(ctx context.Context, client *http.Client, base string) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+// probeHealth GETs url and reports "ready" for a 200.
+func probeHealth(ctx context.Context, client *http.Client, url string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "unknown"
 	}
@@ -181,7 +192,7 @@ func printSummary(l layout, s stackState) {
 	fmt.Println("Portico is up.")
 	fmt.Println()
 	for _, c := range s.Components {
-		fmt.Printf("  %-12s %s\n", c.Name, c.URL)
+		fmt.Printf("  %-18s %s\n", c.Name, c.URL)
 	}
 	if b, err := os.ReadFile(l.adminFile()); err == nil {
 		fmt.Printf("\nBootstrap admin (from %s):\n%s", rel(l, l.adminFile()), indent(string(b)))

@@ -23,7 +23,9 @@ type componentState struct {
 	Name string `json:"name"`
 	PID  int    `json:"pid"`
 	URL  string `json:"url"`
-	Log  string `json:"log"`
+	// Health, when set, is the URL `status` GETs: 200 means healthy.
+	Health string `json:"health,omitempty"`
+	Log    string `json:"log"`
 }
 
 type stackState struct {

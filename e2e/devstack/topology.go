@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strconv"
 )
 
 // Fixed loopback ports, away from the defaults of system instances, so the
@@ -12,6 +15,13 @@ const (
 	rabbitMQPort       = 55672
 	rabbitMQManagement = 15672 // the port the seed documents for the UI
 	redisPort          = 56379
+	// consulHTTPPort serves Consul's HTTP API and UI, on the port the seed
+	// documents. Every other Consul port is private and picked at start.
+	consulHTTPPort = 8500
+	// checkInterval paces the Consul checks of the services and their
+	// sidecars: a stopped instance leaves its callers' endpoints within
+	// about this long.
+	checkInterval = "2s"
 )
 
 // layout names every path the stack uses; all of it is under .run/.
@@ -48,16 +58,49 @@ func (l layout) logFile(name string) string {
 	return filepath.Join(l.Logs, name+".log")
 }
 
-// serviceSpec is one Portico service process.
+// component is one part of the stack. The supervisor starts components in
+// list order, each once the previous one is ready, and stops whatever they
+// tracked in reverse order.
+type component struct {
+	name  string
+	start func(s *supervisor, ctx context.Context) error
+}
+
+// components is what `make up` runs. Later parts of the system (control
+// plane, rate limit service, ingress Envoy on :5000, edge service) are
+// added here, after the services they depend on.
+func components() []component {
+	return []component{
+		{"postgres", (*supervisor).startPostgres},
+		{"rabbitmq", (*supervisor).startRabbitMQ},
+		{"redis", (*supervisor).startRedis},
+		{"consul", (*supervisor).startConsul},
+		{"mesh config", (*supervisor).applyMeshConfig},
+		{"services", (*supervisor).startServices},
+	}
+}
+
+// serviceSpec is one Portico service instance and its sidecar.
 type serviceSpec struct {
-	Name     string // instance name, unique
+	ID       string // instance id: Consul service id, process and log name
+	Service  string // Consul service name
 	Binary   string // under bin/
-	Addr     string // HTTP listen address
+	Addr     string // HTTP listen address, loopback only
 	Database string
-	Env      []string
+	// SidecarPort is the sidecar's public mTLS listener, AdminPort its
+	// Envoy admin API.
+	SidecarPort int
+	AdminPort   int
+	Env         []string
 }
 
 func (s serviceSpec) URL() string { return "http://" + s.Addr }
+
+func (s serviceSpec) sidecarID() string { return s.ID + "-sidecar-proxy" }
+
+func (s serviceSpec) adminURL() string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.AdminPort))
+}
 
 func databaseURL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", postgresPort, db)
@@ -67,17 +110,26 @@ func amqpURL() string {
 	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", rabbitMQPort)
 }
 
-// services lists the service instances, in start order.
+// services lists the service instances, in start order. Two products
+// instances share one database and run side by side behind the mesh.
 func services(l layout, admin adminCredentials) []serviceSpec {
 	return []serviceSpec{
 		{
-			Name: "users", Binary: "users", Addr: "127.0.0.1:8081", Database: "users",
+			ID: "users", Service: "users", Binary: "users", Addr: "127.0.0.1:8081", Database: "users",
+			SidecarPort: 21081, AdminPort: 19081,
 			Env: []string{
 				"JWT_KEYS_DIR=" + filepath.Join(l.Keys, "users"),
 				"BOOTSTRAP_ADMIN_EMAIL=" + admin.Email,
 				"BOOTSTRAP_ADMIN_PASSWORD=" + admin.Password,
 			},
 		},
-		{Name: "products", Binary: "products", Addr: "127.0.0.1:8082", Database: "products"},
+		{
+			ID: "products-1", Service: "products", Binary: "products", Addr: "127.0.0.1:8082", Database: "products",
+			SidecarPort: 21082, AdminPort: 19082,
+		},
+		{
+			ID: "products-2", Service: "products", Binary: "products", Addr: "127.0.0.1:8083", Database: "products",
+			SidecarPort: 21083, AdminPort: 19083,
+		},
 	}
 }

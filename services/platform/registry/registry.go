@@ -177,7 +177,7 @@ func (r *Registrar) Run(ctx context.Context) {
 			if err = r.register(ctx); err == nil {
 				registered = true
 				attempt = 0
-				r.cfg.Log.InfoContext(ctx, "registered with consul", "service", r.cfg.Name, "id", r.id, "consul", r.cfg.ConsulAddr)
+				r.cfg.Log.InfoContext(ctx, "registered with consul", "id", r.id, "consul", r.cfg.ConsulAddr)
 			}
 		}
 		wait := r.cfg.Resync
