@@ -357,6 +357,11 @@ func summarize(ds []time.Duration) string {
 // The new agent has a new CA (another trust domain, another leaf) and
 // indexes that start over: the watcher must see the failures, recover,
 // and publish the new identity without waiting out a blocking query.
+//
+// The new agent does not answer a query waiting on an index it has not
+// reached with a lower index: it blocks. So resetting on an index that
+// goes backwards is not enough here; this test fails (nothing is published
+// for the WaitTime) if the watch keeps its index across a failed query.
 func TestFollowsAgentRestart(t *testing.T) {
 	agent := testenv.StartConsul(t)
 	client, err := agent.Client()
