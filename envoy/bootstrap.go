@@ -25,6 +25,9 @@ type IngressBootstrap struct {
 	// port leaves it out.
 	MetricsHost string
 	MetricsPort int
+	// OutlierLog, when set, is the file Envoy appends outlier ejection
+	// events to.
+	OutlierLog string
 }
 
 // Ingress renders the ingress bootstrap YAML.

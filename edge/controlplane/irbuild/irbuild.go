@@ -180,10 +180,17 @@ func (b *builder) proxyRoutes() []ir.Route {
 	excluded := func(name string) bool {
 		return name == b.in.Ingress || slices.Contains(doc.Proxy.Exclude, name)
 	}
+	// Every service the catalog has or a route names: /proxy/ for a named
+	// service does not come and go with its last instance.
 	targets := map[string]string{} // path segment -> service
 	for _, s := range b.in.Services {
 		if !excluded(s.Name) {
 			targets[s.Name] = s.Name
+		}
+	}
+	for _, r := range doc.Routes {
+		if !excluded(r.Service) {
+			targets[r.Service] = r.Service
 		}
 	}
 	for alias, target := range doc.Proxy.Aliases {

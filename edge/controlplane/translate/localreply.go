@@ -7,6 +7,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // problem is how a reply the ingress makes itself is described to clients:
@@ -15,20 +16,24 @@ type problem struct {
 	status uint32
 	kind   string
 	title  string
+	// as replaces the status; the ingress itself refuses only tokens, and
+	// a token refused for its audience (which jwt_authn answers with 403)
+	// is as unauthenticated as any other bad token.
+	as uint32
 }
 
 // problems lists the statuses the ingress answers on its own, sorted.
 var problems = []problem{
-	{400, "malformed-request", "Bad Request"},
-	{401, "unauthenticated", "Unauthorized"},
-	{403, "forbidden", "Forbidden"},
-	{404, "not-found", "Not Found"},
-	{413, "payload-too-large", "Content Too Large"},
-	{429, "rate-limited", "Too Many Requests"},
-	{431, "malformed-request", "Request Header Fields Too Large"},
-	{502, "unavailable", "Bad Gateway"},
-	{503, "unavailable", "Service Unavailable"},
-	{504, "unavailable", "Gateway Timeout"},
+	{status: 400, kind: "malformed-request", title: "Bad Request"},
+	{status: 401, kind: "unauthenticated", title: "Unauthorized"},
+	{status: 403, kind: "unauthenticated", title: "Unauthorized", as: 401},
+	{status: 404, kind: "not-found", title: "Not Found"},
+	{status: 413, kind: "payload-too-large", title: "Content Too Large"},
+	{status: 429, kind: "rate-limited", title: "Too Many Requests"},
+	{status: 431, kind: "malformed-request", title: "Request Header Fields Too Large"},
+	{status: 502, kind: "unavailable", title: "Bad Gateway"},
+	{status: 503, kind: "unavailable", title: "Service Unavailable"},
+	{status: 504, kind: "unavailable", title: "Gateway Timeout"},
 }
 
 // localReplies rewrites every reply Envoy generates itself (a failed token
@@ -37,10 +42,19 @@ var problems = []problem{
 func localReplies() (*hcm.LocalReplyConfig, error) {
 	cfg := &hcm.LocalReplyConfig{}
 	for _, p := range problems {
+		var status any = "%RESPONSE_CODE%"
+		var headers []*core.HeaderValueOption
+		if p.as != 0 {
+			status = float64(p.as)
+			headers = []*core.HeaderValueOption{{
+				Header:       &core.HeaderValue{Key: "www-authenticate", Value: `Bearer error="invalid_token"`},
+				AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}}
+		}
 		body, err := structpb.NewStruct(map[string]any{
 			"type":       "urn:portico:problem:" + p.kind,
 			"title":      p.title,
-			"status":     "%RESPONSE_CODE%",
+			"status":     status,
 			"detail":     "%LOCAL_REPLY_BODY%",
 			"instance":   "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
 			"request_id": "%REQ(X-REQUEST-ID)%",
@@ -55,6 +69,8 @@ func localReplies() (*hcm.LocalReplyConfig, error) {
 					Value: &core.RuntimeUInt32{DefaultValue: p.status, RuntimeKey: fmt.Sprintf("portico.local_reply.%d", p.status)},
 				}},
 			}},
+			StatusCode:   statusOverride(p.as),
+			HeadersToAdd: headers,
 			BodyFormatOverride: &core.SubstitutionFormatString{
 				Format:      &core.SubstitutionFormatString_JsonFormat{JsonFormat: body},
 				ContentType: "application/problem+json",
@@ -63,4 +79,11 @@ func localReplies() (*hcm.LocalReplyConfig, error) {
 		cfg.Mappers = append(cfg.Mappers, m)
 	}
 	return cfg, nil
+}
+
+func statusOverride(status uint32) *wrapperspb.UInt32Value {
+	if status == 0 {
+		return nil
+	}
+	return wrapperspb.UInt32(status)
 }

@@ -5,6 +5,8 @@
 package identity
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"slices"
 	"strings"
 
@@ -16,7 +18,10 @@ const (
 	HeaderUserID   = "X-Portico-User-Id"  // the token's sub claim
 	HeaderUsername = "X-Portico-Username" // the username claim
 	HeaderEmail    = "X-Portico-Email"    // the email claim
-	HeaderRoles    = "X-Portico-Roles"    // the roles claim, comma-separated
+	// HeaderRoles carries the roles claim, comma-separated. Envoy's
+	// jwt_authn copies an array claim as base64 of its JSON; both forms
+	// are read.
+	HeaderRoles = "X-Portico-Roles"
 )
 
 // RoleAdmin may change any record and grant roles.
@@ -50,12 +55,51 @@ func FromHeaders(get func(key string) string) Identity {
 	if id.UserID == "" {
 		return Identity{}
 	}
-	for r := range strings.SplitSeq(get(HeaderRoles), ",") {
+	id.Roles = ParseRoles(get(HeaderRoles))
+	return id
+}
+
+// ParseRoles reads a roles header: a comma-separated list, or the base64
+// JSON array Envoy writes for an array claim.
+func ParseRoles(value string) []string {
+	value = strings.TrimSpace(value)
+	if decoded, ok := decodeJSONArray(value); ok {
+		return decoded
+	}
+	var roles []string
+	for r := range strings.SplitSeq(value, ",") {
 		if r = strings.TrimSpace(r); r != "" {
-			id.Roles = append(id.Roles, r)
+			roles = append(roles, r)
 		}
 	}
-	return id
+	return roles
+}
+
+// decodeJSONArray decodes base64 (padded or not, standard or URL
+// alphabet) of a JSON array of strings. A plain role list never decodes
+// to one: it would have to start with "[".
+func decodeJSONArray(value string) ([]string, bool) {
+	if value == "" {
+		return nil, false
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		raw, err := enc.DecodeString(value)
+		if err != nil || len(raw) == 0 || raw[0] != '[' {
+			continue
+		}
+		var list []string
+		if err := json.Unmarshal(raw, &list); err != nil {
+			return nil, false
+		}
+		roles := list[:0]
+		for _, r := range list {
+			if r = strings.TrimSpace(r); r != "" {
+				roles = append(roles, r)
+			}
+		}
+		return roles, true
+	}
+	return nil, false
 }
 
 // FromFiber reads the identity of a Fiber request. Strings are cloned so

@@ -1,0 +1,126 @@
+package ingress_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+)
+
+// TestLocalRateLimit: a burst over a route's bucket gets 429 problems with
+// Retry-After and rate-limit headers, and the route recovers once the
+// bucket refills.
+func TestLocalRateLimit(t *testing.T) {
+	useDocument(t, func(d *edgeconfig.Document) {
+		for i := range d.Routes {
+			if d.Routes[i].Name == "users-jwks" {
+				d.Routes[i].RateLimit = &edgeconfig.RateLimit{Local: &edgeconfig.TokenBucket{
+					Requests: 3, Per: edgeconfig.Duration(2 * time.Second), Burst: 3,
+				}}
+			}
+		}
+	})
+	var limited response
+	ok := 0
+	for range 10 {
+		r := get(t, "/api/users/.well-known/jwks.json", nil)
+		switch r.Status {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			limited = r
+		default:
+			t.Fatalf("unexpected status %d: %s", r.Status, r.Body)
+		}
+	}
+	if ok > 4 || limited.Status == 0 {
+		t.Fatalf("%d of 10 requests passed a bucket of 3", ok)
+	}
+	requireProblem(t, limited, http.StatusTooManyRequests, "urn:portico:problem:rate-limited")
+	if ra, err := strconv.Atoi(limited.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", limited.Header.Get("Retry-After"))
+	}
+	if limited.Header.Get("X-Ratelimit-Limit") == "" {
+		t.Fatalf("no X-RateLimit-Limit header: %v", limited.Header)
+	}
+	eventually(t, 5*time.Second, "bucket refilled", func() error {
+		if r := get(t, "/api/users/.well-known/jwks.json", nil); r.Status != http.StatusOK {
+			return errStatus(r)
+		}
+		return nil
+	})
+}
+
+// TestGlobalRateLimitSharedByIngresses: two ingress Envoys, each fed by
+// its own control plane, count one limit in the shared rate-limit
+// service: together they let through exactly the limit.
+func TestGlobalRateLimitSharedByIngresses(t *testing.T) {
+	const limit = 10
+	useDocument(t, func(d *edgeconfig.Document) {
+		for i := range d.Routes {
+			if d.Routes[i].Name == "users-jwks" {
+				// Counters are kept per route name and window: a name of
+				// its own starts this test from zero.
+				d.Routes[i].Name = fmt.Sprintf("jwks-shared-%d", time.Now().UnixNano())
+				d.Routes[i].RateLimit = &edgeconfig.RateLimit{Global: &edgeconfig.GlobalLimits{
+					PerClient: &edgeconfig.Limit{Requests: limit, Per: "minute"},
+				}}
+			}
+		}
+	})
+	second := startSecondIngress(t)
+	// The service counts in fixed minute windows: stay clear of a boundary.
+	if s := time.Now().Second(); s > 50 {
+		time.Sleep(time.Duration(61-s) * time.Second)
+	}
+	var passed, limited int
+	for i := range 2 * limit {
+		base := env.ingressURL
+		if i%2 == 1 {
+			base = second
+		}
+		r := call(t, base, http.MethodGet, "/api/users/.well-known/jwks.json", nil, "")
+		switch r.Status {
+		case http.StatusOK:
+			passed++
+		case http.StatusTooManyRequests:
+			limited++
+			requireProblem(t, r, http.StatusTooManyRequests, "urn:portico:problem:rate-limited")
+		default:
+			t.Fatalf("status %d: %s", r.Status, r.Body)
+		}
+	}
+	// Each Envoy saw only `limit` requests: had each counted alone, all
+	// would have passed.
+	if passed != limit || limited != limit {
+		t.Fatalf("passed %d and limited %d of %d, want %d each", passed, limited, 2*limit, limit)
+	}
+}
+
+// startSecondIngress runs a second control plane and Envoy with its own
+// listener, sharing Consul and the rate-limit service; it returns the
+// second ingress's base URL.
+func startSecondIngress(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cp, port, stopCP, err := startControlPlane(ctx, "controlplane-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopCP(context.Background()) })
+	e, err := startIngress(ctx, cp, "ingress-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = e.Stop(ctx)
+	})
+	return "http://127.0.0.1:" + strconv.Itoa(port)
+}

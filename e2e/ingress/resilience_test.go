@@ -1,0 +1,179 @@
+package ingress_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// servedBy returns the instance that answered a products request.
+func servedBy(t *testing.T, r response) string {
+	t.Helper()
+	var body struct{ Instance string }
+	if err := json.Unmarshal(r.Body, &body); err != nil {
+		return ""
+	}
+	return body.Instance
+}
+
+// waitServing waits until each instance has answered through the ingress.
+func waitServing(t *testing.T, tok string, instances ...*upstream) {
+	t.Helper()
+	eventually(t, 15*time.Second, "every instance serves", func() error {
+		for _, u := range instances {
+			before := u.requests.Load()
+			for range 10 {
+				get(t, "/api/products/products", bearer(tok))
+			}
+			if u.requests.Load() == before {
+				return fmt.Errorf("%s got no request", u.ID)
+			}
+		}
+		return nil
+	})
+}
+
+// envoyStat reads one counter from the ingress's admin interface.
+func envoyStat(t *testing.T, name string) int {
+	t.Helper()
+	resp, err := http.Get(env.ingress.AdminURL() + "/stats?filter=^" + name + "$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_, value, ok := strings.Cut(strings.TrimSpace(string(b)), ": ")
+	if !ok {
+		return 0
+	}
+	n, _ := strconv.Atoi(value)
+	return n
+}
+
+// TestOutlierEjection: with one of two instances answering 500, it is
+// ejected and clients see at least 99% success.
+func TestOutlierEjection(t *testing.T) {
+	tok := validToken(t)
+	good, bad := startUpstream(t, "products"), startUpstream(t, "products")
+	waitServing(t, tok, good, bad)
+	bad.fail.Store(true)
+	const total = 1000
+	ok := 0
+	for range total {
+		if r := get(t, "/api/products/products", bearer(tok)); r.Status == http.StatusOK {
+			ok++
+		}
+	}
+	rate := float64(ok) / total
+	t.Logf("success %.2f%% with one of two instances failing; failing instance got %d requests; ejections %d",
+		100*rate, bad.requests.Load(), envoyStat(t, "cluster.products.outlier_detection.ejections_enforced_total"))
+	if rate < 0.99 {
+		t.Fatalf("success rate %.4f, want at least 0.99", rate)
+	}
+}
+
+// TestRetryPastFailingInstance: an idempotent GET that meets an instance
+// whose service is gone (its sidecar answers 503) is retried on another
+// instance, and the client never notices.
+func TestRetryPastFailingInstance(t *testing.T) {
+	tok := validToken(t)
+	good, gone := startUpstream(t, "products"), startUpstream(t, "products")
+	waitServing(t, tok, good, gone)
+	_ = gone.server.Close() // the sidecar stays up and healthy in Consul
+	retriesBefore := envoyStat(t, "cluster.products.upstream_rq_retry")
+	for i := range 20 {
+		if r := get(t, "/api/products/products", bearer(tok)); r.Status != http.StatusOK {
+			t.Fatalf("request %d: status %d: %s", i, r.Status, r.Body)
+		}
+	}
+	if retries := envoyStat(t, "cluster.products.upstream_rq_retry") - retriesBefore; retries == 0 {
+		t.Fatal("no request was retried: the failing instance was never tried")
+	}
+}
+
+// TestNewInstanceServesWithinASecond: once a new instance is healthy in
+// Consul, the ingress sends it traffic within a second.
+func TestNewInstanceServesWithinASecond(t *testing.T) {
+	tok := validToken(t)
+	first := startUpstream(t, "products")
+	waitServing(t, tok, first)
+	fresh := startUpstream(t, "products")
+	fresh.setHealth(t, api.HealthCritical)
+	// Let the critical state reach the ingress before the clock starts.
+	time.Sleep(500 * time.Millisecond)
+	if fresh.requests.Load() != 0 {
+		before := fresh.requests.Load()
+		for range 20 {
+			get(t, "/api/products/products", bearer(tok))
+		}
+		if fresh.requests.Load() != before {
+			t.Fatal("an unhealthy instance received traffic")
+		}
+	}
+	start := time.Now()
+	fresh.setHealth(t, api.HealthPassing)
+	for fresh.requests.Load() == 0 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the new instance got no traffic within 5s")
+		}
+		get(t, "/api/products/products", bearer(tok))
+	}
+	elapsed := time.Since(start)
+	t.Logf("new instance served its first request %s after turning healthy", elapsed.Round(time.Millisecond))
+	if elapsed > time.Second {
+		t.Fatalf("took %s, want at most 1s", elapsed)
+	}
+}
+
+// TestIntentionDeniesIngress: an intention denying ingress -> products
+// turns the products routes into 403 while users keeps working; removing
+// it restores them.
+func TestIntentionDeniesIngress(t *testing.T) {
+	tok := validToken(t)
+	products := startUpstream(t, "products")
+	waitServing(t, tok, products)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	entries := env.consulAPI.ConfigEntries()
+	deny := &api.ServiceIntentionsConfigEntry{
+		Kind: api.ServiceIntentions, Name: "products",
+		Sources: []*api.SourceIntention{{Name: "ingress", Action: api.IntentionActionDeny}},
+	}
+	if _, _, err := entries.Set(deny, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	removed := false
+	remove := func() {
+		if !removed {
+			_, _ = entries.Delete(api.ServiceIntentions, "products", (&api.WriteOptions{}).WithContext(ctx))
+			removed = true
+		}
+	}
+	t.Cleanup(remove)
+	start := time.Now()
+	eventually(t, 10*time.Second, "products denied", func() error {
+		if r := get(t, "/api/products/products", bearer(tok)); r.Status != http.StatusForbidden {
+			return errStatus(r)
+		}
+		return nil
+	})
+	t.Logf("deny intention enforced after %s", time.Since(start).Round(time.Millisecond))
+	if r := get(t, "/api/users/users/1", bearer(tok)); r.Status != http.StatusOK {
+		t.Fatalf("users affected by a products intention: %d: %s", r.Status, r.Body)
+	}
+	remove()
+	eventually(t, 10*time.Second, "products allowed again", func() error {
+		if r := get(t, "/api/products/products", bearer(tok)); r.Status != http.StatusOK {
+			return errStatus(r)
+		}
+		return nil
+	})
+}

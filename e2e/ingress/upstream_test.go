@@ -1,0 +1,147 @@
+package ingress_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-mesh/portico/e2e/localenv"
+)
+
+// seenRequest is what an upstream received: the proof of what the ingress
+// forwarded (and, by absence, of what it did not).
+type seenRequest struct {
+	Method string      `json:"method"`
+	Path   string      `json:"path"`
+	Header http.Header `json:"header"`
+}
+
+// upstream is one instance of a mesh service: an HTTP server on loopback,
+// registered in Consul with a sidecar that fronts it. It records every
+// request, can be told to fail, and serves the test's JWKS (the ingress
+// fetches keys from the "users" service).
+type upstream struct {
+	Service  string
+	ID       string
+	Port     int
+	Sidecar  *localenv.Sidecar
+	server   *http.Server
+	fail     atomic.Bool
+	requests atomic.Int64
+
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.requests.Add(1)
+	u.mu.Lock()
+	u.seen = append(u.seen, seenRequest{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone()})
+	u.mu.Unlock()
+	if u.fail.Load() {
+		http.Error(w, "instance failing on purpose", http.StatusInternalServerError)
+		return
+	}
+	if r.URL.Path == "/.well-known/jwks.json" {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(testJWKS)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"service": u.Service, "instance": u.ID, "path": r.URL.RequestURI()})
+}
+
+// Seen returns the requests received so far.
+func (u *upstream) Seen() []seenRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]seenRequest(nil), u.seen...)
+}
+
+// newUpstream serves, registers and fronts one instance with a sidecar.
+func newUpstream(ctx context.Context, service, id string) (*upstream, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	u := &upstream{Service: service, ID: id, Port: ln.Addr().(*net.TCPAddr).Port}
+	u.server = &http.Server{Handler: u, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = u.server.Serve(ln) }()
+
+	sidecarPort, err := localenv.FreePort()
+	if err != nil {
+		return nil, errors.Join(err, u.Close(ctx))
+	}
+	reg := &api.AgentServiceRegistration{
+		ID: id, Name: service, Address: "127.0.0.1", Port: u.Port,
+		// A TTL check the test controls; it starts passing so the
+		// instance is healthy as soon as it is registered.
+		Check: &api.AgentServiceCheck{CheckID: id + ":ttl", TTL: "10m", Status: api.HealthPassing},
+		Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
+			Port: sidecarPort,
+			// The alias check makes the sidecar exactly as healthy as its
+			// service, without the start-up delay of Consul's default checks.
+			Checks: api.AgentServiceChecks{{Name: "alias", AliasService: id}},
+		}},
+	}
+	if err := env.consulAPI.Agent().ServiceRegister(reg); err != nil {
+		return nil, errors.Join(fmt.Errorf("register %s: %w", id, err), u.Close(ctx))
+	}
+	sc, err := localenv.StartSidecar(ctx, localenv.SidecarOptions{
+		Consul: env.consul, SidecarFor: id, Dir: filepath.Join(env.dir, "sidecars"),
+	})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("sidecar for %s: %w", id, err), u.Close(ctx))
+	}
+	u.Sidecar = sc
+	return u, nil
+}
+
+// Close deregisters the instance and stops its sidecar and server.
+func (u *upstream) Close(ctx context.Context) error {
+	var errs []error
+	if u.Sidecar != nil {
+		errs = append(errs, u.Sidecar.Stop(ctx))
+	}
+	errs = append(errs, env.consulAPI.Agent().ServiceDeregister(u.ID), u.server.Close())
+	return errors.Join(errs...)
+}
+
+// startUpstream is newUpstream for one test, undone when it ends.
+func startUpstream(t *testing.T, service string) *upstream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	u, err := newUpstream(ctx, service, fmt.Sprintf("%s-%s", service, strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))+fmt.Sprint(env.instances.Add(1))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := u.Close(ctx); err != nil {
+			t.Logf("close %s: %v", u.ID, err)
+		}
+	})
+	return u
+}
+
+// setHealth passes or fails the instance's TTL check.
+func (u *upstream) setHealth(t *testing.T, status string) {
+	t.Helper()
+	if err := env.consulAPI.Agent().UpdateTTL(u.ID+":ttl", "set by test", status); err != nil {
+		t.Fatalf("check of %s: %v", u.ID, err)
+	}
+}

@@ -1,0 +1,131 @@
+package localenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+)
+
+// RateLimitNodeID is the xDS node id the rate-limit service uses; the
+// control plane serves its configuration to this id.
+const RateLimitNodeID = "ratelimit"
+
+// RateLimitOptions configures StartRateLimit.
+type RateLimitOptions struct {
+	// Dir holds the log. Required.
+	Dir string
+	// RedisAddr is the Redis host:port that keeps the counters. Required.
+	RedisAddr string
+	// XDSAddr is the control plane's ADS host:port, which serves the
+	// limits. Required.
+	XDSAddr string
+	// GRPCPort serves Envoy's rate-limit checks; 0 picks a free port, as
+	// for HTTPPort (health) and DebugPort.
+	GRPCPort, HTTPPort, DebugPort int
+}
+
+// RateLimit is the envoyproxy/ratelimit service. Stop and Start restart
+// it on the same ports.
+type RateLimit struct {
+	opts RateLimitOptions
+	bin  string
+
+	mu   sync.Mutex
+	proc *Process
+}
+
+// StartRateLimit starts the service and returns once its health check
+// passes.
+func StartRateLimit(ctx context.Context, opts RateLimitOptions) (*RateLimit, error) {
+	if opts.Dir == "" || opts.RedisAddr == "" || opts.XDSAddr == "" {
+		return nil, errors.New("start ratelimit: Dir, RedisAddr and XDSAddr are required")
+	}
+	bin, err := Binary("ratelimit")
+	if err != nil {
+		return nil, fmt.Errorf("start ratelimit: %w", err)
+	}
+	if opts.Dir, err = filepath.Abs(opts.Dir); err != nil {
+		return nil, fmt.Errorf("start ratelimit: %w", err)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("start ratelimit: %w", err)
+	}
+	if err := freePorts(&opts.GRPCPort, &opts.HTTPPort, &opts.DebugPort); err != nil {
+		return nil, fmt.Errorf("start ratelimit: %w", err)
+	}
+	r := &RateLimit{opts: opts, bin: bin}
+	if err := r.Start(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// GRPCAddr is where Envoy sends rate-limit checks.
+func (r *RateLimit) GRPCAddr() string { return loopback(r.opts.GRPCPort) }
+
+// GRPCPort is the port of GRPCAddr.
+func (r *RateLimit) GRPCPort() int { return r.opts.GRPCPort }
+
+// LogPath is the file that receives the service's output.
+func (r *RateLimit) LogPath() string { return filepath.Join(r.opts.Dir, "ratelimit.log") }
+
+// Env is the service's environment: counters in Redis, limits from xDS,
+// every listener on loopback, no statsd.
+func (r *RateLimit) Env() []string {
+	return []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOST=127.0.0.1", "PORT=" + strconv.Itoa(r.opts.HTTPPort),
+		"GRPC_HOST=127.0.0.1", "GRPC_PORT=" + strconv.Itoa(r.opts.GRPCPort),
+		"DEBUG_HOST=127.0.0.1", "DEBUG_PORT=" + strconv.Itoa(r.opts.DebugPort),
+		"USE_STATSD=false",
+		"LOG_LEVEL=warn", "LOG_FORMAT=json",
+		"BACKEND_TYPE=redis", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + r.opts.RedisAddr,
+		"CONFIG_TYPE=GRPC_XDS_SOTW",
+		"CONFIG_GRPC_XDS_NODE_ID=" + RateLimitNodeID,
+		"CONFIG_GRPC_XDS_SERVER_URL=" + r.opts.XDSAddr,
+		"CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL=500ms",
+		"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL=500ms",
+		"XDS_CLIENT_BACKOFF_MAX_INTERVAL=5s",
+		// Answer with the headers Envoy turns into X-RateLimit-*.
+		"LIMIT_RESPONSE_HEADERS_ENABLED=true",
+	}
+}
+
+// Start starts the service after Stop; it does nothing while it runs.
+func (r *RateLimit) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if running(r.proc) {
+		return nil
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	proc, err := StartProcess(Command{
+		Name: "ratelimit", Path: r.bin, Env: r.Env(), Dir: r.opts.Dir, LogPath: r.LogPath(),
+	})
+	if err != nil {
+		return err
+	}
+	health := "http://" + loopback(r.opts.HTTPPort) + "/healthcheck"
+	if err := waitReady(ctx, proc, func(ctx context.Context) error { return adminAnswers(ctx, health) }); err != nil {
+		return abort(proc, err)
+	}
+	r.proc = proc
+	return nil
+}
+
+// Stop shuts the service down; stopping a stopped service does nothing.
+func (r *RateLimit) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return nil
+	}
+	err := r.proc.Stop(ctx)
+	r.proc = nil
+	return err
+}
