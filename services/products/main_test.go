@@ -9,6 +9,12 @@ import (
 	"github.com/portico-mesh/portico/services/platform/service"
 )
 
+// consulDefaults is the mesh registration configuration without any
+// variable set (no CONSUL_HTTP_ADDR: nothing is registered).
+func consulDefaults() service.ConsulConfig {
+	return service.ConsulConfig{CheckInterval: 2 * time.Second, DeregisterAfter: time.Minute, DrainDelay: time.Second}
+}
+
 func TestLoadConfig(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -27,6 +33,7 @@ func TestLoadConfig(t *testing.T) {
 					AMQPExchange:    "portico.events",
 					LogLevel:        "info",
 					ShutdownTimeout: 20 * time.Second,
+					Consul:          consulDefaults(),
 				},
 				CacheMaxAge: 30 * time.Second,
 			},
@@ -42,6 +49,7 @@ func TestLoadConfig(t *testing.T) {
 					AMQPExchange:    "portico.events",
 					LogLevel:        "info",
 					ShutdownTimeout: 20 * time.Second,
+					Consul:          consulDefaults(),
 				},
 				CacheMaxAge: 2 * time.Minute,
 			},
@@ -50,6 +58,7 @@ func TestLoadConfig(t *testing.T) {
 			BaseConfig: service.BaseConfig{
 				HTTPAddr: "127.0.0.1:8082", DatabaseURL: "x", AMQPURL: "amqp://guest:guest@127.0.0.1:5672/",
 				AMQPExchange: "portico.events", LogLevel: "info", ShutdownTimeout: 20 * time.Second,
+				Consul: consulDefaults(),
 			},
 		}},
 		{name: "database required", environ: nil, wantErr: true},
