@@ -38,6 +38,10 @@ lint: ## gofmt, go vet, golangci-lint and actionlint
 test: ## Run every test against real servers it starts itself
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
+.PHONY: bench-xds
+bench-xds: ## Time catalog change -> ingress Envoy ACK -> first request (median, p99)
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkXDSPropagation -benchtime 1x ./e2e/ingress/
+
 .PHONY: up
 up: deps build ## Run the whole system locally in the background (Consul mesh, servers, services)
 	@$(BIN)/devstack up
