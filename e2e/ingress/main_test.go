@@ -189,7 +189,6 @@ func startControlPlane(ctx context.Context, name string) (*controlplane.ControlP
 		StatusKey:       statusKey,
 		RateLimit:       &ir.RateLimitService{Address: "127.0.0.1", Port: uint32(env.rateLimitPort), Domain: "portico", FailOpen: true},
 		ShutdownTimeout: 5 * time.Second,
-		Coalesce:        10 * time.Millisecond,
 	}, log)
 	if err != nil {
 		return nil, 0, noop, err
