@@ -124,3 +124,60 @@ func startSecondIngress(t *testing.T) string {
 	})
 	return "http://127.0.0.1:" + strconv.Itoa(port)
 }
+
+// TestGlobalLimitsFailOpen: when the rate-limit service or its Redis is
+// down, requests pass (the documented choice: a counter outage must not
+// take the API down), and the local buckets keep bounding each instance.
+func TestGlobalLimitsFailOpen(t *testing.T) {
+	useDocument(t, func(d *edgeconfig.Document) {
+		for i := range d.Routes {
+			if d.Routes[i].Name == "users-jwks" {
+				d.Routes[i].Name = fmt.Sprintf("jwks-fail-open-%d", time.Now().UnixNano())
+				d.Routes[i].RateLimit = &edgeconfig.RateLimit{
+					Local:  &edgeconfig.TokenBucket{Requests: 1000, Per: edgeconfig.Duration(time.Second), Burst: 1000},
+					Global: &edgeconfig.GlobalLimits{PerClient: &edgeconfig.Limit{Requests: 1000, Per: "minute"}},
+				}
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	requireServed := func(when string) {
+		t.Helper()
+		for range 5 {
+			if r := get(t, "/api/users/.well-known/jwks.json", nil); r.Status != http.StatusOK {
+				t.Fatalf("%s: status %d: %s", when, r.Status, r.Body)
+			}
+		}
+	}
+	requireServed("all up")
+	// Envoy counts the requests it let through because the service could
+	// not answer: proof that the fail-open path, not luck, served them.
+	allowed := func() int { return envoyStat(t, "cluster.users.ratelimit.ingress_ratelimit.failure_mode_allowed") }
+	base := allowed()
+
+	if err := env.redis.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	requireServed("Redis down")
+	afterRedis := allowed()
+	if afterRedis == base {
+		t.Fatal("no request was let through in failure mode while Redis was down")
+	}
+	if err := env.redis.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := env.rateLimit.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.rateLimit.Start(context.Background()); err != nil {
+			t.Errorf("restart the rate-limit service: %v", err)
+		}
+	})
+	requireServed("rate-limit service down")
+	if allowed() == afterRedis {
+		t.Fatal("no request was let through in failure mode while the rate-limit service was down")
+	}
+}
