@@ -135,10 +135,30 @@ func (s *supervisor) startConsul(ctx context.Context) error {
 		return err
 	}
 	s.consul = c
-	s.track("consul", c.Stop, componentState{
+	// A restarted dev agent has forgotten everything: the mesh entries are
+	// written again here, the services register again by themselves, and
+	// the sidecars reconnect to the same ports.
+	stop := s.keep("consul", consulProcess{c})
+	s.track("consul", stop, componentState{
 		Name: "consul", PID: c.Pid(), URL: c.HTTPURL() + "/ui/", Health: c.HTTPURL() + "/v1/status/leader", Log: c.LogPath(),
 	})
 	return nil
+}
+
+// consulProcess restarts the agent with the mesh entries applied.
+type consulProcess struct{ *localenv.Consul }
+
+func (p consulProcess) Done() <-chan struct{} { return doneOrClosed(p.Consul.Done()) }
+
+func (p consulProcess) Start(ctx context.Context) error {
+	if err := p.Consul.Start(ctx); err != nil {
+		return err
+	}
+	client, err := p.Client()
+	if err != nil {
+		return err
+	}
+	return entries.Apply(ctx, client)
 }
 
 // applyMeshConfig writes mesh/entries (defaults, resolvers, intentions with
@@ -326,11 +346,15 @@ func (m *managedProcess) Pid() int                       { return m.current().Pi
 func (m *managedProcess) Err() error                     { return m.current().Err() }
 func (m *managedProcess) Stop(ctx context.Context) error { return m.current().Stop(ctx) }
 
-// sidecarProcess adapts a Sidecar, whose Done is nil while stopped.
+// sidecarProcess adapts a Sidecar to restartable.
 type sidecarProcess struct{ *localenv.Sidecar }
 
-func (p sidecarProcess) Done() <-chan struct{} {
-	if d := p.Sidecar.Done(); d != nil {
+func (p sidecarProcess) Done() <-chan struct{} { return doneOrClosed(p.Sidecar.Done()) }
+
+// doneOrClosed turns the nil Done of a stopped process into a closed
+// channel, so that a keeper starts it again.
+func doneOrClosed(d <-chan struct{}) <-chan struct{} {
+	if d != nil {
 		return d
 	}
 	closed := make(chan struct{})

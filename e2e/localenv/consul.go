@@ -160,6 +160,16 @@ func (c *Consul) Pid() int {
 	return c.proc.Pid()
 }
 
+// Done is closed when the running agent exits; nil while it is stopped.
+func (c *Consul) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		return nil
+	}
+	return c.proc.Done()
+}
+
 // LogPath returns the agent's log file.
 func (c *Consul) LogPath() string { return filepath.Join(c.dir, "consul.log") }
 
