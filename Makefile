@@ -8,7 +8,9 @@ BIN      := $(CURDIR)/bin
 TOOLS    := $(CURDIR)/.cache/bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
-SERVICES := users products
+# What `make build` puts in bin/, as name=package; `make up` runs them from
+# there. Add a command here when it joins the local stack.
+BINARIES := users=./services/users products=./services/products devstack=./e2e/devstack
 # Whole-suite bound: the servers each package starts are stopped even when a
 # test hangs, because the test binary is then killed and they die with it.
 TEST_TIMEOUT ?= 20m
@@ -25,10 +27,9 @@ deps: ## Install pinned servers and tools (idempotent)
 	@.ci/deps.sh
 
 .PHONY: build
-build: ## Build every service binary into bin/
+build: ## Build every binary of BINARIES into bin/
 	@mkdir -p $(BIN)
-	@for s in $(SERVICES); do $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$s ./services/$$s; done
-	@$(GO) build -trimpath -o $(BIN)/devstack ./e2e/devstack
+	@for b in $(BINARIES); do $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$${b%%=*} $${b#*=}; done
 
 .PHONY: lint
 lint: ## gofmt, go vet, golangci-lint and actionlint
