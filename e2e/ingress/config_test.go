@@ -49,8 +49,11 @@ func writeConfig(ctx context.Context, raw []byte) (uint64, error) {
 		return 0, err
 	}
 	pair, _, err := env.consulAPI.KV().Get(configKey, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil || pair == nil {
-		return 0, fmt.Errorf("read back %s: %v", configKey, err)
+	if err != nil {
+		return 0, fmt.Errorf("read back %s: %w", configKey, err)
+	}
+	if pair == nil {
+		return 0, fmt.Errorf("read back %s: the key is gone", configKey)
 	}
 	return pair.ModifyIndex, nil
 }

@@ -2,7 +2,6 @@ package ingress_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,16 +12,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 )
-
-// servedBy returns the instance that answered a products request.
-func servedBy(t *testing.T, r response) string {
-	t.Helper()
-	var body struct{ Instance string }
-	if err := json.Unmarshal(r.Body, &body); err != nil {
-		return ""
-	}
-	return body.Instance
-}
 
 // waitServing waits until each instance has answered through the ingress.
 func waitServing(t *testing.T, tok string, instances ...*upstream) {

@@ -14,11 +14,11 @@ func TestParseRoles(t *testing.T) {
 		" user , admin ,":          {"user", "admin"},
 		"WyJ1c2VyIiwiYWRtaW4iXQ==": {"user", "admin"}, // Envoy: base64 of ["user","admin"]
 		"WyJ1c2VyIiwiYWRtaW4iXQ":   {"user", "admin"},
-		"W10=":                     {}, // []
+		"W10=":                     {},           // []
 		"dXNlcg==":                 {"dXNlcg=="}, // base64 of "user": not an array, so a role name
 	} {
 		got := identity.ParseRoles(value)
-		if !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+		if (len(got) != 0 || len(want) != 0) && !slices.Equal(got, want) {
 			t.Errorf("ParseRoles(%q) = %q, want %q", value, got, want)
 		}
 	}
