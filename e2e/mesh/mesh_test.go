@@ -231,6 +231,41 @@ func testDenyIntention(t *testing.T, e *meshEnv) {
 		t.Errorf("intentions took longer than 10 s to propagate")
 	}
 
+	// The same on a real edge, with the real file: deny ingress -> users,
+	// then restore it by writing mesh/entries' file again.
+	users := e.ingress.upstream("users") + "/openapi.json"
+	usersOK := func(ctx context.Context) error {
+		status, _, err := request(ctx, http.MethodGet, users)
+		if err != nil || status != http.StatusOK {
+			return fmt.Errorf("GET users = %d: %w", status, err)
+		}
+		return nil
+	}
+	usersBlocked := func(ctx context.Context) error {
+		status, body, err := request(ctx, http.MethodGet, users)
+		if err == nil && status == http.StatusForbidden && body == rbacDenied {
+			return nil
+		}
+		return fmt.Errorf("GET users = %d %q, not denied yet: %w", status, body, err)
+	}
+	usersFile := filepath.Join("..", "..", "mesh", "entries", "31-intentions-users.json")
+	denyIngress := filepath.Join(dir, "users-deny-ingress.json")
+	writeFile(t, denyIngress, `{"Kind": "service-intentions", "Name": "users", "Sources": [
+  {"Name": "ingress", "Action": "deny"}
+]}`)
+	wait("ingress -> users allowed at first", usersOK)
+	begin = time.Now()
+	consulCLI(t, e, "config", "write", denyIngress)
+	wait("ingress -> users denied", usersBlocked)
+	usersDenyAfter := time.Since(begin)
+	begin = time.Now()
+	consulCLI(t, e, "config", "write", usersFile)
+	wait("ingress -> users allowed again after writing mesh/entries' file", usersOK)
+	usersAllowAfter := time.Since(begin)
+	t.Logf("ingress -> users: denied %v after the write, allowed again %v after writing the original file",
+		usersDenyAfter.Round(time.Millisecond), usersAllowAfter.Round(time.Millisecond))
+	fmt.Printf("MEASURED ingress -> users: deny %v, allow again %v\n", usersDenyAfter.Round(time.Millisecond), usersAllowAfter.Round(time.Millisecond))
+
 	// The legacy per-pair commands refuse destinations managed by config
 	// entries, which is why mesh/README.md has operators edit entries.
 	if out, err := consulCLIErr(t, e, "intention", "create", "-deny", "meshclient", "echo"); err == nil {

@@ -83,6 +83,32 @@ type meshEnv struct {
 	ingress  *client   // upstreams users, products, users_service
 	edge     *client   // upstreams users, products
 	probe    *client   // "meshclient", upstream echo
+
+	mu   sync.Mutex
+	pids []int // every process started, checked for leftovers at the end
+}
+
+func (e *meshEnv) started(pid int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.pids = append(e.pids, pid)
+}
+
+// requireAllStopped runs after every other cleanup: none of the processes
+// the test started may still run.
+func (e *meshEnv) requireAllStopped(t *testing.T) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, pid := range e.pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		// The state follows the command name in parentheses.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && !strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z") {
+			t.Errorf("process %d still runs after the test: %s", pid, b)
+		}
+	}
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
@@ -103,9 +129,13 @@ func setup(t *testing.T) *meshEnv {
 	defer cancel()
 	begin := time.Now()
 
+	e := &meshEnv{}
+	// Registered first, so it runs last.
+	t.Cleanup(func() { e.requireAllStopped(t) })
 	bins := buildServices(ctx, t)
-	e := &meshEnv{dir: t.TempDir()}
+	e.dir = t.TempDir()
 	e.consul = testenv.StartConsul(t)
+	e.started(e.consul.Pid())
 	var err error
 	if e.api, err = e.consul.Client(); err != nil {
 		t.Fatal(err)
@@ -269,6 +299,7 @@ func (e *meshEnv) startProcess(ctx context.Context, t *testing.T, inst *instance
 	inst.mu.Lock()
 	inst.proc = p
 	inst.mu.Unlock()
+	e.started(p.Pid())
 	err = poll(ctx, func(ctx context.Context) error {
 		select {
 		case <-p.Done():
@@ -299,6 +330,7 @@ func (e *meshEnv) startSidecar(ctx context.Context, t *testing.T, id string) (*l
 	if err != nil {
 		return nil, err
 	}
+	e.started(s.Pid())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		defer cancel()
