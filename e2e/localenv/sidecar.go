@@ -173,8 +173,9 @@ func (s *Sidecar) args() []string {
 		"-ignore-envoy-compatibility",
 		"--",
 		// Envoys on one machine need distinct base ids for their shared
-		// memory, unless hot restart is off; the admin port is unique
-		// while the proxy runs, so it serves as one either way.
+		// memory. Consul passes --disable-hot-restart (unless hot-restart
+		// options are given), so this only matters if that changes; the
+		// admin port is unique while the proxy runs.
 		"--base-id", strconv.Itoa(s.adminPort),
 		"--concurrency", "1",
 		"-l", s.logLevel,
