@@ -288,8 +288,16 @@ func TestMergedDocumentationOfBothServices(t *testing.T) {
 	if !strings.Contains(string(page.body), "swagger-ui-bundle.js") {
 		t.Errorf("docs page: %.300s", page.body)
 	}
-	for _, asset := range []string{"swagger-ui-bundle.js", "swagger-ui.css", "init.js"} {
-		mustCall(t, 200, http.MethodGet, edge.url+"/docs/"+asset, "", identity.Identity{}, "")
+	for asset, contentType := range map[string]string{
+		"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "init.js": "text/javascript",
+	} {
+		r := mustCall(t, 200, http.MethodGet, edge.url+"/docs/"+asset, "", identity.Identity{}, "")
+		if !strings.HasPrefix(r.header.Get("Content-Type"), contentType) || r.header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: Content-Type %q, X-Content-Type-Options %q", asset, r.header.Get("Content-Type"), r.header.Get("X-Content-Type-Options"))
+		}
+	}
+	if r := mustCall(t, 200, http.MethodGet, edge.url+"/docs/init.js", "", identity.Identity{}, ""); !strings.Contains(string(r.body), "../openapi.json") {
+		t.Errorf("init.js does not load the merged document: %s", r.body)
 	}
 	mustCall(t, 404, http.MethodGet, edge.url+"/docs/..%2f..%2fgo.mod", "", identity.Identity{}, "")
 	// /docs redirects to /docs/ (the client follows), where the page's
