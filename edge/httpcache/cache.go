@@ -17,6 +17,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -262,7 +263,7 @@ type fetched struct {
 // itself. So collapsing never hands one caller's response to another.
 func (c *Cache) fetchShared(ctx context.Context, req *Request, resource string, f found) (served, error) {
 	led := false
-	v, err, _ := c.flight.Do(f.variantKey, func() (any, error) {
+	v, err, _ := c.flight.Do(f.flightKey(), func() (any, error) {
 		led = true
 		// The fetch serves every waiter, so it must not end with the
 		// client that happened to start it.
@@ -283,6 +284,14 @@ func (c *Cache) fetchShared(ctx context.Context, req *Request, resource string, 
 		}
 	}
 	return fromOrigin(res.resp, Miss), nil
+}
+
+// flightKey is what concurrent misses collapse on: the variant, and the
+// purge counter their lookup saw. A request that looked up after a purge
+// never joins a fetch that started before it, whose response may predate
+// the change the purge announced.
+func (f found) flightKey() string {
+	return f.variantKey + "@" + strconv.FormatInt(f.purgeSeq, 10)
 }
 
 // reusableFor reports whether the response fetched for res.req may answer
@@ -411,7 +420,7 @@ func (c *Cache) refreshInBackground(req *Request, resource string, f found) {
 		defer c.refreshing.Delete(f.variantKey)
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OriginTimeout)
 		defer cancel()
-		_, err, _ := c.flight.Do(f.variantKey, func() (any, error) {
+		_, err, _ := c.flight.Do(f.flightKey(), func() (any, error) {
 			return c.fetchAndStore(ctx, req, resource, f)
 		})
 		result := "done"

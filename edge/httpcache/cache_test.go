@@ -382,3 +382,46 @@ func TestUnknownUpstreamIsAProblem(t *testing.T) {
 		t.Fatalf("got %d %s, want 502 problem", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// A miss that looked up after a purge must not join a fetch that started
+// before it: that fetch may return the data the purge replaced.
+func TestMissAfterAPurgeDoesNotJoinAnEarlierFetch(t *testing.T) {
+	inOrigin := make(chan struct{})
+	release := make(chan struct{})
+	var calls atomic.Int64
+	o := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
+		n := calls.Add(1)
+		if n == 1 {
+			close(inOrigin)
+			<-release
+		}
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		w.Header().Set("Surrogate-Key", "thing")
+		_, _ = fmt.Fprintf(w, "call %d", n)
+	})
+	e := newEdge(t, o)
+	first := make(chan result, 1)
+	go func() {
+		r, _ := e.send(http.MethodGet, "/t")
+		first <- r
+	}()
+	<-inOrigin // the first fetch is under way, with the old data
+	if _, err := e.store.Purge(context.Background(), "thing"); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan result, 1)
+	go func() {
+		r, _ := e.send(http.MethodGet, "/t")
+		second <- r
+	}()
+	select {
+	case r := <-second:
+		expect(t, "after the purge", r, 200, httpcache.Miss, "call 2")
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatalf("the request after the purge waited for the fetch started before it; it got %q", (<-second).body)
+	}
+	close(release)
+	expect(t, "before the purge", <-first, 200, httpcache.Miss, "call 1")
+	expect(t, "stored", e.get(t, "/t"), 200, httpcache.Hit, "call 2")
+}
