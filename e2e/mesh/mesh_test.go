@@ -29,8 +29,8 @@ func TestMain(m *testing.M) {
 const rbacDenied = "RBAC: access denied"
 
 // TestMesh runs every scenario on one topology, in order: starting it
-// takes most of the time, and the scenarios leave it as they found it
-// (failover last, since it restarts an instance).
+// takes most of the time, and the scenarios leave it as they found it,
+// except the last two, which stop and restart products instances.
 func TestMesh(t *testing.T) {
 	e := setup(t)
 
@@ -40,6 +40,7 @@ func TestMesh(t *testing.T) {
 	t.Run("L7IntentionAllowsGetDeniesDelete", func(t *testing.T) { testL7(t, e) })
 	t.Run("DenyIntentionBlocksAndDeletionRestores", func(t *testing.T) { testDenyIntention(t, e) })
 	t.Run("FailoverToSecondProductsInstance", func(t *testing.T) { testFailover(t, e) })
+	t.Run("GracefulStopDeregistersFirst", func(t *testing.T) { testGracefulStop(t, e) })
 }
 
 func testReach(t *testing.T, e *meshEnv) {
@@ -363,6 +364,53 @@ func testFailover(t *testing.T, e *meshEnv) {
 		}
 	}
 	t.Logf("failover: %s passing again %v after its restart and both instances serve requests", victim.id, rejoinedAfter.Round(time.Millisecond))
+}
+
+// testGracefulStop stops a products instance with SIGTERM while a client
+// keeps calling products: the instance deregisters (with its sidecar)
+// and drains before it closes, so no request fails.
+func testGracefulStop(t *testing.T, e *meshEnv) {
+	ctx := t.Context()
+	inst := e.products[1]
+	products := e.ingress.upstream("products") + "/products"
+	p := inst.process()
+	stopped := make(chan error, 1)
+	begin := time.Now()
+	go func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		stopped <- p.Stop(stopCtx)
+	}()
+	var sent, failed int
+	var stopErr error
+loop:
+	for {
+		select {
+		case stopErr = <-stopped:
+			break loop
+		default:
+		}
+		sent++
+		if status, body, err := request(ctx, http.MethodGet, products); err != nil || status != http.StatusOK {
+			failed++
+			t.Logf("during the stop: %d %.80q %v", status, body, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if stopErr != nil {
+		t.Fatalf("stop %s: %v", inst.id, stopErr)
+	}
+	took := time.Since(begin)
+	for _, id := range []string{inst.id, inst.id + "-sidecar-proxy"} {
+		if _, _, err := e.api.Agent().Service(id, nil); err == nil {
+			t.Errorf("%s is still registered after a graceful stop", id)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed while %s stopped gracefully", failed, sent, inst.id)
+	}
+	t.Logf("graceful stop of %s took %v; %d requests during it, %d failed", inst.id, took.Round(time.Millisecond), sent, failed)
+	e.waitHealthyEndpoints(ctx, t, "products", 1)
 }
 
 // consulCLI runs the consul CLI against the test agent and returns its

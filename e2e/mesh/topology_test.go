@@ -191,6 +191,23 @@ func setup(t *testing.T) *meshEnv {
 	}{{"users", 1}, {"products", 2}, {"echo", 1}} {
 		e.waitHealthyEndpoints(ctx, t, svc.name, svc.n)
 	}
+	// Consul reporting an endpoint healthy does not mean every client's
+	// sidecar has it yet: wait until each upstream answers a GET (which
+	// every client may send).
+	for _, c := range []*client{e.ingress, e.edge, e.probe} {
+		for dest := range c.upstreams {
+			err := poll(ctx, func(ctx context.Context) error {
+				status, body, err := request(ctx, http.MethodGet, c.upstream(dest)+"/readyz")
+				if err != nil || status != http.StatusOK {
+					return fmt.Errorf("%s -> %s: %d %.80q: %w", c.name, dest, status, body, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("upstream not ready: %v", err)
+			}
+		}
+	}
 	t.Logf("setup: whole mesh ready after %v", time.Since(begin).Round(time.Millisecond))
 	return e
 }
