@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -179,6 +180,15 @@ func logs(l layout) error {
 	matches, err := filepath.Glob(filepath.Join(l.Logs, "*.log"))
 	if err != nil || len(matches) == 0 {
 		return errors.New("no logs yet: start Portico with `make up`")
+	}
+	// Servers keep their logs in their data directories (Consul's, Redis'
+	// and RabbitMQ's are files there); follow those the state names too.
+	if s, err := readState(l); err == nil {
+		for _, c := range s.Components {
+			if fi, err := os.Stat(c.Log); err == nil && fi.Mode().IsRegular() && !slices.Contains(matches, c.Log) {
+				matches = append(matches, c.Log)
+			}
+		}
 	}
 	tail, err := exec.LookPath("tail")
 	if err != nil {
