@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -357,7 +358,31 @@ func (e *edgeProcess) registryConfig(addr net.Addr) registry.Config {
 			cfg.Address = tcp.IP.String()
 		}
 	}
+	cfg.Upstreams = sidecarUpstreams(e.cfg.Upstreams)
 	return cfg
+}
+
+// sidecarUpstreams asks the sidecar for a local listener for each
+// upstream at a loopback address in EDGE_UPSTREAMS: in the mesh, those
+// addresses are the sidecar's and the registration creates them.
+func sidecarUpstreams(spec string) []registry.Upstream {
+	addrs, err := upstream.ParseAddresses(spec)
+	if err != nil {
+		return nil // checked when the configuration was loaded
+	}
+	var out []registry.Upstream
+	for _, name := range addrs.Names() {
+		host, portText, err := net.SplitHostPort(addrs[name])
+		if err != nil {
+			continue
+		}
+		port, err := strconv.Atoi(portText)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			continue
+		}
+		out = append(out, registry.Upstream{Service: name, LocalPort: port})
+	}
+	return out
 }
 
 func (e *edgeProcess) deregister(ctx context.Context, reg *registry.Registrar) {

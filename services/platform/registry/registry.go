@@ -46,6 +46,9 @@ type Config struct {
 	// SidecarPort is the sidecar's public (mTLS) port; 0 lets the agent
 	// assign one from its sidecar port range.
 	SidecarPort int
+	// Upstreams are the services this one calls through its sidecar, each
+	// on a local port of its own.
+	Upstreams []Upstream
 	// CheckPath is the HTTP readiness endpoint the agent polls.
 	CheckPath string
 	// CheckInterval and CheckTimeout pace the agent's checks, of the
@@ -58,6 +61,13 @@ type Config struct {
 	// Resync is how often Run checks that the registration still exists.
 	Resync time.Duration
 	Log    *slog.Logger
+}
+
+// Upstream is a service reached through the sidecar at
+// 127.0.0.1:LocalPort.
+type Upstream struct {
+	Service   string
+	LocalPort int
 }
 
 // Defaults for the zero values of Config.
@@ -264,6 +274,14 @@ func (r *Registrar) registration(sidecarPort int) *api.AgentServiceRegistration 
 	interval := r.cfg.CheckInterval.String()
 	timeout := r.cfg.CheckTimeout.String()
 	sidecar := &api.AgentServiceRegistration{Address: r.cfg.Address, Port: sidecarPort, Tags: r.cfg.Tags, Meta: meta}
+	if len(r.cfg.Upstreams) > 0 {
+		sidecar.Proxy = &api.AgentServiceConnectProxyConfig{}
+		for _, u := range r.cfg.Upstreams {
+			sidecar.Proxy.Upstreams = append(sidecar.Proxy.Upstreams, api.Upstream{
+				DestinationName: u.Service, LocalBindAddress: "127.0.0.1", LocalBindPort: u.LocalPort,
+			})
+		}
+	}
 	if sidecarPort != 0 {
 		sidecar.Checks = api.AgentServiceChecks{
 			{
