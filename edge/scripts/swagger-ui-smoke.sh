@@ -2,7 +2,7 @@
 # Loads the edge's Swagger UI in headless Chromium and checks that it
 # rendered the merged document with every expected service.
 #
-#   edge/scripts/swagger-ui-smoke.sh http://127.0.0.1:8083/docs/ users products
+#   edge/scripts/swagger-ui-smoke.sh http://127.0.0.1:8090/docs/ users products
 #
 # Needs Debian's chromium (apt-get install chromium). Exits non-zero, with
 # the reason, when the page does not list an operation of each service.

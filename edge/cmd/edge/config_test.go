@@ -13,7 +13,7 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTPAddr != "127.0.0.1:8083" || cfg.RedisTimeout != 250*time.Millisecond || cfg.PurgeQueue != "edge.cache-purge" ||
+	if cfg.HTTPAddr != "127.0.0.1:8090" || cfg.RedisTimeout != 250*time.Millisecond || cfg.PurgeQueue != "edge.cache-purge" ||
 		cfg.AMQPExchange != "portico.events" || cfg.SwaggerUIDir != apidocs.DefaultAssetsDir || cfg.Consul.ConsulHTTPAddr != "" {
 		t.Errorf("defaults: %+v", cfg)
 	}

@@ -44,7 +44,7 @@ const serviceName = "edge"
 // config is the edge's whole configuration, read once from the
 // environment (edge/README.md lists it).
 type config struct {
-	HTTPAddr string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8083"`
+	HTTPAddr string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8090"`
 	// Upstreams maps service names to the local listeners of the edge's
 	// sidecar: "users=127.0.0.1:19001,products=127.0.0.1:19002".
 	Upstreams        string        `env:"EDGE_UPSTREAMS,required"`
