@@ -267,6 +267,47 @@ func testDenyIntention(t *testing.T, e *meshEnv) {
 		usersDenyAfter.Round(time.Millisecond), usersAllowAfter.Round(time.Millisecond))
 	fmt.Printf("MEASURED ingress -> users: deny %v, allow again %v\n", usersDenyAfter.Round(time.Millisecond), usersAllowAfter.Round(time.Millisecond))
 
+	// At L4 (protocol tcp) a denied client gets no status at all: the
+	// destination's sidecar closes the connection.
+	tcpEcho := e.probe.upstream("tcpecho") + "/"
+	tcpOK := func(ctx context.Context) error {
+		status, body, err := request(ctx, http.MethodGet, tcpEcho)
+		if err != nil || status != http.StatusOK || body != "echo" {
+			return fmt.Errorf("GET tcpecho = %d %q: %w", status, body, err)
+		}
+		return nil
+	}
+	var tcpDeniedErr error
+	tcpBlocked := func(ctx context.Context) error {
+		status, body, err := request(ctx, http.MethodGet, tcpEcho)
+		if err == nil {
+			return fmt.Errorf("GET tcpecho = %d %q, not denied yet", status, body)
+		}
+		tcpDeniedErr = err
+		return nil
+	}
+	tcpDeny := filepath.Join(dir, "tcpecho-deny.json")
+	tcpAllow := filepath.Join(dir, "tcpecho.json")
+	writeFile(t, tcpDeny, `{"Kind": "service-intentions", "Name": "tcpecho", "Sources": [
+  {"Name": "meshclient", "Action": "deny"},
+  {"Name": "*", "Action": "allow"}
+]}`)
+	writeFile(t, tcpAllow, `{"Kind": "service-intentions", "Name": "tcpecho", "Sources": [
+  {"Name": "*", "Action": "allow"}
+]}`)
+	wait("meshclient -> tcpecho allowed at first", tcpOK)
+	begin = time.Now()
+	consulCLI(t, e, "config", "write", tcpDeny)
+	wait("the L4 deny to take effect", tcpBlocked)
+	tcpDenyAfter := time.Since(begin)
+	time.Sleep(300 * time.Millisecond)
+	if err := tcpBlocked(ctx); err != nil {
+		t.Fatalf("tcpecho answered while the L4 deny exists: %v", err)
+	}
+	consulCLI(t, e, "config", "write", tcpAllow)
+	wait("tcpecho traffic to return", tcpOK)
+	t.Logf("L4 deny (protocol tcp) enforced after %v; the client saw: %v", tcpDenyAfter.Round(time.Millisecond), tcpDeniedErr)
+
 	// The legacy per-pair commands refuse destinations managed by config
 	// entries, which is why mesh/README.md has operators edit entries.
 	if out, err := consulCLIErr(t, e, "intention", "create", "-deny", "meshclient", "echo"); err == nil {

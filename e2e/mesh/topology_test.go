@@ -79,10 +79,11 @@ type meshEnv struct {
 	dir      string
 	users    *instance
 	products []*instance
-	echo     *instance // an httptest server with a sidecar
+	echo     *instance // an httptest server with a sidecar, protocol http
+	tcpEcho  *instance // the same with protocol tcp (L4 intentions)
 	ingress  *client   // upstreams users, products, users_service
 	edge     *client   // upstreams users, products
-	probe    *client   // "meshclient", upstream echo
+	probe    *client   // "meshclient", upstreams echo and tcpecho
 
 	mu   sync.Mutex
 	pids []int // every process started, checked for leftovers at the end
@@ -159,16 +160,17 @@ func setup(t *testing.T) *meshEnv {
 	}
 	t.Logf("setup: services ready after %v", time.Since(begin).Round(time.Millisecond))
 
-	e.echo = e.startEcho(t)
+	e.echo = e.startEcho(t, "echo", "http")
+	e.tcpEcho = e.startEcho(t, "tcpecho", "tcp")
 	e.ingress = e.registerClient(t, "ingress", "users", "products", "users_service")
 	e.edge = e.registerClient(t, "edge", "users", "products")
-	e.probe = e.registerClient(t, "meshclient", "echo")
+	e.probe = e.registerClient(t, "meshclient", "echo", "tcpecho")
 
 	// Sidecars start concurrently: each waits seconds for its first xDS
 	// round, mostly idle.
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for _, inst := range []*instance{e.users, e.products[0], e.products[1], e.echo} {
+	errs := make(chan error, 9)
+	for _, inst := range []*instance{e.users, e.products[0], e.products[1], e.echo, e.tcpEcho} {
 		wg.Go(func() { errs <- e.startInstanceSidecar(ctx, t, inst) })
 	}
 	for _, c := range []*client{e.ingress, e.edge, e.probe} {
@@ -188,7 +190,7 @@ func setup(t *testing.T) *meshEnv {
 	for _, svc := range []struct {
 		name string
 		n    int
-	}{{"users", 1}, {"products", 2}, {"echo", 1}} {
+	}{{"users", 1}, {"products", 2}, {"echo", 1}, {"tcpecho", 1}} {
 		e.waitHealthyEndpoints(ctx, t, svc.name, svc.n)
 	}
 	// Consul reporting an endpoint healthy does not mean every client's
@@ -358,17 +360,21 @@ func (e *meshEnv) startSidecar(ctx context.Context, t *testing.T, id string) (*l
 	return s, nil
 }
 
-// startEcho runs an in-process HTTP server registered as "echo", open to
-// every service in the mesh (an exact-destination, wildcard-source allow
-// outranks the default deny), so that a deny intention for one caller
-// and its deletion can be observed.
-func (e *meshEnv) startEcho(t *testing.T) *instance {
+// startEcho runs an in-process HTTP server registered as name, speaking
+// protocol (http or tcp) in the mesh and open to every service in it (an
+// exact-destination, wildcard-source allow outranks the default deny), so
+// that a deny intention for one caller and its removal can be observed.
+func (e *meshEnv) startEcho(t *testing.T, name, protocol string) *instance {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "echo")
 	}))
 	t.Cleanup(srv.Close)
-	inst := &instance{id: "echo-1", service: "echo", port: srv.Listener.Addr().(*net.TCPAddr).Port}
+	inst := &instance{id: name + "-1", service: name, port: srv.Listener.Addr().(*net.TCPAddr).Port}
+	defaults := &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: protocol}
+	if _, _, err := e.api.ConfigEntries().Set(defaults, nil); err != nil {
+		t.Fatal(err)
+	}
 	pub := freePort(t)
 	reg := &api.AgentServiceRegistration{
 		ID: inst.id, Name: inst.service, Address: "127.0.0.1", Port: inst.port,
@@ -385,7 +391,7 @@ func (e *meshEnv) startEcho(t *testing.T) *instance {
 		t.Fatal(err)
 	}
 	entry := &api.ServiceIntentionsConfigEntry{
-		Kind: api.ServiceIntentions, Name: "echo",
+		Kind: api.ServiceIntentions, Name: name,
 		Sources: []*api.SourceIntention{{Name: "*", Action: api.IntentionActionAllow}},
 	}
 	if _, _, err := e.api.ConfigEntries().Set(entry, nil); err != nil {
