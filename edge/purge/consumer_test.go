@@ -1,0 +1,164 @@
+package purge_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/edge/purge"
+	"github.com/portico-mesh/portico/services/platform/broker"
+	"github.com/portico-mesh/portico/services/platform/events"
+)
+
+// recordingPurger applies each event id once, like the Redis store, and
+// fails while told to.
+type recordingPurger struct {
+	mu       sync.Mutex
+	applied  map[string][]string
+	failures int // purges still to fail
+	failed   int
+}
+
+func (p *recordingPurger) PurgeOnce(_ context.Context, id string, _ time.Duration, tags ...string) (int, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failures > 0 {
+		p.failures--
+		p.failed++
+		return 0, false, errors.New("redis is down")
+	}
+	if _, seen := p.applied[id]; seen {
+		return 0, false, nil
+	}
+	p.applied[id] = tags
+	return len(tags), true, nil
+}
+
+func (p *recordingPurger) tagsOf(id string) ([]string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	tags, ok := p.applied[id]
+	return tags, ok
+}
+
+func publish(t *testing.T, url, exchange string, ev events.Envelope) {
+	t.Helper()
+	body, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.DeclareExchange(ch, exchange); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(context.Background(), exchange, ev.Type, false, false, amqp.Publishing{
+		DeliveryMode: amqp.Persistent, MessageId: ev.ID, Body: body,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func productEvent(t *testing.T, typ, subject string) events.Envelope {
+	t.Helper()
+	ev, err := events.New(typ, "portico/products", subject, map[string]any{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The consumer survives a broker restart and consumes what was published
+// while it was away; a failed purge is retried until it succeeds, and a
+// redelivered event is applied once.
+func TestConsumerRecoversAndLosesNothing(t *testing.T) {
+	rmq := testenv.StartRabbitMQ(t)
+	purger := &recordingPurger{applied: map[string][]string{}}
+	const exchange = "portico.test.purge"
+	newConsumer := func() (*purge.Consumer, func()) {
+		c, err := purge.NewConsumer(purge.Config{
+			URL: rmq.URL(), Exchange: exchange, Queue: "edge.test-purge", Purger: purger,
+			RetryDelay: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+			Registerer: prometheus.NewRegistry(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = c.Run(ctx) })
+		stop := func() { cancel(); wg.Wait() }
+		t.Cleanup(stop)
+		waitFor(t, 30*time.Second, "the consumer to connect", c.Connected)
+		return c, stop
+	}
+
+	consumer, stop := newConsumer()
+	first := productEvent(t, "product.updated", "products/1")
+	publish(t, rmq.URL(), exchange, first)
+	waitFor(t, 10*time.Second, "the first event", func() bool {
+		tags, ok := purger.tagsOf(first.ID)
+		return ok && len(tags) == 2 && tags[0] == "product:1" && tags[1] == "products"
+	})
+
+	// A purge that fails (Redis down) is retried, not dropped.
+	purger.mu.Lock()
+	purger.failures = 3
+	purger.mu.Unlock()
+	retried := productEvent(t, "product.deleted", "products/2")
+	publish(t, rmq.URL(), exchange, retried)
+	waitFor(t, 10*time.Second, "the retried event", func() bool { _, ok := purger.tagsOf(retried.ID); return ok })
+
+	// A broker restart: the consumer reconnects by itself.
+	ctx := context.Background()
+	if err := rmq.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the consumer to notice", func() bool { return !consumer.Connected() })
+	if err := rmq.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the consumer to reconnect", consumer.Connected)
+	afterRestart := productEvent(t, "product.created", "products/3")
+	publish(t, rmq.URL(), exchange, afterRestart)
+	waitFor(t, 10*time.Second, "an event after the restart", func() bool { _, ok := purger.tagsOf(afterRestart.ID); return ok })
+
+	// Events published while no edge consumes wait in its durable queue.
+	stop()
+	whileAway := productEvent(t, "product.updated", "products/4")
+	publish(t, rmq.URL(), exchange, whileAway)
+	publish(t, rmq.URL(), exchange, whileAway) // and a duplicate
+	newConsumer()
+	waitFor(t, 10*time.Second, "the event published while away", func() bool { _, ok := purger.tagsOf(whileAway.ID); return ok })
+
+	purger.mu.Lock()
+	defer purger.mu.Unlock()
+	if purger.failed != 3 || len(purger.applied) != 4 {
+		t.Errorf("failed %d, applied %d events; want 3 and 4", purger.failed, len(purger.applied))
+	}
+}
