@@ -425,3 +425,66 @@ func TestMissAfterAPurgeDoesNotJoinAnEarlierFetch(t *testing.T) {
 	expect(t, "before the purge", <-first, 200, httpcache.Miss, "call 1")
 	expect(t, "stored", e.get(t, "/t"), 200, httpcache.Hit, "call 2")
 }
+
+func TestHeadIsAnsweredFromTheStoredGet(t *testing.T) {
+	o := newOrigin(t, fixed("body", "Cache-Control", "public, max-age=60", "Content-Type", "text/plain"))
+	e := newEdge(t, o)
+	r, err := e.send(http.MethodHead, "/h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "head miss", r, 200, httpcache.Miss, "")
+	expect(t, "get", e.get(t, "/h"), 200, httpcache.Miss, "body")
+	r, err = e.send(http.MethodHead, "/h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "head hit", r, 200, httpcache.Hit, "")
+	if r.header.Get("Content-Type") != "text/plain" {
+		t.Errorf("HEAD Content-Type %q", r.header.Get("Content-Type"))
+	}
+}
+
+// What is per request or per hop is never replayed from the cache.
+func TestStoredHeadersAreTheRepresentationsOnly(t *testing.T) {
+	o := newOrigin(t, fixed("x", "Cache-Control", "public, max-age=60", "X-Request-Id", "origin-id",
+		"Surrogate-Key", "a b", "Connection", "X-Hop", "X-Hop", "secret", "Link", "</next>; rel=\"next\""))
+	e := newEdge(t, o)
+	e.get(t, "/s")
+	r := e.get(t, "/s", "X-Request-Id", "client-id")
+	expect(t, "hit", r, 200, httpcache.Hit, "x")
+	if r.header.Get("X-Request-Id") != "client-id" {
+		t.Errorf("X-Request-Id %q, want the request's own", r.header.Get("X-Request-Id"))
+	}
+	for _, h := range []string{"Surrogate-Key", "X-Hop"} {
+		if v := r.header.Get(h); v != "" {
+			t.Errorf("%s replayed: %q", h, v)
+		}
+	}
+	if r.header.Get("Link") != `</next>; rel="next"` {
+		t.Errorf("Link %q", r.header.Get("Link"))
+	}
+}
+
+// When the origin starts varying on a header, the index follows it.
+func TestVaryChangesAreFollowed(t *testing.T) {
+	var vary atomic.Bool
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		if vary.Load() {
+			w.Header().Set("Vary", "Accept-Language")
+		}
+		_, _ = fmt.Fprintf(w, "lang=%s", r.Header.Get("Accept-Language"))
+	})
+	e := newEdge(t, o)
+	expect(t, "no vary", e.get(t, "/v", "Accept-Language", "en"), 200, httpcache.Miss, "lang=en")
+	expect(t, "no vary hit", e.get(t, "/v", "Accept-Language", "fr"), 200, httpcache.Hit, "lang=en")
+	vary.Store(true)
+	if _, err := e.store.Purge(context.Background(), "uri:svc:/v"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "fr", e.get(t, "/v", "Accept-Language", "fr"), 200, httpcache.Miss, "lang=fr")
+	expect(t, "en", e.get(t, "/v", "Accept-Language", "en"), 200, httpcache.Miss, "lang=en")
+	expect(t, "fr hit", e.get(t, "/v", "Accept-Language", "fr"), 200, httpcache.Hit, "lang=fr")
+	expect(t, "en hit", e.get(t, "/v", "Accept-Language", "en"), 200, httpcache.Hit, "lang=en")
+}
