@@ -191,3 +191,5 @@ go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSI
 for tool in envoy consul ratelimit; do
 	"$ROOT/.ci/install-$tool.sh" | sed "s/^/deps: $tool: /"
 done
+# The assets of the Swagger UI the edge serves at /docs/ (npm package).
+"$ROOT/edge/scripts/install-swagger-ui.sh" | sed "s/^/deps: swagger-ui: /"

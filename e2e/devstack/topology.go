@@ -66,9 +66,9 @@ type component struct {
 	start func(s *supervisor, ctx context.Context) error
 }
 
-// components is what `make up` runs. Later parts of the system (control
-// plane, rate limit service, ingress Envoy on :5000, edge service) are
-// added here, after the services they depend on.
+// components is what `make up` runs, each after what it depends on: the
+// control plane needs the catalog, the rate-limit service its limits from
+// the control plane, the ingress both.
 func components() []component {
 	return []component{
 		{"postgres", (*supervisor).startPostgres},
@@ -77,6 +77,10 @@ func components() []component {
 		{"consul", (*supervisor).startConsul},
 		{"mesh config", (*supervisor).applyMeshConfig},
 		{"services", (*supervisor).startServices},
+		{"edge", (*supervisor).startEdge},
+		{"controlplane", (*supervisor).startControlPlane},
+		{"ratelimit", (*supervisor).startRateLimit},
+		{"ingress", (*supervisor).startIngress},
 	}
 }
 

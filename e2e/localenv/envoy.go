@@ -148,3 +148,23 @@ func adminAnswers(ctx context.Context, url string) error {
 	}
 	return nil
 }
+
+// Pid is Envoy's process id, 0 while stopped.
+func (e *Envoy) Pid() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.proc == nil {
+		return 0
+	}
+	return e.proc.Pid()
+}
+
+// Done is closed when the running Envoy exits; nil while stopped.
+func (e *Envoy) Done() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.proc == nil {
+		return nil
+	}
+	return e.proc.Done()
+}

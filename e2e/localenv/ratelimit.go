@@ -90,8 +90,6 @@ func (r *RateLimit) Env() []string {
 		"CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL=500ms",
 		"XDS_CLIENT_BACKOFF_INITIAL_INTERVAL=500ms",
 		"XDS_CLIENT_BACKOFF_MAX_INTERVAL=5s",
-		// Answer with the headers Envoy turns into X-RateLimit-*.
-		"LIMIT_RESPONSE_HEADERS_ENABLED=true",
 	}
 }
 
@@ -128,4 +126,24 @@ func (r *RateLimit) Stop(ctx context.Context) error {
 	err := r.proc.Stop(ctx)
 	r.proc = nil
 	return err
+}
+
+// Pid is the running service's process id, 0 while stopped.
+func (r *RateLimit) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return 0
+	}
+	return r.proc.Pid()
+}
+
+// Done is closed when the running service exits; nil while stopped.
+func (r *RateLimit) Done() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return nil
+	}
+	return r.proc.Done()
 }

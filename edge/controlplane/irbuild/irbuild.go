@@ -106,9 +106,10 @@ func notFoundRoute() ir.Route {
 	return ir.Route{
 		Name: "not-found", Prefix: "/", Public: true,
 		Direct: &ir.DirectResponse{
-			Status:      404,
+			Status: 404,
+			// The ingress's local-reply mapper wraps it in a problem document.
 			ContentType: "application/problem+json",
-			Body:        `{"type":"urn:portico:problem:not-found","title":"Not Found","status":404,"detail":"no route matches this path"}`,
+			Body:        "no route matches this path",
 		},
 	}
 }

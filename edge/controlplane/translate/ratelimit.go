@@ -9,7 +9,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconf "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	commonrl "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	localrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	globalrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -48,12 +47,14 @@ func localRateLimit(b ir.TokenBucket) *localrl.LocalRateLimit {
 		},
 		FilterEnabled:  full,
 		FilterEnforced: full,
-		// A refused client learns when a token is back.
-		ResponseHeadersToAdd: []*core.HeaderValueOption{{
-			Header:       &core.HeaderValue{Key: "retry-after", Value: fmt.Sprint(int(math.Ceil(b.Interval.Seconds())))},
-			AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-		}},
-		EnableXRatelimitHeaders: commonrl.XRateLimitHeadersRFCVersion_DRAFT_VERSION_03,
+		// Only a refused client hears about the bucket: when it may retry
+		// and its size. (Envoy's X-RateLimit-* headers would be added to
+		// every response, beside the global limit's own.)
+		ResponseHeadersToAdd: []*core.HeaderValueOption{
+			setHeader("retry-after", fmt.Sprint(int(math.Ceil(b.Interval.Seconds())))),
+			setHeader("x-ratelimit-limit", fmt.Sprintf("%d;w=%d", b.MaxTokens, int(math.Ceil(b.Interval.Seconds())))),
+			setHeader("x-ratelimit-remaining", "0"),
+		},
 	}
 }
 
