@@ -14,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/users/token"
 )
@@ -84,7 +85,7 @@ func TestTokensRejected(t *testing.T) {
 	// algorithm-confusion attack.
 	hsHeader := b64(map[string]string{"alg": "HS256", "typ": "JWT", "kid": kid})
 	hsPayload := b64(claims(nil))
-	mac := hmac.New(sha256.New, testJWKS)
+	mac := hmac.New(sha256.New, *testJWKS.Load())
 	mac.Write([]byte(hsHeader + "." + hsPayload))
 	hs256 := hsHeader + "." + hsPayload + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 	none := b64(map[string]string{"alg": "none", "typ": "JWT"}) + "." + b64(claims(nil)) + "."
@@ -176,4 +177,50 @@ func TestPublicRoutes(t *testing.T) {
 func TestUnknownPath(t *testing.T) {
 	requireProblem(t, get(t, "/nowhere", nil), http.StatusNotFound, "urn:portico:problem:not-found")
 	requireProblem(t, get(t, "/api", bearer(validToken(t))), http.StatusNotFound, "urn:portico:problem:not-found")
+}
+
+// TestKeyRotation: a token signed by a key the users service starts to
+// publish is accepted once the ingress refreshed the key set, within the
+// configured refresh time; tokens of the old key keep working while it is
+// still published.
+func TestKeyRotation(t *testing.T) {
+	const refresh = 2 * time.Second
+	useDocument(t, func(d *edgeconfig.Document) { d.Auth.JWKS.Refresh = edgeconfig.Duration(refresh) })
+	oldToken := validToken(t)
+	// The old key set was fetched before; make sure it is in use.
+	if r := get(t, "/api/users/users/1", bearer(oldToken)); r.Status != http.StatusOK {
+		t.Fatalf("old token: %d %s", r.Status, r.Body)
+	}
+	_, newKey, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPublic := env.signingKey.Public().(ed25519.PublicKey)
+	rotated, err := token.NewKeyring(newKey, oldPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := testJWKS.Load()
+	jwks := rotated.JWKS()
+	testJWKS.Store(&jwks)
+	t.Cleanup(func() { testJWKS.Store(before) })
+	issuer, err := token.NewIssuer(rotated, token.Config{Issuer: testIssuer, Audience: testAudience, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newToken, _, err := issuer.Issue(token.Subject{ID: "0190-user-2", Username: "grace", Email: "grace@example.com", Roles: []string{"user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, 3*refresh, "the new key is honoured", func() error {
+		if r := get(t, "/api/users/users/1", bearer(newToken)); r.Status != http.StatusOK {
+			return errStatus(r)
+		}
+		return nil
+	})
+	t.Logf("a token of the new key was accepted %s after the key set changed (refresh %s)", time.Since(start).Round(time.Millisecond), refresh)
+	if r := get(t, "/api/users/users/1", bearer(oldToken)); r.Status != http.StatusOK {
+		t.Fatalf("a token of the old, still published key: %d %s", r.Status, r.Body)
+	}
 }

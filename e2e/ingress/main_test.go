@@ -49,8 +49,10 @@ type testEnv struct {
 }
 
 var (
-	env      testEnv
-	testJWKS []byte
+	env testEnv
+	// testJWKS is what the "users" upstream publishes; a rotation test
+	// replaces it.
+	testJWKS atomic.Pointer[[]byte]
 )
 
 const (
@@ -133,7 +135,8 @@ func startEnv(ctx context.Context) (stop func(context.Context), err error) {
 	if err != nil {
 		return stop, err
 	}
-	testJWKS = keys.JWKS()
+	jwks := keys.JWKS()
+	testJWKS.Store(&jwks)
 	env.signingKey = priv
 	if env.issuer, err = token.NewIssuer(keys, token.Config{Issuer: testIssuer, Audience: testAudience, TTL: time.Hour}); err != nil {
 		return stop, err

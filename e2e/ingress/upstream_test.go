@@ -55,7 +55,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.URL.Path == "/.well-known/jwks.json" {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(testJWKS)
+		_, _ = w.Write(*testJWKS.Load())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
