@@ -81,6 +81,7 @@ func Merge(specs []Spec) ([]byte, error) {
 		services = append(services, spec.Service)
 		prefix := spec.Service + "."
 		rewriteRefs(doc, prefix)
+		dropInternalHeaders(doc)
 
 		if comps, ok := doc["components"].(map[string]any); ok {
 			for _, kind := range componentKinds {
@@ -119,6 +120,7 @@ func Merge(specs []Spec) ([]byte, error) {
 					continue
 				}
 				publishOperation(op, spec.Service, operationIDs)
+				addIngressResponses(op)
 			}
 			public := "/api/" + spec.Service + p
 			if _, dup := paths[public]; dup {
@@ -128,6 +130,12 @@ func Merge(specs []Spec) ([]byte, error) {
 		}
 	}
 
+	for kind, members := range ingressComponents() {
+		if components[kind] == nil {
+			components[kind] = map[string]any{}
+		}
+		maps.Copy(components[kind], members)
+	}
 	if components["securitySchemes"] == nil {
 		components["securitySchemes"] = map[string]any{}
 	}
@@ -179,6 +187,96 @@ func publishOperation(op map[string]any, service string, ids map[string]string) 
 			op["operationId"] = id
 		}
 		ids[id] = service
+	}
+}
+
+// internalHeaders are response headers for the edge alone: it removes
+// them before responses reach clients, so clients must not be told of
+// them.
+var internalHeaders = []string{"Surrogate-Key"}
+
+// dropInternalHeaders removes internalHeaders from every response's
+// headers in v.
+func dropInternalHeaders(v any) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, child := range x {
+			if headers, ok := child.(map[string]any); ok && k == "headers" {
+				for name := range headers {
+					if slices.ContainsFunc(internalHeaders, func(h string) bool { return strings.EqualFold(h, name) }) {
+						delete(headers, name)
+					}
+				}
+			}
+			dropInternalHeaders(child)
+		}
+	case []any:
+		for _, child := range x {
+			dropInternalHeaders(child)
+		}
+	}
+}
+
+// Responses the ingress itself gives, which the services' documents
+// cannot know: 401 without a valid token, 429 over a rate limit. Their
+// components are prefixed "portico.", which no service name can be.
+const (
+	ingressUnauthenticated = "portico.Unauthenticated"
+	ingressRateLimited     = "portico.RateLimited"
+	ingressProblem         = "portico.Problem"
+)
+
+func ingressComponents() map[string]map[string]any {
+	problemBody := map[string]any{
+		"application/problem+json": map[string]any{
+			"schema": map[string]any{"$ref": "#/components/schemas/" + ingressProblem},
+		},
+	}
+	return map[string]map[string]any{
+		"schemas": {
+			ingressProblem: map[string]any{
+				"type":        "object",
+				"description": "An RFC 9457 problem given by the ingress.",
+				"required":    []any{"type", "title", "status"},
+				"properties": map[string]any{
+					"type":       map[string]any{"type": "string"},
+					"title":      map[string]any{"type": "string"},
+					"status":     map[string]any{"type": "integer"},
+					"detail":     map[string]any{"type": "string"},
+					"instance":   map[string]any{"type": "string"},
+					"request_id": map[string]any{"type": "string"},
+				},
+			},
+		},
+		"responses": {
+			ingressUnauthenticated: map[string]any{
+				"description": "No valid bearer token (missing, expired, or not signed by the users service).",
+				"content":     problemBody,
+			},
+			ingressRateLimited: map[string]any{
+				"description": "Over a rate limit of the ingress; retry after the Retry-After delay.",
+				"content":     problemBody,
+			},
+		},
+	}
+}
+
+// addIngressResponses documents the ingress's own answers on op: 429
+// everywhere, 401 where a token is required. A response the service
+// documents itself is kept.
+func addIngressResponses(op map[string]any) {
+	responses, ok := op["responses"].(map[string]any)
+	if !ok {
+		return
+	}
+	if _, has := responses["429"]; !has {
+		responses["429"] = map[string]any{"$ref": "#/components/responses/" + ingressRateLimited}
+	}
+	if _, public := op["security"]; public {
+		return // publishOperation leaves security only on public operations
+	}
+	if _, has := responses["401"]; !has {
+		responses["401"] = map[string]any{"$ref": "#/components/responses/" + ingressUnauthenticated}
 	}
 }
 

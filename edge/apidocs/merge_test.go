@@ -89,9 +89,25 @@ func TestMergeServicesAsClientsCallThem(t *testing.T) {
 		t.Errorf("the services' identity-header schemes leaked: %v", doc.Components.SecuritySchemes)
 	}
 	for name := range doc.Components.Schemas {
-		if !strings.HasPrefix(name, "users.") && !strings.HasPrefix(name, "products.") {
-			t.Errorf("schema %s is not prefixed by its service", name)
+		if !strings.HasPrefix(name, "users.") && !strings.HasPrefix(name, "products.") && !strings.HasPrefix(name, "portico.") {
+			t.Errorf("schema %s is not prefixed by its service (or portico. for the ingress's own)", name)
 		}
+	}
+	// The ingress's own answers are documented: 401 where a token is
+	// required, 429 everywhere.
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			key := method + " " + path
+			if op.Responses.Status(429) == nil {
+				t.Errorf("%s: no 429", key)
+			}
+			if has401 := op.Responses.Status(401) != nil; !public[key] && !has401 {
+				t.Errorf("%s needs a token but documents no 401", key)
+			}
+		}
+	}
+	if strings.Contains(string(merged), `"Surrogate-Key"`) {
+		t.Error("the merged document tells clients of Surrogate-Key, which the edge removes")
 	}
 	// References resolve to the renamed components.
 	op := doc.Paths.Find("/api/products/products/{id}").GetOperation(http.MethodGet)

@@ -43,6 +43,12 @@ var (
 	bob   = identity.Identity{UserID: "2", Username: "bob", Email: "bob@example.com", Roles: []string{"user"}}
 )
 
+// The administrator every test users service starts with.
+const (
+	adminEmail    = "root@example.com"
+	adminPassword = "root-password-1"
+)
+
 // testLog shows warnings and errors of the processes under test.
 func testLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -120,6 +126,10 @@ func startUsers(t *testing.T, exchange string) string {
 	}
 	users, err := usersbus.New(usersdb.New(rt.Pool, rt.Tracing.Propagator), usersbus.Config{Log: rt.Log})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// As BOOTSTRAP_ADMIN_* does in production.
+	if _, _, err := users.EnsureAdmin(ctx, usersbus.NewUser{Username: "root", Email: adminEmail, Password: adminPassword}); err != nil {
 		t.Fatal(err)
 	}
 	api, err := usersapi.New(ctx, usersapi.Config{Log: rt.Log, Users: users, Tokens: issuer, TokenTTL: 15 * time.Minute})

@@ -138,11 +138,16 @@ func startIngress(t *testing.T, consul *localenv.Consul) string {
 	return "http://127.0.0.1:" + strconv.Itoa(ingressPort)
 }
 
-// TestThroughTheIngress is the whole path clients take: the Envoy ingress
-// verifies the token and sends cached routes to the edge, through the
-// edge's sidecar to the products service's; writes go to the service
-// directly, and their events purge the edge's cache.
-func TestThroughTheIngress(t *testing.T) {
+// stack is the whole system on loopback: Consul with the real mesh
+// entries, users and products with their sidecars, the edge with its
+// sidecar, the control plane and an ingress Envoy.
+type stack struct {
+	ingress string
+	edge    *testEdge
+}
+
+func startStack(t *testing.T) stack {
+	t.Helper()
 	consul := testenv.StartConsul(t)
 	client, err := consul.Client()
 	if err != nil {
@@ -172,23 +177,41 @@ func TestThroughTheIngress(t *testing.T) {
 	})
 	startSidecar(t, consul, "edge-ingress-test")
 	ingress := startIngress(t, consul)
-	anyone := identity.Identity{}
-
-	// Register and log in through the ingress (public routes).
-	waitFor(t, 60*time.Second, "registration through the ingress", func() bool {
-		r, err := call(http.MethodPost, ingress+"/api/users/users", "", anyone,
-			`{"username": "carol", "email": "carol@example.com", "password": "password123"}`)
-		return err == nil && r.status == http.StatusCreated
+	// Ready when a public route answers through the mesh.
+	waitFor(t, 60*time.Second, "the ingress to route", func() bool {
+		r, err := call(http.MethodGet, ingress+"/api/users/.well-known/jwks.json", "", identity.Identity{}, "")
+		return err == nil && r.status == http.StatusOK
 	})
-	login := mustCall(t, 200, http.MethodPost, ingress+"/api/users/login", "", anyone,
-		`{"email": "carol@example.com", "password": "password123"}`)
+	return stack{ingress: ingress, edge: edge}
+}
+
+// login returns a bearer token, through the ingress.
+func login(t *testing.T, ingress, email, password string) string {
+	t.Helper()
+	r := mustCall(t, 200, http.MethodPost, ingress+"/api/users/login", "", identity.Identity{},
+		fmt.Sprintf(`{"email": %q, "password": %q}`, email, password))
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
-	if err := json.Unmarshal(login.body, &tok); err != nil || tok.AccessToken == "" {
-		t.Fatalf("login: %s", login.body)
+	if err := json.Unmarshal(r.body, &tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("login: %s", r.body)
 	}
-	bearer := "Bearer " + tok.AccessToken
+	return "Bearer " + tok.AccessToken
+}
+
+// TestThroughTheIngress is the whole path clients take: the Envoy ingress
+// verifies the token and sends cached routes to the edge, through the
+// edge's sidecar to the products service's; writes go to the service
+// directly, and their events purge the edge's cache.
+func TestThroughTheIngress(t *testing.T) {
+	st := startStack(t)
+	ingress, edge := st.ingress, st.edge
+	anyone := identity.Identity{}
+
+	// Register and log in through the ingress (public routes).
+	mustCall(t, http.StatusCreated, http.MethodPost, ingress+"/api/users/users", "", anyone,
+		`{"username": "carol", "email": "carol@example.com", "password": "password123"}`)
+	bearer := login(t, ingress, "carol@example.com", "password123")
 	withToken := []string{"Authorization", bearer}
 
 	created := mustCall(t, http.StatusCreated, http.MethodPost, ingress+"/api/products/products", "", anyone,
