@@ -33,7 +33,9 @@ type reply struct {
 
 func (r reply) xcache() string { return r.header.Get("X-Cache") }
 
-func (r reply) String() string { return fmt.Sprintf("%d X-Cache=%q %.300s", r.status, r.xcache(), r.body) }
+func (r reply) String() string {
+	return fmt.Sprintf("%d X-Cache=%q %.300s", r.status, r.xcache(), r.body)
+}
 
 // httpRequest builds the *http.Request of r against the ingress.
 func (s *system) httpRequest(ctx context.Context, r request) (*http.Request, error) {
@@ -110,6 +112,13 @@ func decode[T any](t *testing.T, b []byte) T {
 // eventually retries check every 20 ms until it passes or within ends.
 func eventually(t *testing.T, within time.Duration, what string, check func() error) {
 	t.Helper()
+	eventuallyEvery(t, within, 20*time.Millisecond, what, check)
+}
+
+// eventuallyEvery is eventually at a chosen pace: polls through the
+// ingress count against its rate limits (600 a minute per user).
+func eventuallyEvery(t *testing.T, within, every time.Duration, what string, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		err := check()
@@ -119,6 +128,6 @@ func eventually(t *testing.T, within time.Duration, what string, check func() er
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v: %v", what, within, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }

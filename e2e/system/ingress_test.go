@@ -46,7 +46,10 @@ func (s *system) startIngress(ctx context.Context) error {
 		return err
 	}
 	s.onStop("control plane log", func(context.Context) error { return logFile.Close() })
-	cp, err := controlplane.New(ctx, controlplane.Config{
+	// The control plane lives until the stop, not until the start's
+	// deadline: New ties its xDS streams to the context it is given.
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	cp, err := controlplane.New(life, controlplane.Config{
 		ConsulHTTPAddr:  s.consul.HTTPAddr(),
 		XDSAddr:         "127.0.0.1:0",
 		AdminAddr:       "127.0.0.1:0",
@@ -58,12 +61,12 @@ func (s *system) startIngress(ctx context.Context) error {
 		ShutdownTimeout: 5 * time.Second,
 	}, slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
+		cancel()
 		return err
 	}
 	s.cp = cp
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
-	go func() { done <- cp.Run(runCtx) }()
+	go func() { done <- cp.Run(life) }()
 	s.onStop("control plane", func(ctx context.Context) error {
 		cancel()
 		select {
