@@ -365,8 +365,11 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
-// roundTrip asks the origin and records how long it took.
+// roundTrip asks the origin, within OriginTimeout, and records how long
+// it took.
 func (c *Cache) roundTrip(ctx context.Context, req *Request) (*Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.OriginTimeout)
+	defer cancel()
 	start := time.Now()
 	resp, err := c.cfg.Origin.RoundTrip(ctx, req)
 	status := "error"
@@ -414,6 +417,8 @@ func (c *Cache) refreshInBackground(req *Request, resource string, f found) {
 	c.wg.Add(1)
 	c.mu.Unlock()
 	req = req.clone()
+	// A stale entry is a stored GET, whatever method found it (HEAD).
+	req.Method = http.MethodGet
 	go func() {
 		defer c.wg.Done()
 		defer func() { <-c.slots }()
