@@ -44,6 +44,10 @@ test: ## Run every test against real servers it starts itself
 bench-xds: ## Time catalog change -> ingress Envoy ACK -> first request (median, p99)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkXDSPropagation -benchtime 1x ./e2e/ingress/
 
+.PHONY: bench-cache
+bench-cache: ## Edge cache hit vs miss latency through an ingress (median, p99, ratio)
+	EDGE_BENCH_REQUESTS=$${BENCH_N:-1000} $(GO) test -count=1 -run '^TestThroughTheIngress$$' -v ./edge/cmd/edge/
+
 .PHONY: up
 up: deps build ## Run the whole system locally in the background (Consul mesh, servers, services)
 	@$(BIN)/devstack up
