@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -48,6 +49,9 @@ type system struct {
 	pids  []int      // every process started, checked after the stop
 }
 
+// stepStopTimeout bounds the graceful stop of one step.
+const stepStopTimeout = 15 * time.Second
+
 // stopStep undoes one start.
 type stopStep struct {
 	name string
@@ -75,7 +79,12 @@ func (s *system) stop(ctx context.Context, removeDir bool) error {
 	s.mu.Unlock()
 	var errs []error
 	for i := len(steps) - 1; i >= 0; i-- {
-		if err := steps[i].stop(ctx); err != nil {
+		// Each step gets a bounded share, so one that hangs leaves the
+		// others their graceful stop.
+		stepCtx, cancel := context.WithTimeout(ctx, stepStopTimeout)
+		err := steps[i].stop(stepCtx)
+		cancel()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", steps[i].name, err))
 		}
 	}

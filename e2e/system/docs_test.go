@@ -1,0 +1,51 @@
+package system_test
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// /docs/ serves the Swagger UI page through the ingress, without a token,
+// and every asset it loads answers with its content type. The page itself
+// runs in headless Chromium in the edge's own tests
+// (edge/scripts/swagger-ui-smoke.sh); here the point is the way in.
+func TestSwaggerUILoadsThroughIngress(t *testing.T) {
+	page := expect(t, http.StatusOK, request{method: http.MethodGet, path: "/docs/"})
+	if ct := page.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("/docs/: Content-Type %q, want text/html", ct)
+	}
+	if !strings.Contains(string(page.body), `id="swagger-ui"`) {
+		t.Fatalf("/docs/ is not the Swagger UI page: %.300s", page.body)
+	}
+	// Every relative asset the page references, as a browser resolves it.
+	refs := regexp.MustCompile(`(?:src|href)="([^"/:]+)"`).FindAllStringSubmatch(string(page.body), -1)
+	if len(refs) < 4 {
+		t.Fatalf("the page references %d assets, want the stylesheet, two bundles and init.js: %s", len(refs), page.body)
+	}
+	wantType := map[string]string{".css": "text/css", ".js": "text/javascript", ".png": "image/png"}
+	for _, ref := range refs {
+		name := ref[1]
+		r := expect(t, http.StatusOK, request{method: http.MethodGet, path: "/docs/" + name})
+		for ext, ct := range wantType {
+			if strings.HasSuffix(name, ext) && !strings.HasPrefix(r.header.Get("Content-Type"), ct) {
+				t.Errorf("/docs/%s: Content-Type %q, want %s", name, r.header.Get("Content-Type"), ct)
+			}
+		}
+		// The real swagger-ui-dist bundle, not a stand-in.
+		if name == "swagger-ui-bundle.js" && len(r.body) < 100<<10 {
+			t.Errorf("/docs/swagger-ui-bundle.js is %d bytes: not swagger-ui-dist's bundle", len(r.body))
+		}
+	}
+	// init.js points the page at the merged document, relative to itself.
+	initJS := expect(t, http.StatusOK, request{method: http.MethodGet, path: "/docs/init.js"})
+	if !strings.Contains(string(initJS.body), "openapi.json") {
+		t.Errorf("init.js does not load openapi.json: %.300s", initJS.body)
+	}
+	// /docs without the slash leads to the page.
+	r := call(t, request{method: http.MethodGet, path: "/docs"})
+	if r.status != http.StatusOK && (r.status/100 != 3 || !strings.HasSuffix(r.header.Get("Location"), "docs/")) {
+		t.Errorf("/docs: %s, want the page or a redirect to docs/", r)
+	}
+}

@@ -1,0 +1,80 @@
+package system_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// With Redis stopped, cached routes still answer 200, with X-Cache:
+// BYPASS; once it is back, caching resumes (MISS, then HIT). The
+// rate-limit service loses its Redis too and the ingress lets requests
+// pass (fail open).
+func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
+	p, _ := createProduct(t, sys.alice, "Outage "+randomHex(4))
+	token := sys.alice.Token
+	paths := []string{productPath(p.ID), "/api/products/products?limit=5"}
+	for _, path := range paths {
+		eventuallyEvery(t, 10*time.Second, 100*time.Millisecond, path+" cached", func() error {
+			if r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token}); r.xcache() != "HIT" {
+				return fmt.Errorf("X-Cache %q", r.xcache())
+			}
+			return nil
+		})
+	}
+
+	stopCtx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := sys.redis.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever happens below, later tests need Redis back.
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := sys.redis.Start(ctx); err != nil {
+				t.Errorf("restart redis: %v", err)
+			}
+		}
+	})
+
+	var slowest time.Duration
+	for i := range 20 {
+		for _, path := range paths {
+			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token})
+			if r.xcache() != "BYPASS" {
+				t.Errorf("request %d to %s without Redis: X-Cache %q, want BYPASS", i, path, r.xcache())
+			}
+			slowest = max(slowest, r.took)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Logf("without Redis: %d requests, all 200 BYPASS, slowest %v", 20*len(paths), slowest.Round(100*time.Microsecond))
+
+	startCtx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := sys.redis.Start(startCtx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	back := time.Now()
+	// The restarted Redis is empty: each path is a MISS, then a HIT.
+	for _, path := range paths {
+		var seen []string
+		eventuallyEvery(t, 10*time.Second, 50*time.Millisecond, path+": MISS then HIT after Redis returned", func() error {
+			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token})
+			seen = append(seen, r.xcache())
+			n := len(seen)
+			if n >= 2 && seen[n-2] == "MISS" && seen[n-1] == "HIT" {
+				return nil
+			}
+			return fmt.Errorf("X-Cache so far %v", seen)
+		})
+		t.Logf("%s after Redis returned: %v", path, seen)
+	}
+	t.Logf("caching resumed %v after Redis answered again", time.Since(back).Round(time.Millisecond))
+}

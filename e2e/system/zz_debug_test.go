@@ -1,0 +1,5 @@
+package system_test
+
+import "testing"
+
+func TestZZNothing(t *testing.T) {}
