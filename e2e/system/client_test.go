@@ -100,6 +100,14 @@ func expect(t *testing.T, want int, r request) reply {
 	return got
 }
 
+// decodeInto is json.Unmarshal with the body in the error.
+func decodeInto(b []byte, v any) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %.300s: %w", b, err)
+	}
+	return nil
+}
+
 func decode[T any](t *testing.T, b []byte) T {
 	t.Helper()
 	var v T
