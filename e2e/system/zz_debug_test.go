@@ -1,5 +1,0 @@
-package system_test
-
-import "testing"
-
-func TestZZNothing(t *testing.T) {}
