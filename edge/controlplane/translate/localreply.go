@@ -43,13 +43,19 @@ func localReplies() (*hcm.LocalReplyConfig, error) {
 	cfg := &hcm.LocalReplyConfig{}
 	for _, p := range problems {
 		var status any = "%RESPONSE_CODE%"
-		var headers []*core.HeaderValueOption
+		// Errors are never stored, and are marked so as the services mark
+		// theirs: their documents declare Cache-Control on every answer,
+		// including the 401 the ingress gives in their place.
+		headers := []*core.HeaderValueOption{{
+			Header:       &core.HeaderValue{Key: "cache-control", Value: "no-store"},
+			AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}}
 		if p.as != 0 {
 			status = float64(p.as)
-			headers = []*core.HeaderValueOption{{
+			headers = append(headers, &core.HeaderValueOption{
 				Header:       &core.HeaderValue{Key: "www-authenticate", Value: `Bearer error="invalid_token"`},
 				AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-			}}
+			})
 		}
 		body, err := structpb.NewStruct(map[string]any{
 			"type":       "urn:portico:problem:" + p.kind,
