@@ -72,7 +72,7 @@ func (s *system) register(ctx context.Context, prefix string) (account, error) {
 	}
 	var created struct{ ID int64 }
 	if err := json.Unmarshal(r.body, &created); err != nil || created.ID == 0 {
-		return a, fmt.Errorf("register %s: no id in %s (%v)", a.Username, r.body, err)
+		return a, fmt.Errorf("register %s: no id in %s (%w)", a.Username, r.body, err)
 	}
 	a.ID = created.ID
 	return a, nil
@@ -95,7 +95,7 @@ func (s *system) login(ctx context.Context, a *account) error {
 		AccessToken string `json:"access_token"`
 	}
 	if err := json.Unmarshal(r.body, &tok); err != nil || tok.AccessToken == "" {
-		return fmt.Errorf("login %s: no token in %s (%v)", a.Email, r.body, err)
+		return fmt.Errorf("login %s: no token in %s (%w)", a.Email, r.body, err)
 	}
 	a.Token = tok.AccessToken
 	return nil

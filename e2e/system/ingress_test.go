@@ -54,11 +54,11 @@ func (s *system) startIngress(ctx context.Context) error {
 		ConsulHTTPAddr:  s.consul.HTTPAddr(),
 		XDSAddr:         "127.0.0.1:0",
 		AdminAddr:       "127.0.0.1:0",
-		Listener:        ir.Listener{Address: "127.0.0.1", Port: uint32(ingressPort)}, //nolint:gosec // a TCP port fits
+		Listener:        ir.Listener{Address: "127.0.0.1", Port: uint32(ingressPort)},
 		IngressService:  "ingress",
 		ConfigKey:       edgeConfigKey,
 		StatusKey:       edgeConfigStatusKey,
-		RateLimit:       &ir.RateLimitService{Address: "127.0.0.1", Port: uint32(rateLimitPort), Domain: "portico", FailOpen: true}, //nolint:gosec // a TCP port fits
+		RateLimit:       &ir.RateLimitService{Address: "127.0.0.1", Port: uint32(rateLimitPort), Domain: "portico", FailOpen: true},
 		ShutdownTimeout: 5 * time.Second,
 	}, slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {

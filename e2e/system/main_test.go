@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
-
 	"testing"
+	"time"
 )
 
 // sys is the running system every test and the benchmark share. Tests run
@@ -33,9 +32,6 @@ func run(m *testing.M) int {
 	code := 1
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e/system: start:", err)
-		if s != nil {
-			fmt.Fprintln(os.Stderr, "e2e/system: logs are in", s.dir, "(kept)")
-		}
 	} else {
 		sys = s
 		code = m.Run()
@@ -45,10 +41,14 @@ func run(m *testing.M) int {
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
-	// A failed start keeps its logs: they are what explains the failure.
-	if err := s.stop(stopCtx, err == nil && code == 0); err != nil {
+	// A failed run keeps its logs: they are what explains the failure.
+	keep := err != nil || code != 0
+	if err := s.stop(stopCtx, !keep); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e/system: stop:", err)
-		code = 1
+		code, keep = 1, true
+	}
+	if keep {
+		fmt.Fprintln(os.Stderr, "e2e/system: logs kept in", s.dir)
 	}
 	return code
 }

@@ -3,7 +3,6 @@ package system_test
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -72,5 +71,4 @@ func TestEveryDocumentedOperationAnswersAsDocumented(t *testing.T) {
 	}
 	t.Run("WithoutTokenRefusedAsDocumented", c.checkUnauthenticated)
 	t.Logf("%d documented operations called through the ingress: %s", len(c.called), strings.Join(c.operations(), ", "))
-	_ = strconv.Itoa
 }

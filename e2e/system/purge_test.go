@@ -90,12 +90,12 @@ func TestProductUpdatePurgesEveryCachedView(t *testing.T) {
 		for _, v := range views {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: v.path, token: token})
 			got := v.nameIn(t, r.body)
-			switch {
-			case got == newName:
+			switch got {
+			case newName:
 				if _, seen := freshAfter[v.name]; !seen {
 					freshAfter[v.name] = time.Since(answered)
 				}
-			case got == p.Name:
+			case p.Name:
 				if _, seen := freshAfter[v.name]; seen {
 					t.Fatalf("%s showed the old name again (X-Cache %s) after showing the new one", v.name, r.xcache())
 				}
