@@ -43,6 +43,7 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 	})
 
 	var slowest time.Duration
+	failOpen := true // no request was counted by the rate-limit service
 	for i := range 20 {
 		for _, path := range paths {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token})
@@ -50,10 +51,13 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 				t.Errorf("request %d to %s without Redis: X-Cache %q, want BYPASS", i, path, r.xcache())
 			}
 			slowest = max(slowest, r.took)
+			if r.header.Get("X-Ratelimit-Remaining") != "" {
+				failOpen = false
+			}
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	t.Logf("without Redis: %d requests, all 200 BYPASS, slowest %v", 20*len(paths), slowest.Round(100*time.Microsecond))
+	t.Logf("without Redis: %d requests, all 200 BYPASS, slowest %v; rate limits failed open: %v", 20*len(paths), slowest.Round(100*time.Microsecond), failOpen)
 
 	startCtx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -77,4 +81,15 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 		t.Logf("%s after Redis returned: %v", path, seen)
 	}
 	t.Logf("caching resumed %v after Redis answered again", time.Since(back).Round(time.Millisecond))
+
+	// The global limits count again: the rate-limit service answers (its
+	// X-RateLimit-Remaining header) instead of the ingress failing open.
+	eventuallyEvery(t, 15*time.Second, 200*time.Millisecond, "the rate-limit service to count again", func() error {
+		r := expect(t, http.StatusOK, request{method: http.MethodGet, path: paths[0], token: token})
+		if r.header.Get("X-Ratelimit-Remaining") == "" {
+			return fmt.Errorf("no X-RateLimit-Remaining: %v", r.header)
+		}
+		return nil
+	})
+	t.Logf("global rate limits counted again %v after Redis answered again", time.Since(back).Round(time.Millisecond))
 }
