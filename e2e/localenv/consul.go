@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -53,8 +52,7 @@ type Consul struct {
 	logLevel   string
 	ports      consulPorts
 
-	mu   sync.Mutex // guards proc across Start and Stop
-	proc *Process   // nil while stopped
+	restartable
 }
 
 // StartConsul starts `consul agent -dev` and returns once a leader is
@@ -150,61 +148,28 @@ func (c *Consul) Client() (*api.Client, error) {
 	return client, nil
 }
 
-// Pid returns the agent's process id, or 0 while it is stopped.
-func (c *Consul) Pid() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.proc == nil {
-		return 0
-	}
-	return c.proc.Pid()
-}
-
-// Done is closed when the running agent exits; nil while it is stopped.
-func (c *Consul) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.proc == nil {
-		return nil
-	}
-	return c.proc.Done()
-}
-
 // LogPath returns the agent's log file.
 func (c *Consul) LogPath() string { return filepath.Join(c.dir, "consul.log") }
 
 // Start starts the agent again after Stop (or a crash), on the same ports,
 // and waits as StartConsul does. It does nothing if the agent is running.
 func (c *Consul) Start(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if running(c.proc) {
-		return nil
-	}
-	ctx, cancel := withDefaultDeadline(ctx)
-	defer cancel()
 	client, err := c.Client()
 	if err != nil {
 		return err
 	}
-	proc, err := StartProcess(Command{
-		Name: "consul",
-		Path: c.bin,
-		Args: c.args(),
-		// The agent must not pick up the addresses or tokens of the
-		// developer's own Consul.
-		Env:     environ([]string{"CONSUL_"}),
-		Dir:     c.dir,
-		LogPath: c.LogPath(),
+	return c.startOnce(ctx, func(ctx context.Context) (*Process, error) {
+		return launchReady(ctx, Command{
+			Name: "consul",
+			Path: c.bin,
+			Args: c.args(),
+			// The agent must not pick up the addresses or tokens of the
+			// developer's own Consul.
+			Env:     environ([]string{"CONSUL_"}),
+			Dir:     c.dir,
+			LogPath: c.LogPath(),
+		}, func(ctx context.Context) error { return consulReady(ctx, client) })
 	})
-	if err != nil {
-		return err
-	}
-	if err := waitReady(ctx, proc, func(ctx context.Context) error { return consulReady(ctx, client) }); err != nil {
-		return abort(proc, err)
-	}
-	c.proc = proc
-	return nil
 }
 
 func (c *Consul) args() []string {
@@ -230,19 +195,6 @@ func (c *Consul) args() []string {
 			p.sidecarMin, p.sidecarMax, p.exposeMin, p.exposeMax),
 		"-log-level", c.logLevel,
 	}
-}
-
-// Stop shuts the agent down and waits; if ctx ends first it is killed.
-// Stopping a stopped agent does nothing.
-func (c *Consul) Stop(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.proc == nil {
-		return nil
-	}
-	err := c.proc.Stop(ctx)
-	c.proc = nil
-	return err
 }
 
 // consulReady succeeds once the agent has a leader and the Connect CA

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 )
 
 // EnvoyOptions configures StartEnvoy.
@@ -36,8 +35,7 @@ type Envoy struct {
 	opts EnvoyOptions
 	bin  string
 
-	mu   sync.Mutex
-	proc *Process
+	restartable
 }
 
 // StartEnvoy writes the bootstrap and starts Envoy.
@@ -83,53 +81,28 @@ func (e *Envoy) LogPath() string { return filepath.Join(e.opts.Dir, e.opts.Name+
 
 // Start starts Envoy after Stop; it does nothing while it runs.
 func (e *Envoy) Start(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if running(e.proc) {
-		return nil
-	}
-	ctx, cancel := withDefaultDeadline(ctx)
-	defer cancel()
-	proc, err := StartProcess(Command{
-		Name: "envoy " + e.opts.Name,
-		Path: e.bin,
-		Args: []string{
-			"-c", filepath.Join(e.opts.Dir, e.opts.Name+"-bootstrap.yaml"),
-			// Distinct shared-memory ids for Envoys on one machine.
-			"--base-id", strconv.Itoa(e.opts.AdminPort),
-			"--concurrency", "1",
-			"--drain-time-s", "1",
-			"-l", e.opts.LogLevel,
-		},
-		Dir:     e.opts.Dir,
-		LogPath: e.LogPath(),
-	})
-	if err != nil {
-		return err
-	}
 	ready := func(ctx context.Context) error {
 		if e.opts.WaitLive {
 			return envoyLive(ctx, e.AdminURL()+"/ready")
 		}
 		return adminAnswers(ctx, e.AdminURL()+"/server_info")
 	}
-	if err := waitReady(ctx, proc, ready); err != nil {
-		return abort(proc, err)
-	}
-	e.proc = proc
-	return nil
-}
-
-// Stop shuts Envoy down; stopping a stopped Envoy does nothing.
-func (e *Envoy) Stop(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.proc == nil {
-		return nil
-	}
-	err := e.proc.Stop(ctx)
-	e.proc = nil
-	return err
+	return e.startOnce(ctx, func(ctx context.Context) (*Process, error) {
+		return launchReady(ctx, Command{
+			Name: "envoy " + e.opts.Name,
+			Path: e.bin,
+			Args: []string{
+				"-c", filepath.Join(e.opts.Dir, e.opts.Name+"-bootstrap.yaml"),
+				// Distinct shared-memory ids for Envoys on one machine.
+				"--base-id", strconv.Itoa(e.opts.AdminPort),
+				"--concurrency", "1",
+				"--drain-time-s", "1",
+				"-l", e.opts.LogLevel,
+			},
+			Dir:     e.opts.Dir,
+			LogPath: e.LogPath(),
+		}, ready)
+	})
 }
 
 // adminAnswers succeeds once the admin interface answers at all.
@@ -147,24 +120,4 @@ func adminAnswers(ctx context.Context, url string) error {
 		return fmt.Errorf("envoy admin %s: %d", url, resp.StatusCode)
 	}
 	return nil
-}
-
-// Pid is Envoy's process id, 0 while stopped.
-func (e *Envoy) Pid() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.proc == nil {
-		return 0
-	}
-	return e.proc.Pid()
-}
-
-// Done is closed when the running Envoy exits; nil while stopped.
-func (e *Envoy) Done() <-chan struct{} {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.proc == nil {
-		return nil
-	}
-	return e.proc.Done()
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 )
 
 // RateLimitNodeID is the xDS node id the rate-limit service uses; the
@@ -34,8 +33,7 @@ type RateLimit struct {
 	opts RateLimitOptions
 	bin  string
 
-	mu   sync.Mutex
-	proc *Process
+	restartable
 }
 
 // StartRateLimit starts the service and returns once its health check
@@ -95,55 +93,10 @@ func (r *RateLimit) Env() []string {
 
 // Start starts the service after Stop; it does nothing while it runs.
 func (r *RateLimit) Start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if running(r.proc) {
-		return nil
-	}
-	ctx, cancel := withDefaultDeadline(ctx)
-	defer cancel()
-	proc, err := StartProcess(Command{
-		Name: "ratelimit", Path: r.bin, Env: r.Env(), Dir: r.opts.Dir, LogPath: r.LogPath(),
-	})
-	if err != nil {
-		return err
-	}
 	health := "http://" + loopback(r.opts.HTTPPort) + "/healthcheck"
-	if err := waitReady(ctx, proc, func(ctx context.Context) error { return adminAnswers(ctx, health) }); err != nil {
-		return abort(proc, err)
-	}
-	r.proc = proc
-	return nil
-}
-
-// Stop shuts the service down; stopping a stopped service does nothing.
-func (r *RateLimit) Stop(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc == nil {
-		return nil
-	}
-	err := r.proc.Stop(ctx)
-	r.proc = nil
-	return err
-}
-
-// Pid is the running service's process id, 0 while stopped.
-func (r *RateLimit) Pid() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc == nil {
-		return 0
-	}
-	return r.proc.Pid()
-}
-
-// Done is closed when the running service exits; nil while stopped.
-func (r *RateLimit) Done() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc == nil {
-		return nil
-	}
-	return r.proc.Done()
+	return r.startOnce(ctx, func(ctx context.Context) (*Process, error) {
+		return launchReady(ctx, Command{
+			Name: "ratelimit", Path: r.bin, Env: r.Env(), Dir: r.opts.Dir, LogPath: r.LogPath(),
+		}, func(ctx context.Context) error { return adminAnswers(ctx, health) })
+	})
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // EnvRedisServer overrides the redis-server executable.
@@ -33,8 +32,7 @@ type Redis struct {
 	dir  string
 	port int
 
-	mu   sync.Mutex // guards proc across Start and Stop
-	proc *Process   // nil while stopped
+	restartable
 }
 
 // StartRedis starts redis-server and returns once it answers PING.
@@ -75,54 +73,28 @@ func (r *Redis) Addr() string {
 // and returns once it answers PING. It does nothing if the server is
 // running.
 func (r *Redis) Start(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if running(r.proc) {
-		return nil
-	}
-	ctx, cancel := withDefaultDeadline(ctx)
-	defer cancel()
-	proc, err := StartProcess(Command{
-		Name: "redis",
-		Path: r.bin,
-		Args: []string{
-			"--bind", "127.0.0.1",
-			"--port", strconv.Itoa(r.port),
-			"--dir", r.dir,
-			// No RDB snapshots and no AOF: test data is disposable and
-			// a restart must not bring stale keys back.
-			"--save", "",
-			"--appendonly", "no",
-			// Stay in the foreground: the process we started is the
-			// server, so Stop and the parent-death signal reach it.
-			"--daemonize", "no",
-			"--protected-mode", "yes",
-			"--logfile", "",
-		},
-		Dir:     r.dir,
-		LogPath: filepath.Join(r.dir, "redis.log"),
+	return r.startOnce(ctx, func(ctx context.Context) (*Process, error) {
+		return launchReady(ctx, Command{
+			Name: "redis",
+			Path: r.bin,
+			Args: []string{
+				"--bind", "127.0.0.1",
+				"--port", strconv.Itoa(r.port),
+				"--dir", r.dir,
+				// No RDB snapshots and no AOF: test data is disposable and
+				// a restart must not bring stale keys back.
+				"--save", "",
+				"--appendonly", "no",
+				// Stay in the foreground: the process we started is the
+				// server, so Stop and the parent-death signal reach it.
+				"--daemonize", "no",
+				"--protected-mode", "yes",
+				"--logfile", "",
+			},
+			Dir:     r.dir,
+			LogPath: filepath.Join(r.dir, "redis.log"),
+		}, r.ping)
 	})
-	if err != nil {
-		return err
-	}
-	if err := waitReady(ctx, proc, r.ping); err != nil {
-		return abort(proc, err)
-	}
-	r.proc = proc
-	return nil
-}
-
-// Stop shuts the server down and waits; if ctx ends first it is killed.
-// Stopping a stopped server does nothing.
-func (r *Redis) Stop(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.proc == nil {
-		return nil
-	}
-	err := r.proc.Stop(ctx)
-	r.proc = nil
-	return err
 }
 
 // ping speaks just enough RESP to send PING and expect +PONG. A full client

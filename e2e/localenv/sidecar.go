@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // SidecarOptions configures StartSidecar.
@@ -47,8 +46,7 @@ type Sidecar struct {
 	dir       string
 	logLevel  string
 
-	mu   sync.Mutex // guards proc across Start and Stop
-	proc *Process   // nil while stopped
+	restartable
 }
 
 // StartSidecar starts the proxy and returns once Envoy's admin /ready
@@ -108,54 +106,21 @@ func (s *Sidecar) LogPath() string {
 	return filepath.Join(s.dir, "envoy-"+sanitize(s.id)+".log")
 }
 
-// Pid returns Envoy's process id, or 0 while it is stopped.
-func (s *Sidecar) Pid() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return 0
-	}
-	return s.proc.Pid()
-}
-
-// Done is closed when the running proxy exits; nil while stopped.
-func (s *Sidecar) Done() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return nil
-	}
-	return s.proc.Done()
-}
-
 // Start starts the proxy again after Stop (or a crash) and waits as
 // StartSidecar does. It does nothing if the proxy is running.
 func (s *Sidecar) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if running(s.proc) {
-		return nil
-	}
-	ctx, cancel := withDefaultDeadline(ctx)
-	defer cancel()
-	proc, err := StartProcess(Command{
-		Name: "envoy " + s.id,
-		Path: s.consul.Binary(),
-		Args: s.args(),
-		// TMPDIR keeps the bootstrap files Consul hands Envoy in our
-		// directory.
-		Env:     append(s.consul.CLIEnv(), "TMPDIR="+s.dir),
-		Dir:     s.dir,
-		LogPath: s.LogPath(),
+	return s.startOnce(ctx, func(ctx context.Context) (*Process, error) {
+		return launchReady(ctx, Command{
+			Name: "envoy " + s.id,
+			Path: s.consul.Binary(),
+			Args: s.args(),
+			// TMPDIR keeps the bootstrap files Consul hands Envoy in our
+			// directory.
+			Env:     append(s.consul.CLIEnv(), "TMPDIR="+s.dir),
+			Dir:     s.dir,
+			LogPath: s.LogPath(),
+		}, s.ready)
 	})
-	if err != nil {
-		return err
-	}
-	if err := waitReady(ctx, proc, s.ready); err != nil {
-		return abort(proc, err)
-	}
-	s.proc = proc
-	return nil
 }
 
 func (s *Sidecar) args() []string {
@@ -180,19 +145,6 @@ func (s *Sidecar) args() []string {
 		"--concurrency", "1",
 		"-l", s.logLevel,
 	}
-}
-
-// Stop shuts the proxy down and waits; if ctx ends first it is killed.
-// Stopping a stopped proxy does nothing.
-func (s *Sidecar) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return nil
-	}
-	err := s.proc.Stop(ctx)
-	s.proc = nil
-	return err
 }
 
 // ready succeeds once Envoy's admin /ready answers 200 LIVE.
