@@ -19,7 +19,8 @@ set -euo pipefail
 GOLANGCI_LINT_VERSION=v2.15.0 # newest v2 release; builds and lints Go 1.26 with go1.26.8
 ACTIONLINT_VERSION=v1.7.12
 PG_MAJOR=15
-APT_PACKAGES=(redis-server rabbitmq-server)
+# chromium: the headless browser test of the Swagger UI at /docs/.
+APT_PACKAGES=(redis-server rabbitmq-server chromium)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/.cache/bin"

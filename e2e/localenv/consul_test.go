@@ -231,8 +231,8 @@ func TestSidecarForUnknownService(t *testing.T) {
 	if err == nil {
 		t.Fatal("started a sidecar for a service that is not registered")
 	}
-	if !strings.Contains(err.Error(), "exited before it was ready") {
-		t.Errorf("error = %v, want the proxy to exit with its log", err)
+	if !strings.Contains(err.Error(), "No sidecar proxy registered for nobody") {
+		t.Errorf("error = %v, want Consul's reason", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,9 +33,8 @@ type SidecarOptions struct {
 	LogLevel string
 }
 
-// Sidecar is an Envoy proxy started through `consul connect envoy`, which
-// writes the bootstrap configuration for the registered proxy and then
-// execs Envoy in the same process: the process it owns is Envoy itself.
+// Sidecar is an Envoy proxy for a registered service: `consul connect
+// envoy -bootstrap` writes its configuration, and Envoy runs as our child.
 //
 // Stop and Start restart it with the same admin port.
 type Sidecar struct {
@@ -110,20 +110,44 @@ func (s *Sidecar) LogPath() string {
 // StartSidecar does. It does nothing if the proxy is running.
 func (s *Sidecar) Start(ctx context.Context) error {
 	return s.startOnce(ctx, func(ctx context.Context) (*Process, error) {
+		bootstrap, err := s.writeBootstrap(ctx)
+		if err != nil {
+			return nil, err
+		}
 		return launchReady(ctx, Command{
-			Name: "envoy " + s.id,
-			Path: s.consul.Binary(),
-			Args: s.args(),
-			// TMPDIR keeps the bootstrap files Consul hands Envoy in our
-			// directory.
-			Env:     append(s.consul.CLIEnv(), "TMPDIR="+s.dir),
+			Name:    "envoy " + s.id,
+			Path:    s.envoy,
+			Args:    s.envoyArgs(bootstrap),
 			Dir:     s.dir,
 			LogPath: s.LogPath(),
 		}, s.ready)
 	})
 }
 
-func (s *Sidecar) args() []string {
+// writeBootstrap has `consul connect envoy -bootstrap` write the Envoy
+// configuration of the registered proxy into the sidecar's directory.
+//
+// Consul would otherwise exec Envoy itself, and an Envoy started that way
+// outlived a killed test binary (seen: the parent-death signal did not
+// reach it). Started here, Envoy is our own child like every other server.
+func (s *Sidecar) writeBootstrap(ctx context.Context) (string, error) {
+	cmd := exec.CommandContext(ctx, s.consul.Binary(), s.bootstrapArgs()...)
+	cmd.Env = s.consul.CLIEnv()
+	cmd.Dir = s.dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("sidecar %s: consul connect envoy -bootstrap: %w: %s", s.id, err, strings.TrimSpace(stderr.String()))
+	}
+	path := filepath.Join(s.dir, "envoy-"+sanitize(s.id)+"-bootstrap.json")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		return "", fmt.Errorf("sidecar %s: %w", s.id, err)
+	}
+	return path, nil
+}
+
+func (s *Sidecar) bootstrapArgs() []string {
 	return []string{
 		"connect", "envoy",
 		s.idFlag, s.id,
@@ -136,11 +160,18 @@ func (s *Sidecar) args() []string {
 		// Consul 1.22 supports Envoy 1.33 to 1.35; the pinned Envoy is
 		// 1.36.4 because PyPI has no 1.35 build (see envoy/README.md).
 		"-ignore-envoy-compatibility",
-		"--",
-		// Envoys on one machine need distinct base ids for their shared
-		// memory. Consul passes --disable-hot-restart (unless hot-restart
-		// options are given), so this only matters if that changes; the
-		// admin port is unique while the proxy runs.
+		"-bootstrap",
+	}
+}
+
+// envoyArgs are those Consul would pass, plus ours.
+func (s *Sidecar) envoyArgs(bootstrap string) []string {
+	return []string{
+		"--config-path", bootstrap,
+		"--disable-hot-restart",
+		// Distinct shared-memory ids for Envoys on one machine, should hot
+		// restart ever be turned on; the admin port is unique while the
+		// proxy runs.
 		"--base-id", strconv.Itoa(s.adminPort),
 		"--concurrency", "1",
 		"-l", s.logLevel,
