@@ -177,10 +177,20 @@ func startStack(t *testing.T) stack {
 	})
 	startSidecar(t, consul, "edge-ingress-test")
 	ingress := startIngress(t, consul)
-	// Ready when a public route answers through the mesh.
+	// Ready when a public route answers through the mesh...
 	waitFor(t, 60*time.Second, "the ingress to route", func() bool {
 		r, err := call(http.MethodGet, ingress+"/api/users/.well-known/jwks.json", "", identity.Identity{}, "")
 		return err == nil && r.status == http.StatusOK
+	})
+	// ...and the ingress has the products instance too: a write goes to it
+	// directly (not through the edge), and answers 503 until it is known.
+	// Deleting a product that does not exist changes nothing.
+	mustCall(t, http.StatusCreated, http.MethodPost, ingress+"/api/users/users", "", identity.Identity{},
+		`{"username": "probe", "email": "probe@example.com", "password": "password123"}`)
+	probe := []string{"Authorization", login(t, ingress, "probe@example.com", "password123")}
+	waitFor(t, 30*time.Second, "the ingress to reach products", func() bool {
+		r, err := call(http.MethodDelete, ingress+"/api/products/products/0", "", identity.Identity{}, "", probe...)
+		return err == nil && r.status != http.StatusServiceUnavailable
 	})
 	return stack{ingress: ingress, edge: edge}
 }
