@@ -46,7 +46,7 @@ bench-xds: ## Time catalog change -> ingress Envoy ACK -> first request (median,
 
 .PHONY: bench-cache
 bench-cache: ## Edge cache hit vs miss latency through an ingress (median, p99, ratio)
-	EDGE_BENCH_REQUESTS=$${BENCH_N:-1000} $(GO) test -count=1 -run '^TestThroughTheIngress$$' -v ./edge/cmd/edge/
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkCacheThroughIngress -benchtime 1x ./e2e/system/
 
 .PHONY: up
 up: deps build ## Run the whole system locally in the background (Consul mesh, servers, services)

@@ -1,16 +1,18 @@
 package system_test
 
 import (
+	"context"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // /docs/ serves the Swagger UI page through the ingress, without a token,
-// and every asset it loads answers with its content type. The page itself
-// runs in headless Chromium in the edge's own tests
-// (edge/scripts/swagger-ui-smoke.sh); here the point is the way in.
+// and every asset it loads answers with its content type.
 func TestSwaggerUILoadsThroughIngress(t *testing.T) {
 	page := expect(t, http.StatusOK, request{method: http.MethodGet, path: "/docs/"})
 	if ct := page.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
@@ -48,4 +50,23 @@ func TestSwaggerUILoadsThroughIngress(t *testing.T) {
 	if r.status != http.StatusOK && (r.status/100 != 3 || !strings.HasSuffix(r.header.Get("Location"), "docs/")) {
 		t.Errorf("/docs: %s, want the page or a redirect to docs/", r)
 	}
+}
+
+// TestSwaggerUIRendersInChromium opens /docs/ through the ingress in
+// headless Chromium (installed by make deps) and requires the rendered
+// page to list operations of both services: the browser runs the real
+// swagger-ui-dist bundle against the merged document.
+func TestSwaggerUIRendersInChromium(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "edge/scripts/swagger-ui-smoke.sh"), sys.ingressURL+"/docs/", "users", "products")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("Swagger UI did not render both services: %v\n%s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(string(out)))
 }
