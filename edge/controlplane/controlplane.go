@@ -60,7 +60,9 @@ type ControlPlane struct {
 }
 
 // New prepares every stage and binds both listeners, so the addresses are
-// known (and a port conflict reported) before Run.
+// known (and a port conflict reported) before Run. ctx must live as long
+// as the control plane: the xDS server's streams end with it, so a
+// start-up deadline here would silently stop configuration updates.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*ControlPlane, error) {
 	consulCfg := api.DefaultConfig()
 	consulCfg.Address = cfg.ConsulHTTPAddr
