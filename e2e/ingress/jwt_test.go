@@ -224,3 +224,19 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("a token of the old, still published key: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestOperationalEndpointsHidden: a service's metrics, health and
+// readiness are for the platform inside the mesh; through the ingress they
+// are 404, token or not, and the service never sees the request.
+func TestOperationalEndpointsHidden(t *testing.T) {
+	before := env.users.requests.Load()
+	for _, path := range []string{
+		"/api/users/metrics", "/api/users/readyz", "/api/users/healthz/",
+		"/proxy/users/metrics", "/proxy/users_service/readyz", "/api/products/metrics",
+	} {
+		requireProblem(t, get(t, path, bearer(validToken(t))), http.StatusNotFound, "urn:portico:problem:not-found")
+	}
+	if after := env.users.requests.Load(); after != before {
+		t.Fatalf("the service received %d operational requests", after-before)
+	}
+}

@@ -74,6 +74,7 @@ func Build(in Inputs) (*ir.Xds, error) {
 		x.Routes = append(x.Routes, b.proxyRoutes()...)
 	}
 	x.Routes = append(x.Routes, notFoundRoute())
+	x.Routes = append(x.Routes[:1], append(hideOperational(x.Routes), x.Routes[1:]...)...)
 	x.Clusters = b.clusterList()
 
 	if err := x.Validate(); err != nil {
@@ -112,6 +113,31 @@ func notFoundRoute() ir.Route {
 			Body:        "no route matches this path",
 		},
 	}
+}
+
+// operationalPaths are every service's own endpoints for the platform:
+// metrics, health and readiness are for Prometheus and Consul inside the
+// mesh, never for clients.
+var operationalPaths = []string{"healthz", "metrics", "readyz"}
+
+// hideOperational answers 404 for the operational endpoints under every
+// forwarding prefix, ahead of the routes that would forward them.
+func hideOperational(routes []ir.Route) []ir.Route {
+	var out []ir.Route
+	seen := map[string]bool{}
+	for _, r := range routes {
+		if r.Prefix == "" || r.Cluster == "" || seen[r.Prefix] {
+			continue
+		}
+		seen[r.Prefix] = true
+		for _, p := range operationalPaths {
+			nf := notFoundRoute()
+			nf.Name = "hide-" + r.Name + "-" + p
+			nf.Prefix, nf.Path = "", strings.TrimSuffix(r.Prefix, "/")+"/"+p
+			out = append(out, nf)
+		}
+	}
+	return out
 }
 
 // documentRoutes turns one configured route into model routes. A cached
