@@ -20,7 +20,9 @@ GOLANGCI_LINT_VERSION=v2.15.0 # newest v2 release; builds and lints Go 1.26 with
 ACTIONLINT_VERSION=v1.7.12
 PG_MAJOR=15
 # chromium: the headless browser test of the Swagger UI at /docs/.
-APT_PACKAGES=(redis-server rabbitmq-server chromium)
+# prometheus: promtool, which the observability tests run on the Prometheus
+# config, rules and rule unit tests (the packaged service is never used).
+APT_PACKAGES=(redis-server rabbitmq-server chromium prometheus)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/.cache/bin"
@@ -101,7 +103,7 @@ pid_alive() { # pidfile -> prints the pid if the process is alive
 
 stopped=()
 if have_systemd; then
-	for unit in redis-server rabbitmq-server epmd.socket epmd.service postgresql; do
+	for unit in redis-server rabbitmq-server epmd.socket epmd.service postgresql prometheus; do
 		if systemctl is-active --quiet "$unit" 2>/dev/null; then
 			"${SUDO[@]}" systemctl stop "$unit" && stopped+=("$unit")
 		fi
@@ -121,6 +123,14 @@ else
 		if [ -d "/proc/$pid" ]; then "${SUDO[@]}" kill -KILL "$pid" || true; fi
 		"${SUDO[@]}" rm -f /run/rabbitmq/pid
 		stopped+=(rabbitmq-server)
+	fi
+	# Debian's prometheus init script keeps its pid in /run/prometheus/prometheus.pid.
+	if pid=$(pid_alive /run/prometheus/prometheus.pid); then
+		"${SUDO[@]}" kill -TERM "$pid" || true
+		for _ in $(seq 1 30); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
+		if [ -d "/proc/$pid" ]; then "${SUDO[@]}" kill -KILL "$pid" || true; fi
+		"${SUDO[@]}" rm -f /run/prometheus/prometheus.pid
+		stopped+=(prometheus)
 	fi
 	for pidf in /run/postgresql/"$PG_MAJOR"-*.pid; do
 		[ -e "$pidf" ] || continue
