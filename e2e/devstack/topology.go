@@ -81,6 +81,7 @@ func components() []component {
 		{"controlplane", (*supervisor).startControlPlane},
 		{"ratelimit", (*supervisor).startRateLimit},
 		{"ingress", (*supervisor).startIngress},
+		{"prometheus", (*supervisor).startPrometheus},
 	}
 }
 
