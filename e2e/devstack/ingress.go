@@ -23,6 +23,7 @@ const (
 	rateLimitGRPCPort  = 18081
 	rateLimitHTTPPort  = 18082
 	rateLimitDebugPort = 18083
+	rateLimitMetrics   = 18084
 	// The edge's sidecar listens for its upstreams here.
 	edgeUsersUpstream    = 19201
 	edgeProductsUpstream = 19202
@@ -96,6 +97,7 @@ func (s *supervisor) startRateLimit(ctx context.Context) error {
 	rl, err := localenv.StartRateLimit(ctx, localenv.RateLimitOptions{
 		Dir: s.l.Logs, RedisAddr: loopbackAddr(redisPort), XDSAddr: loopbackAddr(xdsPort),
 		GRPCPort: rateLimitGRPCPort, HTTPPort: rateLimitHTTPPort, DebugPort: rateLimitDebugPort,
+		MetricsPort: rateLimitMetrics,
 	})
 	if err != nil {
 		return err

@@ -23,8 +23,8 @@ type RateLimitOptions struct {
 	// limits. Required.
 	XDSAddr string
 	// GRPCPort serves Envoy's rate-limit checks; 0 picks a free port, as
-	// for HTTPPort (health) and DebugPort.
-	GRPCPort, HTTPPort, DebugPort int
+	// for HTTPPort (health), DebugPort and MetricsPort (Prometheus /metrics).
+	GRPCPort, HTTPPort, DebugPort, MetricsPort int
 }
 
 // RateLimit is the envoyproxy/ratelimit service. Stop and Start restart
@@ -52,7 +52,7 @@ func StartRateLimit(ctx context.Context, opts RateLimitOptions) (*RateLimit, err
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start ratelimit: %w", err)
 	}
-	if err := freePorts(&opts.GRPCPort, &opts.HTTPPort, &opts.DebugPort); err != nil {
+	if err := freePorts(&opts.GRPCPort, &opts.HTTPPort, &opts.DebugPort, &opts.MetricsPort); err != nil {
 		return nil, fmt.Errorf("start ratelimit: %w", err)
 	}
 	r := &RateLimit{opts: opts, bin: bin}
@@ -80,6 +80,7 @@ func (r *RateLimit) Env() []string {
 		"GRPC_HOST=127.0.0.1", "GRPC_PORT=" + strconv.Itoa(r.opts.GRPCPort),
 		"DEBUG_HOST=127.0.0.1", "DEBUG_PORT=" + strconv.Itoa(r.opts.DebugPort),
 		"USE_STATSD=false",
+		"USE_PROMETHEUS=true", "PROMETHEUS_ADDR=" + loopback(r.opts.MetricsPort),
 		"LOG_LEVEL=warn", "LOG_FORMAT=json",
 		"BACKEND_TYPE=redis", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + r.opts.RedisAddr,
 		"CONFIG_TYPE=GRPC_XDS_SOTW",
