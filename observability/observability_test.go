@@ -446,7 +446,7 @@ func TestMetricNames(t *testing.T) {
 		`sum by (job) (rate(http_requests_total{route!~"/a|/b"}[5m]))`:                    "http_requests_total",
 		`topk(10, a:b:c) > 0.5 and on (service) x_total offset 5m`:                        "a:b:c x_total",
 		"histogram_quantile(0.99, sum by (le) (rate(edge_purge_lag_seconds_bucket[5m])))": "edge_purge_lag_seconds_bucket",
-		`up == 0`:                                                       "up",
+		`up == 0`: "up",
 	} {
 		if got := strings.Join(metricNames(expr), " "); got != want {
 			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)
