@@ -194,14 +194,18 @@ func setup(t *testing.T) *meshEnv {
 		e.waitHealthyEndpoints(ctx, t, svc.name, svc.n)
 	}
 	// Consul reporting an endpoint healthy does not mean every client's
-	// sidecar has it yet: wait until each upstream answers a GET (which
-	// every client may send).
+	// sidecar has it yet: wait until each upstream answers GETs (which
+	// every client may send), several in a row so that every instance
+	// behind it has answered (seen under load: one products instance
+	// served while the other's TLS path was not ready yet).
 	for _, c := range []*client{e.ingress, e.edge, e.probe} {
 		for dest := range c.upstreams {
 			err := poll(ctx, func(ctx context.Context) error {
-				status, body, err := request(ctx, http.MethodGet, c.upstream(dest)+"/readyz")
-				if err != nil || status != http.StatusOK {
-					return fmt.Errorf("%s -> %s: %d %.80q: %w", c.name, dest, status, body, err)
+				for range 6 {
+					status, body, err := request(ctx, http.MethodGet, c.upstream(dest)+"/readyz")
+					if err != nil || status != http.StatusOK {
+						return fmt.Errorf("%s -> %s: %d %.80q: %w", c.name, dest, status, body, err)
+					}
 				}
 				return nil
 			})

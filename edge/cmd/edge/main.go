@@ -311,24 +311,11 @@ func (e *edgeProcess) serve(ctx context.Context, ln net.Listener) error {
 		}
 	})
 
-	serveCtx := ctx
-	regCtx, stopRegistry := context.WithCancel(ctx)
-	defer stopRegistry()
-	if reg != nil {
-		// Serving stops only after the instance left the catalog and its
-		// callers had DrainDelay to notice.
-		var stopServing context.CancelFunc
-		serveCtx, stopServing = context.WithCancel(context.WithoutCancel(ctx))
-		defer stopServing()
-		wg.Go(func() {
-			defer stopServing()
-			reg.Run(regCtx)
-			e.deregister(ctx, reg)
-		})
-	}
-
-	serveErr := e.srv.Serve(serveCtx, ln, e.cfg.ShutdownTimeout)
-	stopRegistry()
+	serveErr := registry.Serve(ctx, reg, registry.Lifecycle{
+		DeregisterTimeout: 5 * time.Second,
+		Drain:             min(e.cfg.Consul.DrainDelay, e.cfg.ShutdownTimeout),
+		Log:               e.log,
+	}, func(ctx context.Context) error { return e.srv.Serve(ctx, ln, e.cfg.ShutdownTimeout) })
 	stopBackground()
 	wg.Wait()
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -383,20 +370,6 @@ func sidecarUpstreams(spec string) []registry.Upstream {
 		out = append(out, registry.Upstream{Service: name, LocalPort: port})
 	}
 	return out
-}
-
-func (e *edgeProcess) deregister(ctx context.Context, reg *registry.Registrar) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := reg.Deregister(dctx); err != nil {
-		e.log.Warn("consul deregistration failed; the agent's check will expire the instance", "error", err.Error())
-	}
-	if ctx.Err() == nil || e.cfg.Consul.DrainDelay <= 0 {
-		return // serving failed on its own: nothing to drain
-	}
-	t := time.NewTimer(min(e.cfg.Consul.DrainDelay, e.cfg.ShutdownTimeout))
-	defer t.Stop()
-	<-t.C
 }
 
 // close releases what wire created; it tolerates a partial wiring.

@@ -150,25 +150,14 @@ func (rt *Runtime) Serve(ctx context.Context, srv *web.Server, ln net.Listener) 
 		}
 	})
 
-	serveCtx := ctx
-	regCtx, stopRegistry := context.WithCancel(ctx)
-	defer stopRegistry()
-	if reg != nil {
-		var stopServing context.CancelFunc
-		serveCtx, stopServing = context.WithCancel(context.WithoutCancel(ctx))
-		defer stopServing()
-		wg.Go(func() {
-			defer stopServing()
-			reg.Run(regCtx) // until shutdown begins or serving failed
-			rt.deregister(ctx, reg)
-		})
-	}
-
-	serveErr := srv.Serve(serveCtx, ln, rt.cfg.ShutdownTimeout)
+	serveErr := registry.Serve(ctx, reg, registry.Lifecycle{
+		DeregisterTimeout: rt.flushTimeout(),
+		Drain:             min(rt.cfg.Consul.DrainDelay, rt.cfg.ShutdownTimeout),
+		Log:               rt.Log,
+	}, func(ctx context.Context) error { return srv.Serve(ctx, ln, rt.cfg.ShutdownTimeout) })
 
 	// Every request has finished, so every event it wrote is committed:
 	// stop the relay and give it one last chance to publish them.
-	stopRegistry()
 	stopRelay()
 	wg.Wait()
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rt.flushTimeout())
@@ -205,23 +194,6 @@ func (rt *Runtime) registryConfig(addr net.Addr) registry.Config {
 		}
 	}
 	return cfg
-}
-
-// deregister removes the instance from Consul and, when the service is
-// shutting down, waits DrainDelay for callers' sidecars to drop it before
-// the server stops accepting.
-func (rt *Runtime) deregister(ctx context.Context, reg *registry.Registrar) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rt.flushTimeout())
-	defer cancel()
-	if err := reg.Deregister(dctx); err != nil {
-		rt.Log.Warn("consul deregistration failed; the agent's check will expire the instance", "error", err.Error())
-	}
-	if ctx.Err() == nil || rt.cfg.Consul.DrainDelay <= 0 {
-		return // the server failed on its own: nothing to drain
-	}
-	t := time.NewTimer(min(rt.cfg.Consul.DrainDelay, rt.cfg.ShutdownTimeout))
-	defer t.Stop()
-	<-t.C
 }
 
 func (rt *Runtime) flushTimeout() time.Duration {
