@@ -409,17 +409,10 @@ func waitPassing(ctx context.Context, client *api.Client, id string) error {
 
 // poll calls f every 200 ms until it succeeds or ctx ends.
 func poll(ctx context.Context, what string, f func(context.Context) error) error {
-	for {
-		err := f(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last: %w)", what, ctx.Err(), err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := localenv.Poll(ctx, 200*time.Millisecond, f); err != nil {
+		return fmt.Errorf("waiting for %s: %w", what, err)
 	}
+	return nil
 }
 
 func createDatabase(ctx context.Context, adminURL, name string) error {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/e2e/testenv"
 )
 
@@ -189,7 +190,7 @@ func testDenyIntention(t *testing.T, e *meshEnv) {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if err := poll(wctx, cond); err != nil {
+		if err := localenv.Poll(wctx, 50*time.Millisecond, cond); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}

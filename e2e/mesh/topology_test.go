@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -200,7 +199,7 @@ func setup(t *testing.T) *meshEnv {
 	// served while the other's TLS path was not ready yet).
 	for _, c := range []*client{e.ingress, e.edge, e.probe} {
 		for dest := range c.upstreams {
-			err := poll(ctx, func(ctx context.Context) error {
+			err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 				for range 6 {
 					status, body, err := request(ctx, http.MethodGet, c.upstream(dest)+"/readyz")
 					if err != nil || status != http.StatusOK {
@@ -323,10 +322,10 @@ func (e *meshEnv) startProcess(ctx context.Context, t *testing.T, inst *instance
 	inst.proc = p
 	inst.mu.Unlock()
 	e.started(p.Pid())
-	err = poll(ctx, func(ctx context.Context) error {
+	err = localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		select {
 		case <-p.Done():
-			return errStop{fmt.Errorf("%s exited: %w\n%s", inst.id, p.Err(), p.LogTail(30))}
+			return localenv.StopPolling(fmt.Errorf("%s exited: %w\n%s", inst.id, p.Err(), p.LogTail(30)))
 		default:
 		}
 		if status, _, err := request(ctx, http.MethodGet, inst.url()+"/readyz"); err != nil || status != http.StatusOK {
@@ -431,7 +430,7 @@ func (e *meshEnv) registerClient(t *testing.T, name string, destinations ...stri
 // service, the endpoints its callers' sidecars route to.
 func (e *meshEnv) waitHealthyEndpoints(ctx context.Context, t *testing.T, service string, n int) {
 	t.Helper()
-	err := poll(ctx, func(ctx context.Context) error {
+	err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		got, _, err := e.api.Health().Connect(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return err
@@ -443,30 +442,6 @@ func (e *meshEnv) waitHealthyEndpoints(ctx context.Context, t *testing.T, servic
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-// errStop ends poll early.
-type errStop struct{ error }
-
-// poll calls f every 50 ms until it succeeds, returns errStop, or ctx ends.
-func poll(ctx context.Context, f func(context.Context) error) error {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := f(attempt)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		var stop errStop
-		if errors.As(err, &stop) {
-			return stop.error
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/portico-mesh/portico/e2e/localenv"
 )
 
 // account is a user of the system with a token from the ingress's login.
@@ -24,7 +26,7 @@ type account struct {
 func (s *system) createAccounts(ctx context.Context) error {
 	s.admin = account{Email: s.adminEmail, Password: s.adminPassword}
 	// One login a second at most: the ingress allows 10 a minute.
-	err := pollEvery(ctx, time.Second, func(ctx context.Context) error {
+	err := localenv.Poll(ctx, time.Second, func(ctx context.Context) error {
 		if err := s.login(ctx, &s.admin); err != nil {
 			return err
 		}
@@ -99,21 +101,4 @@ func (s *system) login(ctx context.Context, a *account) error {
 	}
 	a.Token = tok.AccessToken
 	return nil
-}
-
-// pollEvery is poll with a chosen pace.
-func pollEvery(ctx context.Context, every time.Duration, f func(context.Context) error) error {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := f(attempt)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-time.After(every):
-		}
-	}
 }

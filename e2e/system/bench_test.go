@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/edge/cachebench"
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 )
@@ -56,7 +57,7 @@ func BenchmarkCacheThroughIngress(b *testing.B) {
 	}
 	path := productPath(p.ID)
 	// The generous limits are in force once the ingress reports them.
-	if err := poll(ctx, func(ctx context.Context) error {
+	if err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		r, err := sys.send(ctx, request{method: http.MethodGet, path: path, token: token})
 		if err != nil {
 			return err

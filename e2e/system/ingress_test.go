@@ -128,12 +128,12 @@ func (s *system) startIngress(ctx context.Context) error {
 	// Public routes first (they do not count against the login limit):
 	// the JWKS proves ingress -> users, the merged document proves
 	// ingress -> edge and the edge's view of both services.
-	if err := poll(ctx, func(ctx context.Context) error {
+	if err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		return expectOK(ctx, s.ingressURL+"/api/users/.well-known/jwks.json", `"keys"`)
 	}); err != nil {
 		return fmt.Errorf("ingress -> users: %w", err)
 	}
-	return poll(ctx, func(ctx context.Context) error {
+	return localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		if err := expectOK(ctx, s.ingressURL+"/openapi.json", ""); err != nil {
 			return err
 		}

@@ -99,7 +99,7 @@ func (s *system) startServices(ctx context.Context) error {
 	// endpoints yet: wait until both upstream listeners answer.
 	for _, port := range []int{edgeUsers, edgeProducts} {
 		url := "http://" + loopback(port) + "/readyz"
-		if err := poll(ctx, func(ctx context.Context) error { return expectOK(ctx, url, "") }); err != nil {
+		if err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error { return expectOK(ctx, url, "") }); err != nil {
 			return fmt.Errorf("edge upstream %s: %w", url, err)
 		}
 	}
@@ -136,10 +136,10 @@ func (s *system) startInstance(ctx context.Context, inst instance) error {
 	}
 	s.started(p.Pid())
 	s.onStop(inst.id, p.Stop)
-	err = poll(ctx, func(ctx context.Context) error {
+	err = localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		select {
 		case <-p.Done():
-			return errStop{fmt.Errorf("%s exited: %w", inst.id, p.Err())}
+			return localenv.StopPolling(fmt.Errorf("%s exited: %w", inst.id, p.Err()))
 		default:
 		}
 		if err := expectOK(ctx, inst.url()+"/readyz", inst.readyBody); err != nil {
@@ -167,7 +167,7 @@ func (s *system) startSidecar(ctx context.Context, id string) error {
 // waitPassing waits until Consul lists n passing sidecars of service,
 // the endpoints its callers route to.
 func (s *system) waitPassing(ctx context.Context, service string, n int) error {
-	return poll(ctx, func(ctx context.Context) error {
+	return localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		got, _, err := s.consulAPI.Health().Connect(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return err
@@ -198,31 +198,6 @@ func expectOK(ctx context.Context, url, want string) error {
 		return fmt.Errorf("GET %s: %d %.200s", url, resp.StatusCode, b)
 	}
 	return nil
-}
-
-// errStop ends poll at once.
-type errStop struct{ error }
-
-// poll calls f every 50 ms until it succeeds, returns errStop, or ctx
-// ends; each call gets at most 5 s.
-func poll(ctx context.Context, f func(context.Context) error) error {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := f(attempt)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		var stop errStop
-		if errors.As(err, &stop) {
-			return stop.error
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
