@@ -15,17 +15,23 @@ import (
 // Retry-After and rate-limit headers, and the route recovers once the
 // bucket refills.
 func TestLocalRateLimit(t *testing.T) {
+	const (
+		burst    = 3
+		perFill  = 1
+		interval = 2 * time.Second
+	)
 	useDocument(t, func(d *edgeconfig.Document) {
 		for i := range d.Routes {
 			if d.Routes[i].Name == "users-jwks" {
 				d.Routes[i].RateLimit = &edgeconfig.RateLimit{Local: &edgeconfig.TokenBucket{
-					Requests: 3, Per: edgeconfig.Duration(2 * time.Second), Burst: 3,
+					Requests: perFill, Per: edgeconfig.Duration(interval), Burst: burst,
 				}}
 			}
 		}
 	})
 	var limited response
 	ok := 0
+	start := time.Now()
 	for range 10 {
 		r := get(t, "/api/users/.well-known/jwks.json", nil)
 		switch r.Status {
@@ -37,8 +43,11 @@ func TestLocalRateLimit(t *testing.T) {
 			t.Fatalf("unexpected status %d: %s", r.Status, r.Body)
 		}
 	}
-	if ok > 4 || limited.Status == 0 {
-		t.Fatalf("%d of 10 requests passed a bucket of 3", ok)
+	// Envoy refills on a timer whose phase the test does not know, so a
+	// fill may land inside the burst: allow one fill per interval begun.
+	fills := int(time.Since(start)/interval) + 1
+	if allowed := burst + fills*perFill; ok > allowed || limited.Status == 0 {
+		t.Fatalf("%d of 10 requests passed a bucket of %d (at most %d allowed with %d refill(s))", ok, burst, allowed, fills)
 	}
 	requireProblem(t, limited, http.StatusTooManyRequests, "urn:portico:problem:rate-limited")
 	if ra, err := strconv.Atoi(limited.Header.Get("Retry-After")); err != nil || ra < 1 {
