@@ -239,9 +239,13 @@ func (r *Registrar) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	agent := r.client.Agent()
+	sidecarAddress, err := r.sidecarAddress(ctx)
+	if err != nil {
+		return err
+	}
 	sidecarPort := r.cfg.SidecarPort
 	if sidecarPort == 0 {
-		if err := agent.ServiceRegisterOpts(r.registration(0), api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+		if err := agent.ServiceRegisterOpts(r.registration(sidecarAddress, 0), api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
 			return fmt.Errorf("register %s: %w", r.id, err)
 		}
 		proxy, _, err := agent.Service(r.SidecarID(), (&api.QueryOptions{}).WithContext(ctx))
@@ -250,17 +254,39 @@ func (r *Registrar) register(ctx context.Context) error {
 		}
 		sidecarPort = proxy.Port
 	}
-	if err := agent.ServiceRegisterOpts(r.registration(sidecarPort), api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
+	if err := agent.ServiceRegisterOpts(r.registration(sidecarAddress, sidecarPort), api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
 		return fmt.Errorf("register %s: %w", r.id, err)
 	}
 	return nil
 }
 
-// registration builds the agent registration. With sidecarPort 0 the agent
-// assigns the port and adds its default sidecar checks, which poll every
-// 10 s; with a port the sidecar gets checks paced like the service's, so a
-// new or recovered instance takes traffic within seconds.
-func (r *Registrar) registration(sidecarPort int) *api.AgentServiceRegistration {
+// sidecarAddress is where the proxies of other nodes reach this instance's
+// sidecar. A service on loopback is reachable only by its own sidecar, so
+// the sidecar is published at its agent's node address instead: on a
+// loopback agent (make up, the tests) that is loopback again, and in a
+// container sharing its network namespace with its agent it is the
+// container's address, which other containers can dial. A service on any
+// other address keeps its sidecar there, as before.
+func (r *Registrar) sidecarAddress(ctx context.Context) (string, error) {
+	if ip := net.ParseIP(r.cfg.Address); ip == nil || !ip.IsLoopback() {
+		return r.cfg.Address, nil
+	}
+	var self struct{ Member struct{ Addr string } }
+	if _, err := r.client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("read the agent's node address: %w", err)
+	}
+	if self.Member.Addr == "" {
+		return r.cfg.Address, nil
+	}
+	return self.Member.Addr, nil
+}
+
+// registration builds the agent registration, with the sidecar published
+// at sidecarAddress. With sidecarPort 0 the agent assigns the port and adds
+// its default sidecar checks, which poll every 10 s; with a port the
+// sidecar gets checks paced like the service's, so a new or recovered
+// instance takes traffic within seconds.
+func (r *Registrar) registration(sidecarAddress string, sidecarPort int) *api.AgentServiceRegistration {
 	meta := map[string]string{}
 	if r.cfg.Version != "" {
 		meta["version"] = r.cfg.Version
@@ -273,7 +299,7 @@ func (r *Registrar) registration(sidecarPort int) *api.AgentServiceRegistration 
 	}
 	interval := r.cfg.CheckInterval.String()
 	timeout := r.cfg.CheckTimeout.String()
-	sidecar := &api.AgentServiceRegistration{Address: r.cfg.Address, Port: sidecarPort, Tags: r.cfg.Tags, Meta: meta}
+	sidecar := &api.AgentServiceRegistration{Address: sidecarAddress, Port: sidecarPort, Tags: r.cfg.Tags, Meta: meta}
 	if len(r.cfg.Upstreams) > 0 {
 		sidecar.Proxy = &api.AgentServiceConnectProxyConfig{}
 		for _, u := range r.cfg.Upstreams {
@@ -286,7 +312,7 @@ func (r *Registrar) registration(sidecarPort int) *api.AgentServiceRegistration 
 		sidecar.Checks = api.AgentServiceChecks{
 			{
 				Name:     "sidecar listening",
-				TCP:      net.JoinHostPort(r.cfg.Address, strconv.Itoa(sidecarPort)),
+				TCP:      net.JoinHostPort(sidecarAddress, strconv.Itoa(sidecarPort)),
 				Interval: interval,
 				Timeout:  timeout,
 				// A sidecar that stays down is as gone as its service.
