@@ -204,6 +204,11 @@ func printSummary(l layout, s stackState) {
 	for _, c := range s.Components {
 		fmt.Printf("  %-18s %s\n", c.Name, c.URL)
 	}
+	for _, c := range s.Components {
+		if c.Name == "ingress" {
+			fmt.Printf("\nDashboard: %s/   API documentation: %s/docs/\n", c.URL, c.URL)
+		}
+	}
 	if b, err := os.ReadFile(l.adminFile()); err == nil {
 		fmt.Printf("\nBootstrap admin (from %s):\n%s", rel(l, l.adminFile()), indent(string(b)))
 	}

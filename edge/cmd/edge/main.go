@@ -2,7 +2,7 @@
 // sends it the cacheable routes and the documentation routes. It answers
 // from its Redis cache or forwards to the service through its sidecar,
 // purges the cache from the services' events, and serves the merged
-// OpenAPI document with Swagger UI.
+// OpenAPI document with Swagger UI and the web dashboard.
 package main
 
 import (
@@ -34,6 +34,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
+	dashboard "github.com/portico-mesh/portico/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -268,6 +269,11 @@ func (e *edgeProcess) wire() error {
 		e.srv.Mount(web.Route{Method: m, Path: "/*", Handler: cacheHandler})
 	}
 	e.srv.Mount(apidocs.Routes(e.docs, cfg.SwaggerUIDir)...)
+	board, err := dashboard.New()
+	if err != nil {
+		return err
+	}
+	e.srv.Mount(board.Routes()...)
 	return nil
 }
 

@@ -36,6 +36,8 @@ type Edge struct {
 	Service string `json:"service,omitempty"`
 	// Docs serves /docs/ and /openapi.json from it.
 	Docs bool `json:"docs,omitempty"`
+	// Dashboard serves the web dashboard from it at / and /web/.
+	Dashboard bool `json:"dashboard,omitempty"`
 }
 
 // Auth says how the ingress verifies bearer tokens.

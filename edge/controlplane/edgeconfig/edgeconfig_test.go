@@ -64,6 +64,9 @@ func TestInvalidDocumentsAreRejectedWithTheReason(t *testing.T) {
 		{"breaker per route", func(m map[string]any) {
 			route(m, 0)["circuitBreaker"] = map[string]any{"maxConnections": 1, "maxPendingRequests": 1, "maxRequests": 1}
 		}, []string{"apply per service"}},
+		{"edge features without the edge", func(m map[string]any) {
+			delete(m["edge"].(map[string]any), "service")
+		}, []string{"edge.docs: needs edge.service", "edge.dashboard: needs edge.service", ".cache: needs edge.service"}},
 		{"missing issuer and skew too large", func(m map[string]any) {
 			a := m["auth"].(map[string]any)
 			delete(a, "issuer")

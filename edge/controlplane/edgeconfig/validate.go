@@ -50,6 +50,9 @@ func (d Document) Validate() error {
 	if d.Edge.Service == "" && d.Edge.Docs {
 		v.add("edge.docs", "needs edge.service")
 	}
+	if d.Edge.Service == "" && d.Edge.Dashboard {
+		v.add("edge.dashboard", "needs edge.service")
+	}
 	for i, r := range d.Routes {
 		if r.Cache && d.Edge.Service == "" {
 			v.add(fmt.Sprintf("routes[%d].cache", i), "needs edge.service")

@@ -70,6 +70,9 @@ func Build(in Inputs) (*ir.Xds, error) {
 	if doc.Edge.Docs {
 		x.Routes = append(x.Routes, b.docsRoutes()...)
 	}
+	if doc.Edge.Dashboard {
+		x.Routes = append(x.Routes, b.dashboardRoutes()...)
+	}
 	if doc.Proxy.Enabled {
 		x.Routes = append(x.Routes, b.proxyRoutes()...)
 	}
@@ -197,6 +200,16 @@ func (b *builder) docsRoutes() []ir.Route {
 	return []ir.Route{
 		{Name: "docs", Prefix: "/docs", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
 		{Name: "openapi", Path: "/openapi.json", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
+	}
+}
+
+// dashboardRoutes send the dashboard page and its files to the edge. The
+// page is public; the API calls it makes carry the signed-in user's token.
+func (b *builder) dashboardRoutes() []ir.Route {
+	edge := b.use(b.in.Document.Edge.Service)
+	return []ir.Route{
+		{Name: "dashboard", Path: "/", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
+		{Name: "dashboard-assets", Prefix: "/web/", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
 	}
 }
 
