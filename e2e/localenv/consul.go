@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -80,29 +81,46 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	if c.logLevel == "" {
 		c.logLevel = "info"
 	}
-	c.ports.http = opts.HTTPPort
-	if err := freePorts(&c.ports.http, &c.ports.grpc, &c.ports.server); err != nil {
-		return nil, fmt.Errorf("start consul: %w", err)
-	}
-	// DNS and Serf listen on UDP as well as TCP.
-	for _, p := range []*int{&c.ports.dns, &c.ports.serfLAN, &c.ports.serfWAN} {
-		if *p, err = freeTCPUDPPort(); err != nil {
+	// The agent binds seven ports and two ranges that were free when
+	// chosen; another test process may take one before the agent binds
+	// it. A start that loses that race is tried again on new ports.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		if err := c.choosePorts(opts.HTTPPort); err != nil {
 			return nil, fmt.Errorf("start consul: %w", err)
 		}
+		node := c.node
+		if c.node == "" {
+			c.node = "portico-" + strconv.Itoa(c.ports.http)
+		}
+		err := c.Start(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if attempt == attempts || !strings.Contains(err.Error(), "address already in use") {
+			return nil, err
+		}
+		c.node = node
 	}
+}
+
+// choosePorts picks the agent's ports; httpPort, when not zero, is kept.
+func (c *Consul) choosePorts(httpPort int) error {
+	c.ports = consulPorts{http: httpPort}
+	ports := portSet{}
+	if err := ports.fill(false, &c.ports.http, &c.ports.grpc, &c.ports.server); err != nil {
+		return err
+	}
+	// DNS and Serf listen on UDP as well as TCP.
+	if err := ports.fill(true, &c.ports.dns, &c.ports.serfLAN, &c.ports.serfWAN); err != nil {
+		return err
+	}
+	var err error
 	if c.ports.sidecarMin, c.ports.sidecarMax, err = freePortRange(portRangeSize); err != nil {
-		return nil, fmt.Errorf("start consul: %w", err)
+		return err
 	}
-	if c.ports.exposeMin, c.ports.exposeMax, err = freePortRange(portRangeSize); err != nil {
-		return nil, fmt.Errorf("start consul: %w", err)
-	}
-	if c.node == "" {
-		c.node = "portico-" + strconv.Itoa(c.ports.http)
-	}
-	if err := c.Start(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
+	c.ports.exposeMin, c.ports.exposeMax, err = freePortRange(portRangeSize)
+	return err
 }
 
 // HTTPAddr returns host:port of the HTTP API.
@@ -222,20 +240,6 @@ func consulReady(ctx context.Context, client *api.Client) error {
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
-
-// freeTCPUDPPort returns a port free for both TCP and UDP on 127.0.0.1.
-func freeTCPUDPPort() (int, error) {
-	for range 20 {
-		port, err := FreePort()
-		if err != nil {
-			return 0, err
-		}
-		if udpFree(port) {
-			return port, nil
-		}
-	}
-	return 0, errors.New("find a free TCP and UDP port: none found in 20 tries")
-}
 
 func udpFree(port int) bool {
 	conn, err := net.ListenPacket("udp", loopback(port))

@@ -3,37 +3,64 @@ package localenv
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
 	"time"
 )
 
+// Free ports are drawn at random below the kernel's ephemeral range
+// (32768-60999 by default). A port the kernel hands out for bind(0) comes
+// from that range, which is also where every outgoing connection takes its
+// source port: under load, one of them could take the port between our
+// check and the server's bind.
+const (
+	freePortLow  = 10000
+	freePortHigh = 19999
+)
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 //
-// The port is released before returning, so another process may take it
-// before the server binds it; the server then fails to start with "address
-// already in use" in its log. Pass a fixed port where that matters.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+// The port is released before returning, so another test process may take
+// it before the server binds it; the server then fails to start with
+// "address already in use" in its log. Pass a fixed port where that matters.
+func FreePort() (int, error) { return portSet{}.take(false) }
+
+// portSet hands out distinct free ports for one server's listeners.
+type portSet map[int]bool
+
+// take returns a free TCP port not handed out before by s; udpToo also
+// requires the port to be free for UDP.
+func (s portSet) take(udpToo bool) (int, error) {
+	for range 200 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow+1)
+		if s[port] || !tcpFree(port) || (udpToo && !udpFree(port)) {
+			continue
+		}
+		s[port] = true
+		return port, nil
 	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("find a free port: unexpected address %v", l.Addr())
-	}
-	return addr.Port, nil
+	return 0, fmt.Errorf("find a free port in %d-%d: none in 200 tries", freePortLow, freePortHigh)
 }
 
-// freePorts resolves each zero in ports to a free port.
+// freePorts resolves each zero in ports to a free port, all distinct.
 func freePorts(ports ...*int) error {
+	return portSet{}.fill(false, ports...)
+}
+
+// fill resolves each zero in ports to a free port of s.
+func (s portSet) fill(udpToo bool, ports ...*int) error {
+	for _, p := range ports {
+		if *p != 0 {
+			s[*p] = true
+		}
+	}
 	for _, p := range ports {
 		if *p != 0 {
 			continue
 		}
-		port, err := FreePort()
+		port, err := s.take(udpToo)
 		if err != nil {
 			return err
 		}
