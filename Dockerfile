@@ -17,7 +17,7 @@
 
 # --- build ------------------------------------------------------------------
 
-FROM golang:1.26.8-bookworm AS build
+FROM golang:1.26.8 AS build
 ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 WORKDIR /src
 # Modules first: this layer survives source edits.
@@ -42,7 +42,7 @@ RUN /out/podkit ingress-bootstrap -node-id ingress-1 -admin-port 19000 -xds cont
 
 # envoyproxy/ratelimit, built by the same script `make deps` runs, so the
 # pinned commit lives in one place.
-FROM golang:1.26.8-bookworm AS ratelimit-build
+FROM golang:1.26.8 AS ratelimit-build
 ENV CGO_ENABLED=0
 WORKDIR /src
 COPY .ci/install-ratelimit.sh .ci/install-ratelimit.sh
