@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/portico-mesh/portico/edge/apidocs"
 )
 
 // deliverable is what the checks look at: the loaded compose project, the
@@ -532,6 +535,55 @@ func checkPrometheus(d *deliverable) []string {
 	}
 	if !mounted {
 		problems = append(problems, "prometheus: must load prometheus.compose.yml from the mounted observability/prometheus")
+	}
+	return problems
+}
+
+// workdir returns the working directory a stage ends with, following its
+// bases within the Dockerfile.
+func (df dockerfile) workdir(name string) string {
+	s := df.stageNamed(name)
+	if s == nil {
+		return "/"
+	}
+	for i := len(s.instrs) - 1; i >= 0; i-- {
+		if s.instrs[i].cmd == "WORKDIR" {
+			return s.instrs[i].args
+		}
+	}
+	return df.workdir(s.base)
+}
+
+// checkSwaggerUI requires the edge image to hold the Swagger UI assets
+// where the edge looks by default (apidocs.DefaultAssetsDir, relative to
+// its working directory), installed by edge/scripts/install-swagger-ui.sh
+// as `make deps` installs them.
+func checkSwaggerUI(d *deliverable) []string {
+	var problems []string
+	installer := d.df.stageNamed("swagger-ui")
+	if installer == nil || !slices.ContainsFunc(installer.instrs, func(in instruction) bool {
+		return in.cmd == "RUN" && strings.Contains(in.args, "edge/scripts/install-swagger-ui.sh")
+	}) {
+		problems = append(problems, "Dockerfile: no swagger-ui stage running edge/scripts/install-swagger-ui.sh")
+	}
+	want := path.Join(d.df.workdir("edge"), apidocs.DefaultAssetsDir)
+	installed := false
+	if edge := d.df.stageNamed("edge"); edge != nil {
+		for _, in := range edge.instrs {
+			fields := strings.Fields(in.args)
+			if in.cmd == "COPY" && slices.Contains(fields, "--from=swagger-ui") &&
+				strings.HasPrefix(want+"/", strings.TrimSuffix(fields[len(fields)-1], "/")+"/") {
+				installed = true
+			}
+		}
+	}
+	if !installed {
+		problems = append(problems, fmt.Sprintf("Dockerfile: the edge stage does not copy the Swagger UI assets to %s", want))
+	}
+	for _, name := range d.serviceNames() {
+		if s, _ := d.service(name); s.Build != nil && s.Build.Target == "edge" && envValue(s, "EDGE_SWAGGER_UI_DIR") != "" {
+			problems = append(problems, name+": EDGE_SWAGGER_UI_DIR points away from the assets the image installs")
+		}
 	}
 	return problems
 }

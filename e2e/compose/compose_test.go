@@ -46,6 +46,7 @@ var checks = map[string]check{
 	"mesh entries":             checkMeshEntries,
 	"dockerfile":               checkDockerfile,
 	"prometheus":               checkPrometheus,
+	"swagger ui":               checkSwaggerUI,
 }
 
 func TestDeliverable(t *testing.T) {
@@ -268,6 +269,12 @@ var breakages = []breakage{
 	}},
 	{"dockerfile", "other ldflags", func(t *testing.T, d *deliverable) {
 		replaceInDockerfile(t, d, `-ldflags "-s -w -X main.version=${VERSION}"`, `-ldflags "-s -w"`)
+	}},
+	{"swagger ui", "assets elsewhere", func(t *testing.T, d *deliverable) {
+		replaceInDockerfile(t, d, "/src/.cache/swagger-ui-dist /app/.cache/swagger-ui-dist", "/src/.cache/swagger-ui-dist /opt/swagger-ui-dist")
+	}},
+	{"swagger ui", "directory overridden", func(t *testing.T, d *deliverable) {
+		edit(t, d, "edge", func(s *service) { s.Environment["EDGE_SWAGGER_UI_DIR"] = "/opt/swagger-ui" })
 	}},
 	{"prometheus", "instance missing", func(t *testing.T, d *deliverable) {
 		d.promCompose = []byte(strings.Replace(string(d.promCompose), "instance: products-2,", "instance: products-two,", 1))
