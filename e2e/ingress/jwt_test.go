@@ -229,14 +229,18 @@ func TestKeyRotation(t *testing.T) {
 // readiness are for the platform inside the mesh; through the ingress they
 // are 404, token or not, and the service never sees the request.
 func TestOperationalEndpointsHidden(t *testing.T) {
-	before := env.users.requests.Load()
+	before := len(env.users.Seen())
 	for _, path := range []string{
 		"/api/users/metrics", "/api/users/readyz", "/api/users/healthz/",
 		"/proxy/users/metrics", "/proxy/users_service/readyz", "/api/products/metrics",
 	} {
 		requireProblem(t, get(t, path, bearer(validToken(t))), http.StatusNotFound, "urn:portico:problem:not-found")
 	}
-	if after := env.users.requests.Load(); after != before {
-		t.Fatalf("the service received %d operational requests", after-before)
+	// Envoy may fetch the JWKS from the same service meanwhile: only an
+	// operational path would be a leak.
+	for _, r := range env.users.Seen()[before:] {
+		if r.Path != "/.well-known/jwks.json" {
+			t.Errorf("the service received %s %s", r.Method, r.Path)
+		}
 	}
 }
