@@ -202,5 +202,6 @@ go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSI
 for tool in envoy consul ratelimit; do
 	"$ROOT/.ci/install-$tool.sh" | sed "s/^/deps: $tool: /"
 done
+"$ROOT/.ci/install-nomad.sh" | sed "s/^/deps: nomad: /" # validates nomad/*.nomad.hcl
 # The assets of the Swagger UI the edge serves at /docs/ (npm package).
 "$ROOT/edge/scripts/install-swagger-ui.sh" | sed "s/^/deps: swagger-ui: /"
