@@ -1,0 +1,182 @@
+package nomad_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const modulePath = "github.com/portico-mesh/portico"
+
+// envNames is the set of environment variables one program reads.
+type envNames map[string]bool
+
+// envSources knows, per image repository, which variables the program in
+// it reads: Portico's binaries by their `env:"..."` struct tags,
+// envoyproxy/ratelimit by its `envconfig:"..."` tags, Envoy none.
+type envSources struct {
+	// portico maps a binary name (Makefile BINARIES) to its variables.
+	portico map[string]envNames
+	// thirdParty maps an image repository to its program's variables.
+	thirdParty map[string]envNames
+}
+
+// loadEnvSources derives every allowed set from the Go sources.
+func loadEnvSources(t *testing.T) envSources {
+	t.Helper()
+	root := repoRoot(t)
+	src := envSources{portico: map[string]envNames{}, thirdParty: map[string]envNames{}}
+	for name, pkg := range makefileBinaries(t, root) {
+		names := envNames{}
+		for _, dir := range moduleDeps(t, root, pkg) {
+			addTags(t, dir, false, "env", names)
+		}
+		src.portico[name] = names
+	}
+	// The services' configuration embeds services/platform/service's: a
+	// set without its variables means the tags were not followed there.
+	if !src.portico["users"]["DATABASE_URL"] {
+		t.Fatal("users: DATABASE_URL not among its env struct tags; are the imported packages parsed?")
+	}
+	src.thirdParty["envoyproxy/ratelimit"] = rateLimitEnv(t, root)
+	src.thirdParty["envoyproxy/envoy"] = envNames{}
+	return src
+}
+
+// forImage returns the variables the program of image reads and whether
+// the image is one the tests know.
+func (s envSources) forImage(image string) (envNames, bool) {
+	repo, _, _ := strings.Cut(image, ":")
+	for suffix, names := range s.thirdParty {
+		if repo == suffix || strings.HasSuffix(repo, "/"+suffix) {
+			return names, true
+		}
+	}
+	names, ok := s.portico[repo[strings.LastIndex(repo, "/")+1:]]
+	return names, ok
+}
+
+// makefileBinaries reads BINARIES (name=./package ...) from the Makefile:
+// the binaries the images are built from.
+func makefileBinaries(t *testing.T, root string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(b), "\\\n", " ")
+	for line := range strings.Lines(text) {
+		rest, ok := strings.CutPrefix(line, "BINARIES")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimLeft(rest, " \t:=")
+		out := map[string]string{}
+		for _, field := range strings.Fields(rest) {
+			name, pkg, ok := strings.Cut(field, "=")
+			if !ok {
+				t.Fatalf("Makefile BINARIES: %q is not name=package", field)
+			}
+			out[name] = pkg
+		}
+		return out
+	}
+	t.Fatal("Makefile: no BINARIES")
+	return nil
+}
+
+// moduleDeps lists the directories of pkg and of every package of this
+// module it imports, directly or not: the config structs a binary parses
+// live in several of them (services/platform/service for instance).
+func moduleDeps(t *testing.T, root, pkg string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}\t{{.Dir}}", pkg)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	var dirs []string
+	for line := range strings.Lines(string(out)) {
+		path, dir, _ := strings.Cut(strings.TrimSpace(line), "\t")
+		if path == modulePath || strings.HasPrefix(path, modulePath+"/") {
+			dirs = append(dirs, dir)
+		}
+	}
+	return dirs
+}
+
+// rateLimitEnv reads the `envconfig` tags of envoyproxy/ratelimit at the
+// commit .ci/install-ratelimit.sh pins, from the module cache that
+// `make deps` filled when it built the service.
+func rateLimitEnv(t *testing.T, root string) envNames {
+	t.Helper()
+	version := scriptPin(t, ".ci/install-ratelimit.sh", "RATELIMIT_VERSION")
+	cmd := exec.Command("go", "env", "GOMODCACHE")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go env GOMODCACHE: %v", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "github.com", "envoyproxy", "ratelimit@"+version, "src")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("ratelimit sources: %v: run make deps", err)
+	}
+	names := envNames{}
+	addTags(t, dir, true, "envconfig", names)
+	if !names["REDIS_URL"] {
+		t.Fatalf("%s: no envconfig tag REDIS_URL; the settings moved?", dir)
+	}
+	return names
+}
+
+// addTags adds to names the first element of every struct field tag key
+// in the non-test Go files of dir (and of its subdirectories when
+// recursive).
+func addTags(t *testing.T, dir string, recursive bool, key string, names envNames) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != dir && !recursive {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		file, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			field, ok := n.(*ast.Field)
+			if !ok || field.Tag == nil {
+				return true
+			}
+			raw, err := strconv.Unquote(field.Tag.Value)
+			if err != nil {
+				return true
+			}
+			if name, _, _ := strings.Cut(reflect.StructTag(raw).Get(key), ","); name != "" {
+				names[name] = true
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read struct tags under %s: %v", dir, err)
+	}
+}
