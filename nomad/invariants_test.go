@@ -82,6 +82,7 @@ var invariants = []invariant{
 	{"upstreams are allowed by intentions", checkUpstreams},
 	{"images are pinned", checkImages},
 	{"mesh services are checked on /readyz through the sidecar", checkReadiness},
+	{"sidecars forward to where the service listens, on loopback", checkServicePorts},
 	{"the ingress bootstrap is envoy.Ingress's", checkIngressBootstrap},
 }
 
@@ -222,6 +223,27 @@ func checkReadiness(jobs []job, _ world) []string {
 				}
 				if !slices.ContainsFunc(s.Checks, func(c check) bool { return c.Type == "http" && c.Path == "/readyz" && c.Expose }) {
 					problems = append(problems, fmt.Sprintf("job %s group %s: service %s has no http check of /readyz with expose = true", j.ID, g.Name, s.Name))
+				}
+			}
+		}
+	}
+	return problems
+}
+
+// checkServicePorts: the port a mesh service declares (its sidecar's local
+// service port) is the one its task listens on (HTTP_ADDR), and that
+// address is the allocation's loopback, so the sidecar is the only way in.
+func checkServicePorts(jobs []job, _ world) []string {
+	var problems []string
+	for _, j := range jobs {
+		for _, g := range j.TaskGroups {
+			for _, s := range g.Services {
+				if !s.inMesh() {
+					continue
+				}
+				want := "127.0.0.1:" + s.PortLabel
+				if !slices.ContainsFunc(g.Tasks, func(tk task) bool { return tk.Env["HTTP_ADDR"] == want }) {
+					problems = append(problems, fmt.Sprintf("job %s group %s: service %s is on port %s, but no task has HTTP_ADDR=%s", j.ID, g.Name, s.Name, s.PortLabel, want))
 				}
 			}
 		}

@@ -102,12 +102,27 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"mesh services are checked on /readyz through the sidecar", func(t *testing.T, jobs []job) {
 			serviceNamed(t, jobs, "edge").Checks[0].Expose = false
 		}},
+		{"sidecars forward to where the service listens, on loopback", func(t *testing.T, jobs []job) {
+			serviceNamed(t, jobs, "products").PortLabel = "8083"
+		}},
+		{"sidecars forward to where the service listens, on loopback", func(t *testing.T, jobs []job) {
+			taskNamed(t, jobs, "users").Env["HTTP_ADDR"] = "0.0.0.0:8081"
+		}},
 		{"the ingress bootstrap is envoy.Ingress's", func(t *testing.T, jobs []job) {
 			tk := taskNamed(t, jobs, "ingress")
 			for i := range tk.Templates {
 				tk.Templates[i].EmbeddedTmpl = strings.Replace(tk.Templates[i].EmbeddedTmpl, "port_value: 18000", "port_value: 18002", 1)
 			}
 		}},
+	}
+	covered := map[string]bool{}
+	for _, b := range breakages {
+		covered[b.invariant] = true
+	}
+	for _, inv := range invariants {
+		if !covered[inv.name] {
+			t.Errorf("invariant %q is never broken here, so nothing shows it can fail", inv.name)
+		}
 	}
 	for _, b := range breakages {
 		broken := copyJobs(t, jobs)

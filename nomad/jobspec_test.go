@@ -27,8 +27,18 @@ type job struct {
 type taskGroup struct {
 	Name     string
 	Count    int
+	Networks []network
 	Services []service
 	Tasks    []task
+}
+
+type network struct {
+	Mode         string
+	DynamicPorts []port
+}
+
+type port struct {
+	Label string
 }
 
 type service struct {
@@ -48,6 +58,16 @@ type sidecarService struct {
 
 type proxy struct {
 	Upstreams []upstream
+	// Expose is filled in by the server, for checks with expose = true.
+	Expose *struct {
+		Paths []exposePath
+	}
+}
+
+type exposePath struct {
+	Path          string
+	ListenerPort  string
+	LocalPathPort int
 }
 
 type upstream struct {
@@ -56,14 +76,17 @@ type upstream struct {
 }
 
 type check struct {
-	Name   string
-	Type   string
-	Path   string
-	Expose bool
+	Name      string
+	Type      string
+	Path      string
+	Expose    bool
+	PortLabel string
 }
 
 type task struct {
-	Name      string
+	Name string
+	// Kind is "connect-proxy:<service>" for the sidecars Nomad adds.
+	Kind      string
 	Driver    string
 	Config    map[string]any
 	Env       map[string]string
@@ -186,8 +209,14 @@ func jobFiles(t *testing.T) []string {
 // falls back to local work or fails, and never reaches a real cluster.
 func runNomad(t *testing.T, bin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runNomadAt(t, bin, "http://127.0.0.1:1", args...)
+}
+
+// runNomadAt runs the Nomad CLI against the agent at addr.
+func runNomadAt(t *testing.T, bin, addr string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://127.0.0.1:1", "NOMAD_TOKEN=")
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+addr, "NOMAD_TOKEN=")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()
@@ -202,6 +231,13 @@ func loadJob(t *testing.T, bin, file string) job {
 	if err != nil {
 		t.Fatalf("nomad job run -output %s: %v\n%s", file, err, errOut)
 	}
+	return decodeJob(t, file, out)
+}
+
+// decodeJob decodes {"Job": ...}, as `job run -output` and `job inspect`
+// print it.
+func decodeJob(t *testing.T, file, out string) job {
+	t.Helper()
 	var wrapped struct{ Job job }
 	if err := json.Unmarshal([]byte(out), &wrapped); err != nil {
 		t.Fatalf("decode the JSON of %s: %v", file, err)
