@@ -279,7 +279,7 @@ func checkIngressBootstrap(jobs []job, _ world) []string {
 			return
 		}
 		found = true
-		i := slices.IndexFunc(tk.Templates, func(tmpl template) bool { return tmpl.DestPath == bootstrapPath })
+		i := slices.IndexFunc(tk.Templates, func(tmpl jobTemplate) bool { return tmpl.DestPath == bootstrapPath })
 		if i < 0 {
 			problems = append(problems, fmt.Sprintf("%s: no template renders %s", where(j, g, tk), bootstrapPath))
 			return

@@ -70,7 +70,7 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		}},
 		{"env vars are read by the task's program", func(t *testing.T, jobs []job) {
 			tk := taskNamed(t, jobs, "users")
-			tk.Templates = append(tk.Templates, template{Envvars: true, EmbeddedTmpl: "USERS_LOG_LEVEL=debug\n"})
+			tk.Templates = append(tk.Templates, jobTemplate{Envvars: true, EmbeddedTmpl: "USERS_LOG_LEVEL=debug\n"})
 		}},
 		{"self-registration is off where Nomad registers", func(t *testing.T, jobs []job) {
 			delete(taskNamed(t, jobs, "users").Env, "CONSUL_HTTP_ADDR")

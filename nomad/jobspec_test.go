@@ -90,10 +90,10 @@ type task struct {
 	Driver    string
 	Config    map[string]any
 	Env       map[string]string
-	Templates []template
+	Templates []jobTemplate
 }
 
-type template struct {
+type jobTemplate struct {
 	EmbeddedTmpl string
 	DestPath     string
 	Envvars      bool

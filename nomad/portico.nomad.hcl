@@ -107,12 +107,6 @@ variable "consul_http_addr" {
   default     = ""
 }
 
-variable "bootstrap_admin_email" {
-  description = "E-mail of the admin account users creates at start when none exists; empty creates none. Its password is read from the Nomad Variable nomad/jobs/portico/users (key bootstrap_admin_password)."
-  type        = string
-  default     = ""
-}
-
 variable "ingress_port" {
   description = "Static port the ingress listens on on every node it runs on."
   type        = number
@@ -225,29 +219,38 @@ job "portico" {
         AMQP_URL         = var.amqp_url
         AMQP_EXCHANGE    = var.amqp_exchange
         JWT_KEYS_DIR     = "${NOMAD_SECRETS_DIR}/jwt"
-        # The password is a Nomad Variable, not a job variable (below).
-        BOOTSTRAP_ADMIN_EMAIL = var.bootstrap_admin_email
       }
 
-      # The Ed25519 signing key (PKCS#8 PEM). The task waits until the
-      # variable exists: a generated development key would differ per
-      # allocation and be lost with it.
+      # The users service's secrets are a Nomad Variable, not job variables,
+      # which anyone who may read the job could read:
+      #   nomad var put nomad/jobs/portico/users jwt_signing_key=@signing.pem \
+      #     bootstrap_admin_email=... bootstrap_admin_password=...
+      # The templates block until the variable exists. The signing key is
+      # required: a generated development key would differ per allocation
+      # and be lost with it; an empty one fails the start loudly.
       template {
         destination = "secrets/jwt/signing.pem"
         perms       = "0600"
         change_mode = "restart"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs/portico/users" }}{{ .jwt_signing_key }}{{ end }}
+          {{- with nomadVar "nomad/jobs/portico/users" }}{{ (index . "jwt_signing_key").Value }}{{ end }}
         EOT
       }
 
+      # The admin account created at start when none exists: only when both
+      # keys are set (the service refuses one without the other).
       template {
-        destination = "secrets/users.env"
+        destination = "secrets/admin.env"
         env         = true
         change_mode = "restart"
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs/portico/users" }}
-          BOOTSTRAP_ADMIN_PASSWORD={{ .bootstrap_admin_password }}
+          {{- $email := (index . "bootstrap_admin_email").Value }}
+          {{- $password := (index . "bootstrap_admin_password").Value }}
+          {{- if and $email $password }}
+          BOOTSTRAP_ADMIN_EMAIL={{ $email }}
+          BOOTSTRAP_ADMIN_PASSWORD={{ $password }}
+          {{- end }}
           {{- end }}
         EOT
       }
