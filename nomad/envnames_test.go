@@ -19,21 +19,22 @@ const modulePath = "github.com/portico-mesh/portico"
 // envNames is the set of environment variables one program reads.
 type envNames map[string]bool
 
-// envSources knows, per image repository, which variables the program in
-// it reads: Portico's binaries by their `env:"..."` struct tags,
-// envoyproxy/ratelimit by its `envconfig:"..."` tags, Envoy none.
+// envSources knows, per image, which variables the program in it reads:
+// Portico's binaries by their `env:"..."` struct tags, envoyproxy/ratelimit
+// by its `envconfig:"..."` tags, Envoy none. An image is known by the last
+// element of its repository ("portico/users", "docker.io/envoyproxy/envoy").
 type envSources struct {
 	// portico maps a binary name (Makefile BINARIES) to its variables.
 	portico map[string]envNames
-	// thirdParty maps an image repository to its program's variables.
-	thirdParty map[string]envNames
+	// others maps the other programs' image names to their variables.
+	others map[string]envNames
 }
 
 // loadEnvSources derives every allowed set from the Go sources.
 func loadEnvSources(t *testing.T) envSources {
 	t.Helper()
 	root := repoRoot(t)
-	src := envSources{portico: map[string]envNames{}, thirdParty: map[string]envNames{}}
+	src := envSources{portico: map[string]envNames{}, others: map[string]envNames{}}
 	for name, pkg := range makefileBinaries(t, root) {
 		names := envNames{}
 		for _, dir := range moduleDeps(t, root, pkg) {
@@ -46,22 +47,26 @@ func loadEnvSources(t *testing.T) envSources {
 	if !src.portico["users"]["DATABASE_URL"] {
 		t.Fatal("users: DATABASE_URL not among its env struct tags; are the imported packages parsed?")
 	}
-	src.thirdParty["envoyproxy/ratelimit"] = rateLimitEnv(t, root)
-	src.thirdParty["envoyproxy/envoy"] = envNames{}
+	src.others["ratelimit"] = rateLimitEnv(t, root)
+	src.others["envoy"] = envNames{}
 	return src
 }
 
 // forImage returns the variables the program of image reads and whether
 // the image is one the tests know.
 func (s envSources) forImage(image string) (envNames, bool) {
-	repo, _, _ := strings.Cut(image, ":")
-	for suffix, names := range s.thirdParty {
-		if repo == suffix || strings.HasSuffix(repo, "/"+suffix) {
-			return names, true
-		}
+	name := imageName(image)
+	if names, ok := s.portico[name]; ok {
+		return names, true
 	}
-	names, ok := s.portico[repo[strings.LastIndex(repo, "/")+1:]]
+	names, ok := s.others[name]
 	return names, ok
+}
+
+// imageName is the last element of the image's repository.
+func imageName(image string) string {
+	repo, _ := splitImage(image)
+	return repo[strings.LastIndex(repo, "/")+1:]
 }
 
 // makefileBinaries reads BINARIES (name=./package ...) from the Makefile:

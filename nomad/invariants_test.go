@@ -73,6 +73,22 @@ type world struct {
 	env     envSources
 	mesh    mesh
 	version string // the test value of var.version
+	// pinnedTags are the image tags the repository's install scripts pin,
+	// by image name: the jobs run what `make up` runs.
+	pinnedTags map[string]string
+}
+
+func loadWorld(t *testing.T) world {
+	t.Helper()
+	rateLimit := scriptPin(t, ".ci/install-ratelimit.sh", "RATELIMIT_VERSION")
+	return world{
+		env: loadEnvSources(t), mesh: loadMesh(t), version: testVersion(t),
+		pinnedTags: map[string]string{
+			"envoy": "v" + scriptPin(t, ".ci/install-envoy.sh", "ENVOY_VERSION"),
+			// A pseudo-version ends in the commit's first 12 hex digits.
+			"ratelimit": rateLimit[strings.LastIndex(rateLimit, "-")+1:],
+		},
+	}
 }
 
 var invariants = []invariant{
@@ -184,7 +200,8 @@ func checkUpstreams(jobs []job, w world) []string {
 }
 
 // checkImages: every task runs a Docker image with an explicit tag other
-// than latest; Portico's own carry var.version.
+// than latest; Portico's own carry var.version, Envoy and the rate-limit
+// service the versions the install scripts pin.
 func checkImages(jobs []job, w world) []string {
 	var problems []string
 	eachTask(jobs, func(j job, g taskGroup, tk task) {
@@ -193,12 +210,14 @@ func checkImages(jobs []job, w world) []string {
 			problems = append(problems, fmt.Sprintf("%s: driver %q without an image; every task runs a Docker image", where(j, g, tk), tk.Driver))
 			return
 		}
-		repo, tag := splitImage(image)
+		_, tag := splitImage(image)
 		switch {
 		case tag == "" || tag == "latest":
 			problems = append(problems, fmt.Sprintf("%s: image %q is not pinned to a version", where(j, g, tk), image))
-		case w.env.portico[repo[strings.LastIndex(repo, "/")+1:]] != nil && tag != w.version:
+		case w.env.portico[imageName(image)] != nil && tag != w.version:
 			problems = append(problems, fmt.Sprintf("%s: image %q does not carry var.version (%s)", where(j, g, tk), image, w.version))
+		case w.pinnedTags[imageName(image)] != "" && tag != w.pinnedTags[imageName(image)]:
+			problems = append(problems, fmt.Sprintf("%s: image %q is not the version the repository pins (%s)", where(j, g, tk), image, w.pinnedTags[imageName(image)]))
 		}
 	})
 	return problems
@@ -275,7 +294,7 @@ func checkIngressBootstrap(jobs []job, _ world) []string {
 	var problems []string
 	found := false
 	eachTask(jobs, func(j job, g taskGroup, tk task) {
-		if repo, _ := splitImage(tk.image()); !strings.HasSuffix(repo, "envoyproxy/envoy") {
+		if imageName(tk.image()) != "envoy" {
 			return
 		}
 		found = true
@@ -297,7 +316,7 @@ func checkIngressBootstrap(jobs []job, _ world) []string {
 func TestInvariantsHold(t *testing.T) {
 	bin := nomadBinary(t)
 	jobs := loadJobs(t, bin)
-	w := world{env: loadEnvSources(t), mesh: loadMesh(t), version: testVersion(t)}
+	w := loadWorld(t)
 	for _, inv := range invariants {
 		t.Run(inv.name, func(t *testing.T) {
 			for _, p := range inv.check(jobs, w) {

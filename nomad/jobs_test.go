@@ -56,7 +56,7 @@ func TestValidateRejectsLatest(t *testing.T) {
 func TestInvariantsCatchBreakage(t *testing.T) {
 	bin := nomadBinary(t)
 	jobs := loadJobs(t, bin)
-	w := world{env: loadEnvSources(t), mesh: loadMesh(t), version: testVersion(t)}
+	w := loadWorld(t)
 	breakages := []struct {
 		invariant string
 		breakJobs func(t *testing.T, jobs []job)
@@ -91,13 +91,16 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			env["EDGE_UPSTREAMS"] += ",edge=${NOMAD_UPSTREAM_ADDR_edge}"
 		}},
 		{"images are pinned", func(t *testing.T, jobs []job) {
-			taskNamed(t, jobs, "ratelimit").Config["image"] = "docker.io/envoyproxy/ratelimit:latest"
+			taskNamed(t, jobs, "ratelimit").Config["image"] = "portico/ratelimit:latest"
 		}},
 		{"images are pinned", func(t *testing.T, jobs []job) {
 			taskNamed(t, jobs, "ingress").Config["image"] = "docker.io/envoyproxy/envoy"
 		}},
 		{"images are pinned", func(t *testing.T, jobs []job) {
 			taskNamed(t, jobs, "edge").Config["image"] = "portico/edge:1.0.0"
+		}},
+		{"images are pinned", func(t *testing.T, jobs []job) {
+			taskNamed(t, jobs, "ingress").Config["image"] = "docker.io/envoyproxy/envoy:v1.35.0"
 		}},
 		{"mesh services are checked on /readyz through the sidecar", func(t *testing.T, jobs []job) {
 			serviceNamed(t, jobs, "edge").Checks[0].Expose = false

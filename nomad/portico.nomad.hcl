@@ -46,10 +46,16 @@ variable "envoy_image" {
   default     = "docker.io/envoyproxy/envoy:v1.36.4"
 }
 
-variable "ratelimit_image" {
-  description = "envoyproxy/ratelimit image. Its tags are commits; 3fb70258 is the commit .ci/install-ratelimit.sh pins."
+variable "ratelimit_version" {
+  description = "Tag of <image_registry>/ratelimit, envoyproxy/ratelimit built from the repository Dockerfile: the commit .ci/install-ratelimit.sh pins, as docker-compose.yml tags it."
   type        = string
-  default     = "docker.io/envoyproxy/ratelimit:3fb70258"
+  default     = "3fb702589d36"
+}
+
+variable "image_uid" {
+  description = "User id the Portico images run as (the repository Dockerfile's 65532): owner of the secrets the users task reads."
+  type        = number
+  default     = 65532
 }
 
 variable "users_count" {
@@ -119,6 +125,7 @@ locals {
     products     = "${var.image_registry}/products:${var.version}"
     edge         = "${var.image_registry}/edge:${var.version}"
     controlplane = "${var.image_registry}/controlplane:${var.version}"
+    ratelimit    = "${var.image_registry}/ratelimit:${var.ratelimit_version}"
   }
   consul_http_addr = var.consul_http_addr != "" ? var.consul_http_addr : "${attr.unique.network.ip-address}:8500"
 }
@@ -231,6 +238,8 @@ job "portico" {
       template {
         destination = "secrets/jwt/signing.pem"
         perms       = "0600"
+        uid         = var.image_uid
+        gid         = var.image_uid
         change_mode = "restart"
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs/portico/users" }}{{ (index . "jwt_signing_key").Value }}{{ end }}
@@ -242,6 +251,8 @@ job "portico" {
       template {
         destination = "secrets/admin.env"
         env         = true
+        # Nomad reads it into the environment; the task never needs the file.
+        perms       = "0600"
         change_mode = "restart"
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs/portico/users" }}
@@ -551,8 +562,7 @@ job "portico" {
       driver = "docker"
 
       config {
-        image   = var.ratelimit_image
-        command = "/bin/ratelimit"
+        image = local.image.ratelimit
       }
 
       # Counters in Redis, limits from the control plane over xDS, every
