@@ -91,15 +91,18 @@ func loadWorld(t *testing.T) world {
 	}
 }
 
-var invariants = []invariant{
-	{"env vars are read by the task's program", checkEnv},
-	{"self-registration is off where Nomad registers", checkNoSelfRegistration},
-	{"service names are the mesh's", checkServiceNames},
-	{"upstreams are allowed by intentions", checkUpstreams},
-	{"images are pinned", checkImages},
-	{"mesh services are checked on /readyz through the sidecar", checkReadiness},
-	{"sidecars forward to where the service listens, on loopback", checkServicePorts},
-	{"the ingress bootstrap is envoy.Ingress's", checkIngressBootstrap},
+// invariants lists every rule, each once.
+func invariants() []invariant {
+	return []invariant{
+		{"env vars are read by the task's program", checkEnv},
+		{"self-registration is off where Nomad registers", checkNoSelfRegistration},
+		{"service names are the mesh's", checkServiceNames},
+		{"upstreams are allowed by intentions", checkUpstreams},
+		{"images are pinned", checkImages},
+		{"mesh services are checked on /readyz through the sidecar", checkReadiness},
+		{"sidecars forward to where the service listens, on loopback", checkServicePorts},
+		{"the ingress bootstrap is envoy.Ingress's", checkIngressBootstrap},
+	}
 }
 
 func eachTask(jobs []job, f func(j job, g taskGroup, tk task)) {
@@ -317,7 +320,7 @@ func TestInvariantsHold(t *testing.T) {
 	bin := nomadBinary(t)
 	jobs := loadJobs(t, bin)
 	w := loadWorld(t)
-	for _, inv := range invariants {
+	for _, inv := range invariants() {
 		t.Run(inv.name, func(t *testing.T) {
 			for _, p := range inv.check(jobs, w) {
 				t.Error(p)
