@@ -1,6 +1,7 @@
 package nomad_test
 
 import (
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -47,7 +48,7 @@ func loadEnvSources(t *testing.T) envSources {
 	if !src.portico["users"]["DATABASE_URL"] {
 		t.Fatal("users: DATABASE_URL not among its env struct tags; are the imported packages parsed?")
 	}
-	src.others["ratelimit"] = rateLimitEnv(t, root)
+	src.others["ratelimit"] = rateLimitEnv(t)
 	src.others["envoy"] = envNames{}
 	return src
 }
@@ -120,25 +121,28 @@ func moduleDeps(t *testing.T, root, pkg string) []string {
 }
 
 // rateLimitEnv reads the `envconfig` tags of envoyproxy/ratelimit at the
-// commit .ci/install-ratelimit.sh pins, from the module cache that
-// `make deps` filled when it built the service.
-func rateLimitEnv(t *testing.T, root string) envNames {
+// commit .ci/install-ratelimit.sh pins. `go mod download` finds its
+// sources in the module cache (`make deps` put them there when it built
+// the service) or fetches them; it runs outside this module, so that
+// go.mod and go.sum stay untouched.
+func rateLimitEnv(t *testing.T) envNames {
 	t.Helper()
-	version := scriptPin(t, ".ci/install-ratelimit.sh", "RATELIMIT_VERSION")
-	cmd := exec.Command("go", "env", "GOMODCACHE")
-	cmd.Dir = root
+	module := "github.com/envoyproxy/ratelimit@" + scriptPin(t, ".ci/install-ratelimit.sh", "RATELIMIT_VERSION")
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go env GOMODCACHE: %v", err)
+		t.Fatalf("go mod download %s: %v: run make deps", module, err)
 	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "github.com", "envoyproxy", "ratelimit@"+version, "src")
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("ratelimit sources: %v: run make deps", err)
+	var download struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &download); err != nil || download.Dir == "" {
+		t.Fatalf("go mod download %s: no directory (%v %s): run make deps", module, err, download.Error)
 	}
 	names := envNames{}
-	addTags(t, dir, true, "envconfig", names)
+	addTags(t, filepath.Join(download.Dir, "src"), true, "envconfig", names)
 	if !names["REDIS_URL"] {
-		t.Fatalf("%s: no envconfig tag REDIS_URL; the settings moved?", dir)
+		t.Fatalf("%s: no envconfig tag REDIS_URL; have the settings moved?", module)
 	}
 	return names
 }
