@@ -502,10 +502,11 @@ job "portico" {
       mode     = "delay"
     }
 
-    # The ingress in the catalog for its health only; it is not in the
-    # mesh as a sidecar. The control plane fetches its leaf certificate
-    # under the same name (INGRESS_SERVICE), which intentions allow to call
-    # users, products and the edge.
+    # The ingress in the catalog for its health only: it has no Connect
+    # instance, so the control plane never routes to it. The control plane
+    # fetches the ingress's leaf certificate under the same name
+    # (INGRESS_SERVICE), which intentions allow to call users, products and
+    # the edge. /healthz answers once the control plane's listener is live.
     service {
       name     = "ingress"
       provider = "consul"
