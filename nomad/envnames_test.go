@@ -2,20 +2,14 @@ package nomad_test
 
 import (
 	"encoding/json"
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
-	"strconv"
 	"strings"
 	"testing"
-)
 
-const modulePath = "github.com/portico-mesh/portico"
+	"github.com/portico-mesh/portico/e2e/envtags"
+)
 
 // envNames is the set of environment variables one program reads.
 type envNames map[string]bool
@@ -37,11 +31,11 @@ func loadEnvSources(t *testing.T) envSources {
 	root := repoRoot(t)
 	src := envSources{portico: map[string]envNames{}, others: map[string]envNames{}}
 	for name, pkg := range makefileBinaries(t, root) {
-		names := envNames{}
-		for _, dir := range moduleDeps(t, root, pkg) {
-			addTags(t, dir, false, "env", names)
+		names, err := envtags.Program(root, pkg)
+		if err != nil {
+			t.Fatal(err)
 		}
-		src.portico[name] = names
+		src.portico[name] = envNames(names)
 	}
 	// The services' configuration embeds services/platform/service's: a
 	// set without its variables means the tags were not followed there.
@@ -99,27 +93,6 @@ func makefileBinaries(t *testing.T, root string) map[string]string {
 	return nil
 }
 
-// moduleDeps lists the directories of pkg and of every package of this
-// module it imports, directly or not: the config structs a binary parses
-// live in several of them (services/platform/service for instance).
-func moduleDeps(t *testing.T, root, pkg string) []string {
-	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}\t{{.Dir}}", pkg)
-	cmd.Dir = root
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list -deps %s: %v", pkg, err)
-	}
-	var dirs []string
-	for line := range strings.Lines(string(out)) {
-		path, dir, _ := strings.Cut(strings.TrimSpace(line), "\t")
-		if path == modulePath || strings.HasPrefix(path, modulePath+"/") {
-			dirs = append(dirs, dir)
-		}
-	}
-	return dirs
-}
-
 // rateLimitEnv reads the `envconfig` tags of envoyproxy/ratelimit at the
 // commit .ci/install-ratelimit.sh pins. `go mod download` finds its
 // sources in the module cache (`make deps` put them there when it built
@@ -139,53 +112,13 @@ func rateLimitEnv(t *testing.T) envNames {
 	if err := json.Unmarshal(out, &download); err != nil || download.Dir == "" {
 		t.Fatalf("go mod download %s: no directory (%v %s): run make deps", module, err, download.Error)
 	}
-	names := envNames{}
-	addTags(t, filepath.Join(download.Dir, "src"), true, "envconfig", names)
+	tags, err := envtags.Tree(filepath.Join(download.Dir, "src"), "envconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := envNames(tags)
 	if !names["REDIS_URL"] {
 		t.Fatalf("%s: no envconfig tag REDIS_URL; have the settings moved?", module)
 	}
 	return names
-}
-
-// addTags adds to names the first element of every struct field tag key
-// in the non-test Go files of dir (and of its subdirectories when
-// recursive).
-func addTags(t *testing.T, dir string, recursive bool, key string, names envNames) {
-	t.Helper()
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path != dir && !recursive {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		file, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			field, ok := n.(*ast.Field)
-			if !ok || field.Tag == nil {
-				return true
-			}
-			raw, err := strconv.Unquote(field.Tag.Value)
-			if err != nil {
-				return true
-			}
-			if name, _, _ := strings.Cut(reflect.StructTag(raw).Get(key), ","); name != "" {
-				names[name] = true
-			}
-			return true
-		})
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("read struct tags under %s: %v", dir, err)
-	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/portico-mesh/portico/e2e/envtags"
 	"github.com/portico-mesh/portico/edge/apidocs"
 )
 
@@ -278,12 +279,12 @@ func checkEnvironment(d *deliverable) []string {
 		if s.Build == nil {
 			continue
 		}
-		var allowed map[string]bool
+		var allowed envtags.Names
 		var reader string
 		var err error
 		if pkg, ok := packages[s.Build.Target]; ok {
 			reader = pkg
-			allowed, err = envNames(d.root, filepath.Join(d.root, filepath.FromSlash(pkg)))
+			allowed, err = envtags.Program(d.root, pkg)
 		} else if s.Build.Target == "ratelimit" {
 			reader = "e2e/localenv/ratelimit.go"
 			allowed, err = rateLimitEnv(d.root)

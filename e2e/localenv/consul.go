@@ -166,6 +166,31 @@ func (c *Consul) Client() (*api.Client, error) {
 	return client, nil
 }
 
+// RotateCA makes the built-in Connect CA generate a new root key, by
+// switching its key type (ec and rsa). Consul then cross-signs the new root
+// with the old one, keeps both trusted, and re-issues every leaf within a
+// jittered window (up to 30 s).
+func (c *Consul) RotateCA(ctx context.Context) error {
+	client, err := c.Client()
+	if err != nil {
+		return err
+	}
+	conf, _, err := client.Connect().CAGetConfig((&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("read the CA configuration: %w", err)
+	}
+	newType := "rsa"
+	if conf.Config["PrivateKeyType"] == "rsa" {
+		newType = "ec"
+	}
+	conf.Config["PrivateKeyType"] = newType
+	conf.Config["PrivateKeyBits"] = map[string]int{"rsa": 2048, "ec": 256}[newType]
+	if _, err := client.Connect().CASetConfig(conf, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("rotate the CA: %w", err)
+	}
+	return nil
+}
+
 // LogPath returns the agent's log file.
 func (c *Consul) LogPath() string { return filepath.Join(c.dir, "consul.log") }
 
