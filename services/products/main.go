@@ -6,16 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/portico-mesh/portico/migrations"
+	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/service"
-	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/products/productsapi"
 	"github.com/portico-mesh/portico/services/products/productsbus"
@@ -38,19 +35,10 @@ type config struct {
 }
 
 func main() {
-	cfg, err := loadConfig(os.Environ())
-	if err != nil {
-		telemetry.NewLogger(os.Stdout, slog.LevelInfo, serviceName).Error("invalid configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	log := telemetry.NewLogger(os.Stdout, telemetry.ParseLevel(cfg.LogLevel), serviceName)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
-		log.Error("products stopped", "error", err.Error())
-		stop()
-		os.Exit(1)
-	}
+	command.Main(command.Spec[config]{
+		Name: serviceName, Load: loadConfig, Run: run,
+		LogLevel: func(c config) string { return c.LogLevel },
+	})
 }
 
 // loadConfig reads the configuration from environ (KEY=value entries).

@@ -7,16 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/portico-mesh/portico/migrations"
+	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/service"
-	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/users/token"
 	"github.com/portico-mesh/portico/services/users/usersapi"
@@ -92,20 +89,10 @@ func loadConfig(environ []string) (Config, error) {
 }
 
 func main() {
-	cfg, err := loadConfig(os.Environ())
-	if err != nil {
-		telemetry.NewLogger(os.Stderr, slog.LevelInfo, serviceName).Error("startup failed", "error", err.Error())
-		os.Exit(1)
-	}
-	log := telemetry.NewLogger(os.Stdout, telemetry.ParseLevel(cfg.LogLevel), serviceName)
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
-		log.Error("service failed", "error", err.Error())
-		stop()
-		os.Exit(1)
-	}
+	command.Main(command.Spec[Config]{
+		Name: serviceName, Load: loadConfig, Run: run,
+		LogLevel: func(c Config) string { return c.LogLevel },
+	})
 }
 
 func run(ctx context.Context, cfg Config, log *slog.Logger) error {

@@ -8,17 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/portico-mesh/portico/edge/controlplane"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
-	"github.com/portico-mesh/portico/services/platform/telemetry"
+	"github.com/portico-mesh/portico/services/platform/command"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -46,19 +43,17 @@ type config struct {
 }
 
 func main() {
+	command.Main(command.Spec[config]{
+		Name: serviceName, Load: loadConfig, Run: run,
+		LogLevel: func(c config) string { return c.LogLevel },
+	})
+}
+
+// loadConfig reads the configuration from environ (KEY=value entries).
+func loadConfig(environ []string) (config, error) {
 	var cfg config
-	if err := env.Parse(&cfg); err != nil {
-		telemetry.NewLogger(os.Stdout, slog.LevelInfo, serviceName).Error("invalid configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	log := telemetry.NewLogger(os.Stdout, telemetry.ParseLevel(cfg.LogLevel), serviceName)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
-		log.Error("control plane stopped", "error", err.Error())
-		stop()
-		os.Exit(1)
-	}
+	err := env.ParseWithOptions(&cfg, env.Options{Environment: env.ToMap(environ)})
+	return cfg, err
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {

@@ -12,12 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -30,6 +27,7 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/edge/purge"
 	"github.com/portico-mesh/portico/edge/upstream"
+	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/registry"
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
@@ -77,19 +75,10 @@ type config struct {
 }
 
 func main() {
-	cfg, err := loadConfig(os.Environ())
-	if err != nil {
-		telemetry.NewLogger(os.Stdout, slog.LevelInfo, serviceName).Error("invalid configuration", "error", err.Error())
-		os.Exit(1)
-	}
-	log := telemetry.NewLogger(os.Stdout, telemetry.ParseLevel(cfg.LogLevel), serviceName)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
-		log.Error("edge stopped", "error", err.Error())
-		stop()
-		os.Exit(1)
-	}
+	command.Main(command.Spec[config]{
+		Name: serviceName, Load: loadConfig, Run: run,
+		LogLevel: func(c config) string { return c.LogLevel },
+	})
 }
 
 // loadConfig reads the configuration from environ (KEY=value entries).

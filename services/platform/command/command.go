@@ -1,0 +1,60 @@
+// Package command is the main of every Portico process: read the
+// configuration once, log JSON to stdout at the configured level, run until
+// SIGINT or SIGTERM, and exit non-zero when the configuration is invalid or
+// the run fails.
+package command
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/portico-mesh/portico/services/platform/telemetry"
+)
+
+// Spec describes one process.
+type Spec[C any] struct {
+	// Name is the service name the logs carry.
+	Name string
+	// Load reads the configuration from environ (KEY=value entries).
+	Load func(environ []string) (C, error)
+	// LogLevel names the configured log level ("debug", "info", ...).
+	LogLevel func(C) string
+	// Run runs the process until ctx ends (a signal), then shuts it down.
+	Run func(ctx context.Context, cfg C, log *slog.Logger) error
+}
+
+// Exit codes.
+const (
+	ExitOK     = 0
+	ExitFailed = 1
+	// ExitConfig is a configuration the process refused to start with
+	// (sysexits' EX_CONFIG): restarting it will not help.
+	ExitConfig = 78
+)
+
+// Main runs spec with this process's environment and exits with its code.
+func Main[C any](spec Spec[C]) {
+	os.Exit(Execute(context.Background(), spec, os.Environ(), os.Stdout))
+}
+
+// Execute runs spec until ctx ends or SIGINT or SIGTERM arrives, and returns
+// the exit code.
+func Execute[C any](ctx context.Context, spec Spec[C], environ []string, out io.Writer) int {
+	cfg, err := spec.Load(environ)
+	if err != nil {
+		telemetry.NewLogger(out, slog.LevelInfo, spec.Name).Error("invalid configuration", "error", err.Error())
+		return ExitConfig
+	}
+	log := telemetry.NewLogger(out, telemetry.ParseLevel(spec.LogLevel(cfg)), spec.Name)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := spec.Run(ctx, cfg, log); err != nil {
+		log.Error(spec.Name+" stopped", "error", err.Error())
+		return ExitFailed
+	}
+	return ExitOK
+}
