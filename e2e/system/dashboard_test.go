@@ -73,7 +73,8 @@ func browser(t *testing.T, timeout time.Duration) (context.Context, func() []str
 
 // TestDashboardInChromium drives the web dashboard through the ingress in
 // a real browser: register, sign in, list and add products (a name full of
-// markup stays text), see the edge cache answer in the request log, list
+// markup stays text), edit one (and be refused with 412 when someone else
+// changed it meanwhile), see the edge cache answer in the request log, list
 // users, and, signed out, see the ingress's 401 problem.
 func TestDashboardInChromium(t *testing.T) {
 	tab, pageProblems := browser(t, 2*time.Minute)
@@ -88,7 +89,7 @@ func TestDashboardInChromium(t *testing.T) {
 	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(tab, actions...); err != nil {
-			t.Fatalf("%s: %v\nmessage on the page: %s\nproblems on the page: %v", what, err, pageMessage(tab), pageProblems())
+			t.Fatalf("%s: %v\nmessage on the page: %s\nproblems on the page: %v\nrequest log:\n%s", what, err, pageMessage(tab), pageProblems(), requestLog(tab))
 		}
 	}
 	// waitFor polls a JavaScript condition on the page.
@@ -129,6 +130,7 @@ func TestDashboardInChromium(t *testing.T) {
 	step("find the product",
 		chromedp.SendKeys(chromedp.CSS(`#product-filter input[name=name]`), "Lamp "+suffix),
 		chromedp.Click(chromedp.CSS(`#product-filter button[type=submit]`)),
+		waitFor(logHas(http.MethodGet, "/api/products/products?limit=20&name=", http.StatusOK)),
 		waitFor(fmt.Sprintf(`[...document.querySelectorAll("#product-table tbody tr")].some(r => r.cells[0].textContent === %q && r.cells[2].textContent === "12.5")`, productName)),
 	)
 	injected, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.getElementById("injected") !== null`))
@@ -138,6 +140,36 @@ func TestDashboardInChromium(t *testing.T) {
 	if injected {
 		t.Fatal("a product name was rendered as HTML")
 	}
+
+	// Editing reads the product's ETag and saves with If-Match.
+	row := fmt.Sprintf(`[...document.querySelectorAll("#product-table tbody tr")].find(r => r.cells[0].textContent === %q)`, productName)
+	editRow := func(stock string) chromedp.Action[chromedp.Void] {
+		return chromedp.Steps(
+			chromedp.Evaluate[chromedp.Void](row+`.querySelector("button").click()`),
+			waitFor(row+`?.querySelector("input[name=stock_quantity]") != null`),
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`%s.querySelector("input[name=stock_quantity]").value = %q`, row, stock)),
+		)
+	}
+	save := chromedp.Evaluate[chromedp.Void](row + `.querySelector("button:not(.quiet)").click()`)
+	step("edit the product",
+		editRow("7"), save,
+		waitFor(logHas(http.MethodPut, "/api/products/products/", http.StatusOK)),
+		waitFor(row+`?.cells[3].textContent === "7"`),
+	)
+	// Someone else changes the product while the form is open: saving is
+	// refused with 412, and the list then shows their version.
+	id, err := chromedp.Run(tab, chromedp.Evaluate[string](row+`.dataset.id`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("open the form again", editRow("9"))
+	expect(t, http.StatusOK, request{method: http.MethodPut, path: "/api/products/products/" + id, token: sys.alice.Token, body: `{"stock_quantity": 3}`})
+	step("save a stale form",
+		save,
+		waitFor(logHas(http.MethodPut, "/api/products/products/", http.StatusPreconditionFailed)),
+		waitFor(`document.getElementById("message").classList.contains("error") && document.getElementById("message").textContent.includes("changed by someone else")`),
+		waitFor(row+`?.cells[3].textContent === "3"`),
+	)
 
 	// The same search again is answered by the edge's cache once the
 	// purge that followed the creation has passed: the log shows X-Cache.

@@ -55,8 +55,10 @@ function describeProblem(status, problem) {
   return text;
 }
 
-// api calls the ingress and records the call in the request log.
-async function api(method, path, body) {
+// api calls the ingress and records the call in the request log; it
+// resolves to the decoded body, and with {withResponse: true} to
+// {data, response}.
+async function api(method, path, body, { headers: extra = {}, withResponse = false } = {}) {
   const headers = {
     Accept: "application/json, application/problem+json",
     // The browser keeps no copy (cache: "no-store"), so every call reaches
@@ -68,6 +70,7 @@ async function api(method, path, body) {
   const session = currentSession();
   if (session) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  Object.assign(headers, extra);
 
   const started = performance.now();
   let response;
@@ -95,7 +98,7 @@ async function api(method, path, body) {
     detail: response.ok ? "" : describeProblem(response.status, data),
   });
   if (!response.ok) throw new APIError(response.status, data);
-  return data;
+  return withResponse ? { data, response } : data;
 }
 
 function logRequest({ method, path, status, elapsed, cache, detail }) {
@@ -152,21 +155,34 @@ function showSession() {
   byId("sign-out").hidden = !session;
 }
 
-// Products, a page at a time; "More" follows the cursor.
-const productList = { query: "", cursor: "" };
+// Products, a page at a time; "More" follows the cursor. Loads can
+// overlap (a search while the list reloads after an addition): only the
+// latest one started is rendered, whatever order the answers come in.
+const productList = { query: "", cursor: "", latest: 0 };
 
 async function loadProducts(append) {
   const params = new URLSearchParams({ limit: "20" });
   if (productList.query) params.set("name", productList.query);
   if (append && productList.cursor) params.set("cursor", productList.cursor);
+  const load = ++productList.latest;
   const page = await api("GET", `/api/products/products?${params}`);
+  if (load !== productList.latest) return;
   const body = byId("product-table").tBodies[0];
   if (!append) body.replaceChildren();
-  const admin = isAdmin(currentSession());
+  const session = currentSession();
+  const admin = isAdmin(session);
   for (const p of page.items) {
     const row = document.createElement("tr");
     row.dataset.id = String(p.id);
     const actions = document.createElement("td");
+    if (session) {
+      const edit = document.createElement("button");
+      edit.type = "button";
+      edit.className = "quiet";
+      edit.textContent = "Edit";
+      edit.addEventListener("click", () => run(() => editProduct(row, p)));
+      actions.append(edit);
+    }
     if (admin) {
       const remove = document.createElement("button");
       remove.type = "button";
@@ -182,19 +198,74 @@ async function loadProducts(append) {
   byId("products-more").hidden = !productList.cursor;
 }
 
+// editProduct turns a row into a form for price and stock. It reads the
+// product first for its ETag and saves with If-Match, so a change someone
+// made in between is refused (412) instead of overwritten.
+async function editProduct(clicked, p) {
+  const { data: current, response } = await api("GET", `/api/products/products/${encodeURIComponent(p.id)}`, undefined, { withResponse: true });
+  // The list may have been drawn again meanwhile (a search): edit the
+  // product's row as it is now, if it is still listed.
+  const row = clicked.isConnected ? clicked : byId("product-table").querySelector(`tr[data-id="${CSS.escape(String(p.id))}"]`);
+  if (!row) return;
+  const etag = response.headers.get("ETag");
+  const price = input("price", String(current.price));
+  const stock = input("stock_quantity", String(current.stock_quantity));
+  stock.type = "number";
+  stock.min = "0";
+  const save = document.createElement("button");
+  save.type = "button";
+  save.textContent = "Save";
+  const cancel = document.createElement("button");
+  cancel.type = "button";
+  cancel.className = "quiet";
+  cancel.textContent = "Cancel";
+  row.cells[2].replaceChildren(price);
+  row.cells[3].replaceChildren(stock);
+  row.cells[4].replaceChildren(save, cancel);
+  row.classList.add("editing");
+  cancel.addEventListener("click", () => run(() => loadProducts(false)));
+  save.addEventListener("click", () =>
+    run(async () => {
+      try {
+        const updated = await api(
+          "PUT",
+          `/api/products/products/${encodeURIComponent(p.id)}`,
+          { price: price.value, stock_quantity: Number.parseInt(stock.value, 10) },
+          { headers: etag ? { "If-Match": etag } : {} },
+        );
+        say(`Saved ${updated.name}.`);
+      } catch (err) {
+        if (err.status !== 412) throw err;
+        say(`${current.name} was changed by someone else since you opened it; the list shows the current version. ${err.message}`, true);
+      }
+      await loadProducts(false);
+    }),
+  );
+}
+
+function input(name, value) {
+  const field = document.createElement("input");
+  field.name = name;
+  field.value = value;
+  field.size = 8;
+  return field;
+}
+
 async function deleteProduct(p) {
   await api("DELETE", `/api/products/products/${encodeURIComponent(p.id)}`);
   say(`Deleted ${p.name}.`);
   await loadProducts(false);
 }
 
-// Users, a page at a time.
-let usersCursor = "";
+// Users, a page at a time, the latest load rendered as for products.
+const userList = { cursor: "", latest: 0 };
 
 async function loadUsers(append) {
   const params = new URLSearchParams({ limit: "20" });
-  if (append && usersCursor) params.set("cursor", usersCursor);
+  if (append && userList.cursor) params.set("cursor", userList.cursor);
+  const load = ++userList.latest;
   const page = await api("GET", `/api/users/users?${params}`);
+  if (load !== userList.latest) return;
   const body = byId("user-table").tBodies[0];
   if (!append) body.replaceChildren();
   for (const u of page.items) {
@@ -202,8 +273,8 @@ async function loadUsers(append) {
     row.append(cell(u.username), cell(u.email), cell((u.roles || []).join(", ")), cell(u.is_active ? "yes" : "no"));
     body.append(row);
   }
-  usersCursor = page.next_cursor || "";
-  byId("users-more").hidden = !usersCursor;
+  userList.cursor = page.next_cursor || "";
+  byId("users-more").hidden = !userList.cursor;
 }
 
 function wire() {
