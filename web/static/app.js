@@ -175,22 +175,8 @@ async function loadProducts(append) {
     const row = document.createElement("tr");
     row.dataset.id = String(p.id);
     const actions = document.createElement("td");
-    if (session) {
-      const edit = document.createElement("button");
-      edit.type = "button";
-      edit.className = "quiet";
-      edit.textContent = "Edit";
-      edit.addEventListener("click", () => run(() => editProduct(row, p)));
-      actions.append(edit);
-    }
-    if (admin) {
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "quiet";
-      remove.textContent = "Delete";
-      remove.addEventListener("click", () => run(() => deleteProduct(p)));
-      actions.append(remove);
-    }
+    if (session) actions.append(button("Edit", () => editProduct(row, p), "quiet"));
+    if (admin) actions.append(button("Delete", () => deleteProduct(p), "quiet"));
     row.append(cell(p.name), cell(p.description), cell(String(p.price), "number"), cell(String(p.stock_quantity), "number"), actions);
     body.append(row);
   }
@@ -212,35 +198,36 @@ async function editProduct(clicked, p) {
   const stock = input("stock_quantity", String(current.stock_quantity));
   stock.type = "number";
   stock.min = "0";
-  const save = document.createElement("button");
-  save.type = "button";
-  save.textContent = "Save";
-  const cancel = document.createElement("button");
-  cancel.type = "button";
-  cancel.className = "quiet";
-  cancel.textContent = "Cancel";
+  const save = button("Save", async () => {
+    try {
+      const updated = await api(
+        "PUT",
+        `/api/products/products/${encodeURIComponent(p.id)}`,
+        { price: price.value, stock_quantity: Number.parseInt(stock.value, 10) },
+        { headers: etag ? { "If-Match": etag } : {} },
+      );
+      say(`Saved ${updated.name}.`);
+    } catch (err) {
+      if (err.status !== 412) throw err;
+      say(`${current.name} was changed by someone else since you opened it; the list shows the current version. ${err.message}`, true);
+    }
+    await loadProducts(false);
+  });
+  const cancel = button("Cancel", () => loadProducts(false), "quiet");
   row.cells[2].replaceChildren(price);
   row.cells[3].replaceChildren(stock);
   row.cells[4].replaceChildren(save, cancel);
   row.classList.add("editing");
-  cancel.addEventListener("click", () => run(() => loadProducts(false)));
-  save.addEventListener("click", () =>
-    run(async () => {
-      try {
-        const updated = await api(
-          "PUT",
-          `/api/products/products/${encodeURIComponent(p.id)}`,
-          { price: price.value, stock_quantity: Number.parseInt(stock.value, 10) },
-          { headers: etag ? { "If-Match": etag } : {} },
-        );
-        say(`Saved ${updated.name}.`);
-      } catch (err) {
-        if (err.status !== 412) throw err;
-        say(`${current.name} was changed by someone else since you opened it; the list shows the current version. ${err.message}`, true);
-      }
-      await loadProducts(false);
-    }),
-  );
+}
+
+// button makes a button whose click runs action, reporting its failure.
+function button(text, action, className = "") {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (className) b.className = className;
+  b.addEventListener("click", () => run(action));
+  return b;
 }
 
 function input(name, value) {
