@@ -13,7 +13,7 @@
 #                                        (envoy/ingress.yaml.tmpl), rendered here
 #
 # The runtime images run as an unprivileged user (65532) and carry podkit
-# (mesh/podkit) for their healthchecks.
+# (mesh/cmd/podkit) for their healthchecks.
 
 # --- build ------------------------------------------------------------------
 
@@ -31,7 +31,7 @@ ARG VERSION=dev
 # supervisor, is what this stack replaces), plus podkit.
 RUN mkdir -p /out && \
     for b in users=./services/users products=./services/products edge=./edge/cmd/edge \
-             controlplane=./edge/cmd/controlplane podkit=./mesh/podkit; do \
+             controlplane=./edge/cmd/controlplane podkit=./mesh/cmd/podkit; do \
       go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o "/out/${b%%=*}" "${b#*=}" || exit 1; \
     done
 # The ingress bootstrap: everything but the control plane's address (the

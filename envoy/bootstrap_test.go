@@ -11,8 +11,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/envoy"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // TestIngressBootstrapValidates renders the bootstrap and has the pinned

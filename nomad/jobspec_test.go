@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // testVars holds made-up values for the jobs' required variables.

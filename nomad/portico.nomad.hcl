@@ -567,7 +567,7 @@ job "portico" {
       }
 
       # Counters in Redis, limits from the control plane over xDS, every
-      # listener on the allocation's loopback: what e2e/localenv runs.
+      # listener on the allocation's loopback: what mesh/localenv runs.
       env {
         HOST                                          = "127.0.0.1"
         PORT                                          = "18082"

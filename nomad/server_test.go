@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // TestServerAcceptsJobs submits every job to a Nomad server of its own,

@@ -87,7 +87,7 @@ func TestPrometheusConfig(t *testing.T) {
 	}
 
 	cfg := read(t, promConfig)
-	// e2e/devstack/topology.go and ingress.go.
+	// mesh/cmd/devstack/topology.go and ingress.go.
 	want := map[string]string{
 		"8081": "users", "8082": "products", "8083": "products", "8090": "edge",
 		"18001": "controlplane", "19100": "ingress",

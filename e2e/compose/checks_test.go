@@ -286,7 +286,7 @@ func checkEnvironment(d *deliverable) []string {
 			reader = pkg
 			allowed, err = envtags.Program(d.root, pkg)
 		} else if s.Build.Target == "ratelimit" {
-			reader = "e2e/localenv/ratelimit.go"
+			reader = "mesh/localenv/ratelimit.go"
 			allowed, err = rateLimitEnv(d.root)
 		} else {
 			if len(s.Environment) > 0 {

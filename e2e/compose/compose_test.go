@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // load reads the whole deliverable from the repository.
@@ -57,7 +57,7 @@ func TestDeliverable(t *testing.T) {
 }
 
 // TestTopologyOfMakeUp pins what runs: the instances and servers of `make
-// up` (e2e/devstack), plus Grafana and the one-shots that replace the
+// up` (mesh/cmd/devstack), plus Grafana and the one-shots that replace the
 // supervisor's steps.
 func TestTopologyOfMakeUp(t *testing.T) {
 	d := load(t)

@@ -21,10 +21,10 @@ import (
 	"github.com/hashicorp/consul/api"
 	"sigs.k8s.io/yaml"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/edge/controlplane"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/envoy"
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/services/users/token"
 )
 

@@ -16,7 +16,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // seenRequest is what an upstream received: the proof of what the ingress

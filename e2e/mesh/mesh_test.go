@@ -18,12 +18,12 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Postgres, testenv.RabbitMQ))
+	os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ))
 }
 
 // rbacDenied is what a sidecar answers a request an L7 intention denies.

@@ -23,9 +23,9 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 const (
@@ -134,7 +134,7 @@ func setup(t *testing.T) *meshEnv {
 	t.Cleanup(func() { e.requireAllStopped(t) })
 	bins := buildServices(ctx, t)
 	e.dir = t.TempDir()
-	e.consul = testenv.StartConsul(t)
+	e.consul = localenvtest.StartConsul(t)
 	e.started(e.consul.Pid())
 	var err error
 	if e.api, err = e.consul.Client(); err != nil {
@@ -243,7 +243,7 @@ func buildServices(ctx context.Context, t *testing.T) string {
 // at cleanup.
 func createDatabase(ctx context.Context, t *testing.T, prefix string) string {
 	t.Helper()
-	adminURL := testenv.PostgresURL(t)
+	adminURL := localenvtest.PostgresURL(t)
 	raw := make([]byte, 4)
 	if _, err := rand.Read(raw); err != nil {
 		t.Fatal(err)
@@ -286,7 +286,7 @@ func (e *meshEnv) newInstance(t *testing.T, bins, service, id, databaseURL strin
 		"HOME=" + e.dir,
 		"HTTP_ADDR=" + loopback(inst.port),
 		"DATABASE_URL=" + databaseURL,
-		"AMQP_URL=" + testenv.AMQPURL(t),
+		"AMQP_URL=" + localenvtest.AMQPURL(t),
 		"LOG_LEVEL=warn",
 		"CONSUL_HTTP_ADDR=" + e.consul.HTTPAddr(),
 		"SERVICE_ID=" + id,

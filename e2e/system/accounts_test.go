@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // account is a user of the system with a token from the ingress's login.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/edge/cachebench"
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // BenchmarkCacheThroughIngress measures, through the ingress, the latency

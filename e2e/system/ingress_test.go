@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/edge/controlplane"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/envoy"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // Where the control plane keeps the edge configuration in Consul KV (its

@@ -16,8 +16,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // checkInterval paces the Consul checks of every instance and sidecar:

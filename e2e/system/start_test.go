@@ -12,8 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // startSystem starts the whole system and returns once a client can log

@@ -15,8 +15,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/edge/controlplane"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // system is everything the package started, and how to stop it.

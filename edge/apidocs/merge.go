@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"maps"
 	"regexp"
 	"slices"
@@ -193,7 +194,7 @@ func publishOperation(op map[string]any, service string, ids map[string]string) 
 // internalHeaders are response headers for the edge alone: it removes
 // them before responses reach clients, so clients must not be told of
 // them.
-var internalHeaders = []string{"Surrogate-Key"}
+var internalHeaders = []string{contract.HeaderSurrogateKey}
 
 // dropInternalHeaders removes internalHeaders from every response's
 // headers in v.

@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -26,10 +27,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 )
-
-// HeaderUpstream names the service a request is for. The ingress sets it
-// on the routes it sends to the edge.
-const HeaderUpstream = "X-Portico-Upstream"
 
 // Config configures the cache middleware.
 type Config struct {
@@ -146,7 +143,7 @@ func (c *Cache) Handler() fiber.Handler {
 		if c.cfg.Next != nil && c.cfg.Next(fc) {
 			return fc.Next()
 		}
-		upstream := fc.Get(HeaderUpstream)
+		upstream := fc.Get(contract.HeaderUpstream)
 		if upstream == "" {
 			return fc.Next()
 		}
@@ -166,7 +163,7 @@ func requestFromFiber(fc *fiber.Ctx, upstream string) *Request {
 		h.Add(string(k), string(v))
 	})
 	stripHopByHop(h)
-	h.Del(HeaderUpstream)
+	h.Del(contract.HeaderUpstream)
 	h.Del("Host")
 	req := &Request{
 		Upstream: strings.Clone(upstream),
@@ -341,7 +338,7 @@ func (c *Cache) fetchAndStore(ctx context.Context, req *Request, resource string
 		Shared:     decision.shared,
 		Body:       resp.Body,
 	}
-	tags := append(surrogateKeys(resp.Header.Get(HeaderSurrogateKey)), uriTag(req.Upstream, req.Path()))
+	tags := append(surrogateKeys(resp.Header.Get(contract.HeaderSurrogateKey)), uriTag(req.Upstream, req.Path()))
 	stored, err := c.cfg.Store.save(ctx, resource, f, vary, e, tags, ttlFor(e))
 	switch {
 	case err != nil:
@@ -439,7 +436,7 @@ func (c *Cache) refreshInBackground(req *Request, resource string, f found) {
 
 // Fields never stored nor replayed from the origin: the edge sets its own
 // request id, Age, X-Cache and Date, and tags are for the edge alone.
-var notReplayed = []string{HeaderSurrogateKey, HeaderXCache, HeaderAge, "X-Request-Id", "Date", "Set-Cookie"}
+var notReplayed = []string{contract.HeaderSurrogateKey, HeaderXCache, HeaderAge, "X-Request-Id", "Date", "Set-Cookie"}
 
 func storedHeader(h http.Header) http.Header {
 	out := h.Clone()
@@ -457,7 +454,7 @@ func fromEntry(e *entry, xcache string, age time.Duration) served {
 func fromOrigin(resp *Response, xcache string) served {
 	h := resp.Header.Clone()
 	stripHopByHop(h)
-	for _, name := range []string{HeaderSurrogateKey, HeaderXCache, "X-Request-Id", "Date"} {
+	for _, name := range []string{contract.HeaderSurrogateKey, HeaderXCache, "X-Request-Id", "Date"} {
 		h.Del(name)
 	}
 	return served{status: resp.Status, header: h, body: resp.Body, xcache: xcache, age: -1}

@@ -3,6 +3,7 @@ package httpcache_test
 import (
 	"context"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
 	"sync"
@@ -10,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/httpcache"
-	"github.com/portico-mesh/portico/services/platform/identity"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // fixed answers every request with the same headers and body.
@@ -92,7 +92,7 @@ func echoCaller(cacheControl string, vary ...string) http.HandlerFunc {
 		for _, v := range vary {
 			w.Header().Add("Vary", v)
 		}
-		_, _ = fmt.Fprintf(w, "for %s", r.Header.Get(identity.HeaderUserID))
+		_, _ = fmt.Fprintf(w, "for %s", r.Header.Get(contract.HeaderUserID))
 	}
 }
 
@@ -101,10 +101,10 @@ func TestSecondUserNeverGetsFirstUsersPrivateResponse(t *testing.T) {
 		t.Run(cc, func(t *testing.T) {
 			o := newOrigin(t, echoCaller(cc))
 			e := newEdge(t, o)
-			expect(t, "alice", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
-			expect(t, "bob", e.get(t, "/me", identity.HeaderUserID, "bob"), 200, httpcache.Miss, "for bob")
+			expect(t, "alice", e.get(t, "/me", contract.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
+			expect(t, "bob", e.get(t, "/me", contract.HeaderUserID, "bob"), 200, httpcache.Miss, "for bob")
 			expect(t, "anonymous", e.get(t, "/me"), 200, httpcache.Miss, "for ")
-			expect(t, "alice again", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
+			expect(t, "alice again", e.get(t, "/me", contract.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
 		})
 	}
 	// Authorization counts as credentials too.
@@ -135,7 +135,7 @@ func TestConcurrentCallersNeverShareAPrivateResponse(t *testing.T) {
 	errs := make([]error, callers)
 	for i := range callers {
 		wg.Go(func() {
-			results[i], errs[i] = e.send(http.MethodGet, "/me", identity.HeaderUserID, fmt.Sprint("user-", i))
+			results[i], errs[i] = e.send(http.MethodGet, "/me", contract.HeaderUserID, fmt.Sprint("user-", i))
 		})
 	}
 	time.Sleep(200 * time.Millisecond) // let every request reach the cache
@@ -154,23 +154,23 @@ func TestConcurrentCallersNeverShareAPrivateResponse(t *testing.T) {
 func TestAuthenticatedRequestStoredOnlyWhenOriginAllowsExplicitly(t *testing.T) {
 	o := newOrigin(t, fixed("catalog", "Cache-Control", "public, max-age=60"))
 	e := newEdge(t, o)
-	expect(t, "alice", e.get(t, "/catalog", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "catalog")
-	expect(t, "bob", e.get(t, "/catalog", identity.HeaderUserID, "bob", "Authorization", "Bearer x"), 200, httpcache.Hit, "catalog")
+	expect(t, "alice", e.get(t, "/catalog", contract.HeaderUserID, "alice"), 200, httpcache.Miss, "catalog")
+	expect(t, "bob", e.get(t, "/catalog", contract.HeaderUserID, "bob", "Authorization", "Bearer x"), 200, httpcache.Hit, "catalog")
 	expect(t, "anonymous", e.get(t, "/catalog"), 200, httpcache.Hit, "catalog")
 
 	o2 := newOrigin(t, fixed("shared", "Cache-Control", "s-maxage=60"))
 	e2 := newEdge(t, o2)
-	expect(t, "s-maxage", e2.get(t, "/x", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "shared")
-	expect(t, "s-maxage again", e2.get(t, "/x", identity.HeaderUserID, "bob"), 200, httpcache.Hit, "shared")
+	expect(t, "s-maxage", e2.get(t, "/x", contract.HeaderUserID, "alice"), 200, httpcache.Miss, "shared")
+	expect(t, "s-maxage again", e2.get(t, "/x", contract.HeaderUserID, "bob"), 200, httpcache.Hit, "shared")
 }
 
 func TestVaryOnIdentityKeysEachCaller(t *testing.T) {
 	o := newOrigin(t, echoCaller("public, max-age=60", "X-Portico-User-Id"))
 	e := newEdge(t, o)
-	expect(t, "alice", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
-	expect(t, "bob", e.get(t, "/me", identity.HeaderUserID, "bob"), 200, httpcache.Miss, "for bob")
-	expect(t, "alice hit", e.get(t, "/me", identity.HeaderUserID, "alice"), 200, httpcache.Hit, "for alice")
-	expect(t, "bob hit", e.get(t, "/me", identity.HeaderUserID, "bob"), 200, httpcache.Hit, "for bob")
+	expect(t, "alice", e.get(t, "/me", contract.HeaderUserID, "alice"), 200, httpcache.Miss, "for alice")
+	expect(t, "bob", e.get(t, "/me", contract.HeaderUserID, "bob"), 200, httpcache.Miss, "for bob")
+	expect(t, "alice hit", e.get(t, "/me", contract.HeaderUserID, "alice"), 200, httpcache.Hit, "for alice")
+	expect(t, "bob hit", e.get(t, "/me", contract.HeaderUserID, "bob"), 200, httpcache.Hit, "for bob")
 	expect(t, "anonymous", e.get(t, "/me"), 200, httpcache.Miss, "for ")
 	if got := o.requests.Load(); got != 3 {
 		t.Errorf("origin answered %d requests, want 3", got)
@@ -207,7 +207,7 @@ func TestConcurrentMissesMakeOneOriginRequest(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			// Different callers: a public response may be shared.
-			r, err := e.send(http.MethodGet, "/slow", identity.HeaderUserID, fmt.Sprint("u", i))
+			r, err := e.send(http.MethodGet, "/slow", contract.HeaderUserID, fmt.Sprint("u", i))
 			if err != nil || r.status != 200 || r.body != "slow" {
 				failures.Add(1)
 			}
@@ -253,7 +253,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 }
 
 func TestRedisOutageBypassesAndRecovers(t *testing.T) {
-	rds := testenv.StartRedis(t)
+	rds := localenvtest.StartRedis(t)
 	o := newOrigin(t, fixed("ok", "Cache-Control", "public, max-age=60"))
 	e := newEdge(t, o, func(eo *edgeOptions) { eo.redisAddr = rds.Addr() })
 	expect(t, "before", e.get(t, "/r"), 200, httpcache.Miss, "ok")
@@ -372,7 +372,7 @@ func TestUnknownUpstreamIsAProblem(t *testing.T) {
 	o := newOrigin(t, fixed("x"))
 	e := newEdge(t, o)
 	req, _ := http.NewRequest(http.MethodGet, e.url+"/x", nil)
-	req.Header.Set(httpcache.HeaderUpstream, "nosuch")
+	req.Header.Set(contract.HeaderUpstream, "nosuch")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
 	"time"
@@ -78,7 +79,7 @@ func resourceID(req *Request) string {
 	h := sha256.New()
 	h.Write([]byte(req.Upstream))
 	h.Write([]byte{0})
-	h.Write([]byte(req.Header.Get("X-Forwarded-Prefix")))
+	h.Write([]byte(req.Header.Get(contract.HeaderForwardedPrefix)))
 	h.Write([]byte{0})
 	h.Write([]byte(req.URI))
 	return hex.EncodeToString(h.Sum(nil)[:16])

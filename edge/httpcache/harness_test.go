@@ -2,6 +2,7 @@ package httpcache_test
 
 import (
 	"context"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"io"
 	"net"
 	"net/http"
@@ -15,14 +16,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/edge/upstream"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/web"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Redis))
+	os.Exit(localenvtest.Run(m, localenvtest.Redis))
 }
 
 // origin is a scripted service that counts the requests it answers.
@@ -63,7 +64,7 @@ type edgeOptions struct {
 
 func newEdge(t *testing.T, o *origin, opts ...func(*edgeOptions)) *edge {
 	t.Helper()
-	eo := edgeOptions{redisAddr: testenv.RedisAddr(t), retryAfter: 200 * time.Millisecond}
+	eo := edgeOptions{redisAddr: localenvtest.RedisAddr(t), retryAfter: 200 * time.Millisecond}
 	for _, f := range opts {
 		f(&eo)
 	}
@@ -132,7 +133,7 @@ func (e *edge) send(method, path string, kv ...string) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	req.Header.Set(httpcache.HeaderUpstream, "svc")
+	req.Header.Set(contract.HeaderUpstream, "svc")
 	for i := 0; i+1 < len(kv); i += 2 {
 		req.Header.Set(kv[i], kv[i+1])
 	}

@@ -2,10 +2,9 @@ package httpcache
 
 import (
 	"context"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
-
-	"github.com/portico-mesh/portico/services/platform/identity"
 )
 
 // Request is a request the edge forwards, copied out of the Fiber context
@@ -40,7 +39,7 @@ func (r *Request) clone() *Request {
 // the origin says so explicitly (RFC 9111 section 3.5).
 func (r *Request) authenticated() bool {
 	return r.Header.Get("Authorization") != "" ||
-		strings.TrimSpace(r.Header.Get(identity.HeaderUserID)) != ""
+		strings.TrimSpace(r.Header.Get(contract.HeaderUserID)) != ""
 }
 
 // Response is an origin's complete response.
@@ -55,11 +54,6 @@ type Response struct {
 type Origin interface {
 	RoundTrip(ctx context.Context, req *Request) (*Response, error)
 }
-
-// HeaderSurrogateKey is how an origin tags a response for purging: a
-// space-separated list such as "product:42 products". It never reaches
-// clients.
-const HeaderSurrogateKey = "Surrogate-Key"
 
 // Headers the cache sets on responses it serves.
 const (

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/purge"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
 )
@@ -97,7 +97,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // while it was away; a failed purge is retried until it succeeds, and a
 // redelivered event is applied once.
 func TestConsumerRecoversAndLosesNothing(t *testing.T) {
-	rmq := testenv.StartRabbitMQ(t)
+	rmq := localenvtest.StartRabbitMQ(t)
 	purger := &recordingPurger{applied: map[string][]string{}}
 	const exchange = "portico.test.purge"
 	newConsumer := func() (*purge.Consumer, func()) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -84,7 +85,7 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 		cfg.Queue = "edge.cache-purge"
 	}
 	if len(cfg.Bindings) == 0 {
-		cfg.Bindings = []string{"product.*", "user.*"}
+		cfg.Bindings = []string{contract.ProductTags.Kind + ".*"}
 	}
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = 32
@@ -295,42 +296,43 @@ func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
 	}
 }
 
-// TagsFor returns the cache tags an event changes: the item's tag and
-// its list's. They are the tags the services send in Surrogate-Key
-// (product:<id> and products; user:<id> and users).
+// cacheTags lists the resources whose reads are cached, by event kind.
+// Users' reads are private and never stored, so their events purge
+// nothing and are not even bound.
+var cacheTags = map[string]contract.CacheTags{
+	contract.ProductTags.Kind: contract.ProductTags,
+}
+
+// TagsFor returns the cache tags an event changes: the item's tag and its
+// list's, as the services send them in Surrogate-Key (contract.CacheTags).
 func TagsFor(ev events.Envelope) []string {
 	kind, _, _ := strings.Cut(ev.Type, ".")
-	var item, list string
-	switch kind {
-	case "product":
-		item, list = "product", "products"
-	case "user":
-		item, list = "user", "users"
-	default:
+	t, ok := cacheTags[kind]
+	if !ok {
 		return nil
 	}
-	tags := []string{list}
+	tags := []string{t.List}
 	if id, ok := subjectID(ev); ok {
-		tags = append([]string{item + ":" + id}, tags...)
+		tags = append([]string{t.ItemTag(id)}, tags...)
 	}
 	return tags
 }
 
 // subjectID reads the id from a subject such as "products/42", or from
 // the data's id member.
-func subjectID(ev events.Envelope) (string, bool) {
+func subjectID(ev events.Envelope) (int64, bool) {
 	if _, id, ok := strings.Cut(ev.Subject, "/"); ok {
-		if _, err := strconv.ParseInt(id, 10, 64); err == nil {
-			return id, true
+		if n, err := strconv.ParseInt(id, 10, 64); err == nil {
+			return n, true
 		}
 	}
 	var data struct {
 		ID json.Number `json:"id"`
 	}
 	if json.Unmarshal(ev.Data, &data) == nil && data.ID != "" {
-		if _, err := data.ID.Int64(); err == nil {
-			return data.ID.String(), true
+		if n, err := data.ID.Int64(); err == nil {
+			return n, true
 		}
 	}
-	return "", false
+	return 0, false
 }

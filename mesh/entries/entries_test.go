@@ -11,12 +11,12 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Consul))
+	os.Exit(localenvtest.Run(m, localenvtest.Consul))
 }
 
 func TestLoad(t *testing.T) {
@@ -76,7 +76,7 @@ func rank(kind string) int {
 
 // TestApply writes the entries twice through the API and reads them back.
 func TestApply(t *testing.T) {
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	for range 2 {
@@ -116,7 +116,7 @@ func TestApply(t *testing.T) {
 // TestConsulConfigWrite applies the files the way operators do, with the
 // consul CLI, to a private agent.
 func TestConsulConfigWrite(t *testing.T) {
-	agent := testenv.StartConsul(t)
+	agent := localenvtest.StartConsul(t)
 	files, err := filepath.Glob("*.json")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("entry files: %v %v", files, err)

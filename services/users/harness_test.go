@@ -27,7 +27,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
@@ -42,7 +42,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := testenv.Run(m, testenv.Postgres, testenv.RabbitMQ)
+	code := localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ)
 	// The contract must be exercised in full, which only a full run does.
 	if code == 0 && flag.Lookup("test.run").Value.String() == "" && !testing.Short() {
 		if missing := exercised.missing(); len(missing) > 0 {
@@ -107,7 +107,7 @@ func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	e := &testEnv{
 		dbURL:    pgtest.NewDatabase(t, migrations.Users()),
-		amqpURL:  testenv.AMQPURL(t),
+		amqpURL:  localenvtest.AMQPURL(t),
 		keysDir:  t.TempDir(),
 		exchange: "test.users." + uuid.NewString(),
 		logs:     &syncBuffer{},

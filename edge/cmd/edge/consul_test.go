@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/registry"
 )
@@ -26,7 +26,7 @@ func register(t *testing.T, name, addr string) (stop func()) {
 	}
 	port, _ := strconv.Atoi(portText)
 	reg, err := registry.New(registry.Config{
-		ConsulAddr: testenv.ConsulAddr(t), Name: name, Address: "127.0.0.1", Port: port,
+		ConsulAddr: localenvtest.ConsulAddr(t), Name: name, Address: "127.0.0.1", Port: port,
 		OpenAPIPath: "/openapi.json", Log: testLog(),
 	})
 	if err != nil {
@@ -59,7 +59,7 @@ func TestDocumentationFollowsTheCatalog(t *testing.T) {
 	stopUsers := register(t, "users", usersAddr)
 
 	cfg := edgeConfig(t, exchange, "products="+productsAddr+",users="+usersAddr)
-	cfg.Consul.ConsulHTTPAddr = testenv.ConsulAddr(t)
+	cfg.Consul.ConsulHTTPAddr = localenvtest.ConsulAddr(t)
 	cfg.Consul.CheckInterval = time.Second
 	cfg.Consul.DeregisterAfter = time.Minute
 	edge := startEdge(t, cfg)
@@ -86,7 +86,7 @@ func TestDocumentationFollowsTheCatalog(t *testing.T) {
 	})
 
 	// The edge registered itself, without an API document of its own.
-	entries, _, err := testenv.ConsulClient(t).Catalog().Service("edge", "", nil)
+	entries, _, err := localenvtest.ConsulClient(t).Catalog().Service("edge", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"os"
 	"strconv"
@@ -13,10 +14,10 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/apidocs"
 	"github.com/portico-mesh/portico/edge/cachebench"
 	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
 	"github.com/portico-mesh/portico/services/platform/identity"
@@ -153,7 +154,7 @@ func TestUserReadsAreNeverStored(t *testing.T) {
 func TestRedisStoppedBypassesThenResumes(t *testing.T) {
 	exchange := newExchange()
 	productsAddr := startProducts(t, exchange, time.Minute)
-	rds := testenv.StartRedis(t)
+	rds := localenvtest.StartRedis(t)
 	cfg := edgeConfig(t, exchange, "products="+productsAddr)
 	cfg.RedisURL = "redis://" + rds.Addr() + "/0"
 	edge := startEdge(t, cfg)
@@ -219,7 +220,7 @@ func TestDuplicateEventPurgesOnce(t *testing.T) {
 	}
 	publish := func() {
 		t.Helper()
-		conn, err := amqp.Dial(testenv.AMQPURL(t))
+		conn, err := amqp.Dial(localenvtest.AMQPURL(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -325,7 +326,7 @@ func TestCacheLatencyHitVsMiss(t *testing.T) {
 		n = v
 	}
 	header := http.Header{}
-	header.Set(httpcache.HeaderUpstream, "products")
+	header.Set(contract.HeaderUpstream, "products")
 	identity.Set(header.Set, alice)
 	res, err := cachebench.Run(context.Background(), cachebench.Config{
 		URL: edge.url + productPath(p.ID), Requests: n, Header: header,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"io"
 	"log/slog"
 	"net"
@@ -17,9 +18,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/apidocs"
 	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
@@ -35,7 +36,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ, testenv.Consul))
+	os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.Redis, localenvtest.RabbitMQ, localenvtest.Consul))
 }
 
 var (
@@ -79,7 +80,7 @@ func startProducts(t *testing.T, exchange string, maxAge time.Duration) string {
 	t.Helper()
 	cfg := service.BaseConfig{
 		DatabaseURL:     pgtest.NewDatabase(t, migrations.Products()),
-		AMQPURL:         testenv.AMQPURL(t),
+		AMQPURL:         localenvtest.AMQPURL(t),
 		AMQPExchange:    exchange,
 		LogLevel:        "warn",
 		ShutdownTimeout: 10 * time.Second,
@@ -115,7 +116,7 @@ func startUsers(t *testing.T, exchange string) string {
 	}
 	cfg := service.BaseConfig{
 		DatabaseURL:     pgtest.NewDatabase(t, migrations.Users()),
-		AMQPURL:         testenv.AMQPURL(t),
+		AMQPURL:         localenvtest.AMQPURL(t),
 		AMQPExchange:    exchange,
 		LogLevel:        "warn",
 		ShutdownTimeout: 10 * time.Second,
@@ -154,10 +155,10 @@ func edgeConfig(t *testing.T, exchange, upstreams string) config {
 	t.Helper()
 	cfg, err := loadConfig([]string{
 		"EDGE_UPSTREAMS=" + upstreams,
-		"REDIS_URL=redis://" + testenv.RedisAddr(t) + "/0",
+		"REDIS_URL=redis://" + localenvtest.RedisAddr(t) + "/0",
 		"EDGE_REDIS_RETRY_AFTER=200ms",
 		"EDGE_CACHE_PREFIX=test:" + uuid.NewString(),
-		"AMQP_URL=" + testenv.AMQPURL(t),
+		"AMQP_URL=" + localenvtest.AMQPURL(t),
 		"AMQP_EXCHANGE=" + exchange,
 		"EDGE_PURGE_QUEUE=test.edge." + uuid.NewString(),
 		"SHUTDOWN_TIMEOUT=5s",
@@ -220,7 +221,7 @@ func call(method, url, upstream string, caller identity.Identity, body string, k
 		return reply{}, err
 	}
 	if upstream != "" {
-		req.Header.Set(httpcache.HeaderUpstream, upstream)
+		req.Header.Set(contract.HeaderUpstream, upstream)
 		req.Header.Set("X-Forwarded-Prefix", "/api/"+upstream)
 	}
 	if !caller.Anonymous() {

@@ -18,8 +18,6 @@ import (
 	"github.com/hashicorp/consul/api"
 	"sigs.k8s.io/yaml"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/apidocs"
 	"github.com/portico-mesh/portico/edge/cachebench"
 	"github.com/portico-mesh/portico/edge/controlplane"
@@ -28,6 +26,8 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/envoy"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/registry"
 )
@@ -148,7 +148,7 @@ type stack struct {
 
 func startStack(t *testing.T) stack {
 	t.Helper()
-	consul := testenv.StartConsul(t)
+	consul := localenvtest.StartConsul(t)
 	client, err := consul.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
-	dashboard "github.com/portico-mesh/portico/web"
+	"github.com/portico-mesh/portico/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

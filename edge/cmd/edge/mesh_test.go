@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
-	"github.com/portico-mesh/portico/e2e/testenv"
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/registry"
 )
 
@@ -32,7 +32,7 @@ func freePort(t *testing.T) int {
 // registration, and the intentions (the real entries, default deny) let
 // the edge read products and nothing else.
 func TestEdgeReachesServicesThroughItsSidecar(t *testing.T) {
-	consul := testenv.StartConsul(t)
+	consul := localenvtest.StartConsul(t)
 	client, err := consul.Client()
 	if err != nil {
 		t.Fatal(err)

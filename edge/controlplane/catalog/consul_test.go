@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // Tests against the package's Consul dev agent. They do not run in
@@ -23,7 +23,7 @@ import (
 const publishWithin = 15 * time.Second
 
 func TestFirstSnapshotHasIdentity(t *testing.T) {
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	r := startWatcher(t, client, nil)
 	snap := r.next(t, publishWithin)
 
@@ -93,7 +93,7 @@ func parseCert(t *testing.T, certPEM string) *x509.Certificate {
 }
 
 func TestServiceLifecycle(t *testing.T) {
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	self, err := client.Agent().Self()
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func TestServiceLifecycle(t *testing.T) {
 }
 
 func TestConfigDocumentFromKV(t *testing.T) {
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	r := startWatcher(t, client, nil)
 	key := r.w.cfg.ConfigKey
 	t.Cleanup(func() {
@@ -241,7 +241,7 @@ func put(t *testing.T, client *api.Client, key string, value []byte) {
 // nothing is published; then a real change is, so the silence was not a
 // dead watcher.
 func TestNoPublishWithoutChange(t *testing.T) {
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	name := uniqueName("quiet")
 	inst := registerConnect(t, client, name, name+"-1", nil)
 	// Blocking queries that time out every second: the quiet periods
@@ -309,7 +309,7 @@ func waitMetricAbove(t *testing.T, r *running, name, kind string, above float64)
 // to start). It fails only if one takes longer than a second, the issue's
 // bound for a new instance to receive traffic end to end.
 func TestRegistrationLatency(t *testing.T) {
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	r := startWatcher(t, client, nil)
 	r.next(t, publishWithin)
 
@@ -363,7 +363,7 @@ func summarize(ds []time.Duration) string {
 // goes backwards is not enough here; this test fails (nothing is published
 // for the WaitTime) if the watch keeps its index across a failed query.
 func TestFollowsAgentRestart(t *testing.T) {
-	agent := testenv.StartConsul(t)
+	agent := localenvtest.StartConsul(t)
 	client, err := agent.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -427,7 +427,7 @@ func TestFollowsAgentRestart(t *testing.T) {
 // root key) and expects the new roots, both trusted, the new one first, and
 // a leaf the agent re-issued under the new root, published live.
 func TestFollowsCARotation(t *testing.T) {
-	agent := testenv.StartConsul(t)
+	agent := localenvtest.StartConsul(t)
 	client, err := agent.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ package irbuild
 
 import (
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"maps"
 	"slices"
 	"strings"
@@ -17,9 +18,6 @@ import (
 
 // Headers the ingress sets on requests it forwards.
 const (
-	// HeaderUpstream tells the edge service which service a cached route
-	// belongs to.
-	HeaderUpstream = "x-portico-upstream"
 	// ConnectTimeout bounds TCP and TLS set-up to a sidecar.
 	ConnectTimeout = 2 * time.Second
 )
@@ -175,7 +173,7 @@ func (b *builder) documentRoutes(r edgeconfig.Route) []ir.Route {
 	cached.Name = r.Name + "-cached"
 	cached.Methods = reads
 	cached.Cluster = b.use(edge)
-	cached.SetHeaders = map[string]string{HeaderUpstream: r.Service}
+	cached.SetHeaders = map[string]string{strings.ToLower(contract.HeaderUpstream): r.Service}
 	return []ir.Route{cached, base}
 }
 

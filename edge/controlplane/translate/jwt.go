@@ -1,7 +1,9 @@
 package translate
 
 import (
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"math"
+	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	jwt "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
@@ -15,15 +17,6 @@ const (
 	jwtProvider    = "portico"
 	jwtRequirement = "token"
 )
-
-// ClaimHeaders maps verified token claims to the identity headers services
-// read (services/platform/identity).
-var ClaimHeaders = []struct{ Claim, Header string }{
-	{"sub", "x-portico-user-id"},
-	{"username", "x-portico-username"},
-	{"email", "x-portico-email"},
-	{"roles", "x-portico-roles"},
-}
 
 // jwtFilter verifies bearer tokens against the users service's key set,
 // fetched through the mesh. Every route requires a token unless its
@@ -50,8 +43,8 @@ func jwtFilter(x *ir.Xds) (*hcm.HttpFilter, error) {
 		// trust only the identity headers the ingress sets.
 		Forward: true,
 	}
-	for _, c := range ClaimHeaders {
-		provider.ClaimToHeaders = append(provider.ClaimToHeaders, &jwt.JwtClaimToHeader{ClaimName: c.Claim, HeaderName: c.Header})
+	for _, c := range contract.ClaimHeaders() {
+		provider.ClaimToHeaders = append(provider.ClaimToHeaders, &jwt.JwtClaimToHeader{ClaimName: c.Claim, HeaderName: strings.ToLower(c.Header)})
 	}
 	return httpFilter("envoy.filters.http.jwt_authn", &jwt.JwtAuthentication{
 		Providers: map[string]*jwt.JwtProvider{jwtProvider: provider},

@@ -2,6 +2,8 @@ package translate
 
 import (
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
+	"strings"
 	"time"
 
 	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -22,10 +24,12 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 )
 
-// IdentityHeaderPattern matches every header that carries identity or
+// identityHeaderPattern matches every header that carries identity or
 // routing facts the ingress vouches for; a client's copies are removed
 // before anything else looks at the request.
-const IdentityHeaderPattern = "^x-portico-.*"
+func identityHeaderPattern() string {
+	return "^" + strings.ToLower(contract.HeaderPrefix) + ".*"
+}
 
 func listener(l ir.Listener, manager *hcm.HttpConnectionManager) (*listenerv3.Listener, error) {
 	cfg, err := anypb.New(manager)
@@ -53,7 +57,7 @@ func httpConnectionManager(x *ir.Xds) (*hcm.HttpConnectionManager, error) {
 		Mutations: []*mutationrules.HeaderMutation{{
 			Action: &mutationrules.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrules.HeaderMutation_RemoveOnMatch{
 				KeyMatcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{
-					SafeRegex: &matcher.RegexMatcher{Regex: IdentityHeaderPattern},
+					SafeRegex: &matcher.RegexMatcher{Regex: identityHeaderPattern()},
 				}},
 			}},
 		}},

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"math"
 	"slices"
 	"strings"
@@ -27,7 +28,6 @@ const (
 	descriptorSubject = "subject"
 	localStatPrefix   = "ingress_local_ratelimit"
 	globalStatPrefix  = "ingress_ratelimit"
-	subjectHeader     = "x-portico-user-id"
 )
 
 // localRateLimitFilter is inert on its own: each route brings its bucket.
@@ -94,7 +94,7 @@ func routeRateLimits(r ir.Route) []*route.RateLimit {
 			}})
 		case ir.BySubject:
 			actions = append(actions, &route.RateLimit_Action{ActionSpecifier: &route.RateLimit_Action_RequestHeaders_{
-				RequestHeaders: &route.RateLimit_Action_RequestHeaders{HeaderName: subjectHeader, DescriptorKey: descriptorSubject},
+				RequestHeaders: &route.RateLimit_Action_RequestHeaders{HeaderName: strings.ToLower(contract.HeaderUserID), DescriptorKey: descriptorSubject},
 			}})
 		}
 		out = append(out, &route.RateLimit{Actions: actions})

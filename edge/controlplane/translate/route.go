@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"regexp"
 	"slices"
 	"strings"
@@ -132,7 +133,7 @@ func forwardRoute(x *ir.Xds, r ir.Route, methods []string, retry *route.RetryPol
 	}
 	er.Action = &route.Route_Route{Route: action}
 	if r.ForwardedPrefix != "" {
-		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, setHeader("x-forwarded-prefix", r.ForwardedPrefix))
+		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, setHeader(strings.ToLower(contract.HeaderForwardedPrefix), r.ForwardedPrefix))
 	}
 	for _, k := range sortedKeys(r.SetHeaders) {
 		er.RequestHeadersToAdd = append(er.RequestHeadersToAdd, setHeader(k, r.SetHeaders[k]))

@@ -1,27 +1,18 @@
-// Package identity is the contract between the ingress and the services:
-// the ingress verifies the caller's token, strips any client-sent copies of
-// these headers, and sets them from the verified claims. Services trust
-// them because they are reachable only through the mesh.
+// Package identity reads the caller the ingress verified from the identity
+// headers of package contract: the ingress verifies the caller's token,
+// strips any client-sent copies of those headers and sets them from the
+// verified claims. Services trust them because they are reachable only
+// through the mesh.
 package identity
 
 import (
 	"encoding/base64"
 	"encoding/json"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"slices"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
-)
-
-// Headers set by the ingress from a verified token.
-const (
-	HeaderUserID   = "X-Portico-User-Id"  // the token's sub claim
-	HeaderUsername = "X-Portico-Username" // the username claim
-	HeaderEmail    = "X-Portico-Email"    // the email claim
-	// HeaderRoles carries the roles claim, comma-separated. Envoy's
-	// jwt_authn copies an array claim as base64 of its JSON; both forms
-	// are read.
-	HeaderRoles = "X-Portico-Roles"
 )
 
 // RoleAdmin may change any record and grant roles.
@@ -48,14 +39,14 @@ func (i Identity) IsAdmin() bool { return i.HasRole(RoleAdmin) }
 // FromHeaders reads the identity from request headers.
 func FromHeaders(get func(key string) string) Identity {
 	id := Identity{
-		UserID:   strings.TrimSpace(get(HeaderUserID)),
-		Username: strings.TrimSpace(get(HeaderUsername)),
-		Email:    strings.TrimSpace(get(HeaderEmail)),
+		UserID:   strings.TrimSpace(get(contract.HeaderUserID)),
+		Username: strings.TrimSpace(get(contract.HeaderUsername)),
+		Email:    strings.TrimSpace(get(contract.HeaderEmail)),
 	}
 	if id.UserID == "" {
 		return Identity{}
 	}
-	id.Roles = ParseRoles(get(HeaderRoles))
+	id.Roles = ParseRoles(get(contract.HeaderRoles))
 	return id
 }
 
@@ -111,8 +102,8 @@ func FromFiber(c *fiber.Ctx) Identity {
 // Set writes id as headers through set, for clients in tests and for
 // anything that forwards an identity it has verified itself.
 func Set(set func(key, value string), id Identity) {
-	set(HeaderUserID, id.UserID)
-	set(HeaderUsername, id.Username)
-	set(HeaderEmail, id.Email)
-	set(HeaderRoles, strings.Join(id.Roles, ","))
+	set(contract.HeaderUserID, id.UserID)
+	set(contract.HeaderUsername, id.Username)
+	set(contract.HeaderEmail, id.Email)
+	set(contract.HeaderRoles, strings.Join(id.Roles, ","))
 }

@@ -17,7 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
@@ -25,7 +25,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Run(m, testenv.Postgres)) }
+func TestMain(m *testing.M) { os.Exit(localenvtest.Run(m, localenvtest.Postgres)) }
 
 // The outbox promise: while the broker is stopped, writes still succeed;
 // once it returns, every committed write's event is delivered and no
@@ -37,7 +37,7 @@ func TestNoEventLostAcrossBrokerOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	pool := pgtest.NewPool(t, migrations.Products())
-	rmq := testenv.StartRabbitMQ(t)
+	rmq := localenvtest.StartRabbitMQ(t)
 	exchange := "test.events"
 
 	queue := bindQueue(t, rmq.URL(), exchange)

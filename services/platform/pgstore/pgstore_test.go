@@ -10,13 +10,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Run(m, testenv.Postgres)) }
+func TestMain(m *testing.M) { os.Exit(localenvtest.Run(m, localenvtest.Postgres)) }
 
 // Instances of a service that start together must not race on migrations:
 // each version is applied once and every instance ends up migrated.

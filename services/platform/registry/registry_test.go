@@ -16,12 +16,12 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/registry"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Consul))
+	os.Exit(localenvtest.Run(m, localenvtest.Consul))
 }
 
 // readyServer serves /readyz with 200 while ready is true.
@@ -85,11 +85,11 @@ func status(t *testing.T, client *api.Client, id string) string {
 
 func TestRegisterAndDeregister(t *testing.T) {
 	t.Parallel()
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	port, setReady := readyServer(t)
 	name := "reg-" + strconv.Itoa(port)
 	r, err := registry.New(registry.Config{
-		ConsulAddr: "http://" + testenv.ConsulAddr(t), Name: name, Address: "127.0.0.1", Port: port,
+		ConsulAddr: "http://" + localenvtest.ConsulAddr(t), Name: name, Address: "127.0.0.1", Port: port,
 		Version: "1.2.3", Tags: []string{"a"}, OpenAPIPath: "/openapi.json",
 		CheckInterval: 200 * time.Millisecond, Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
@@ -158,7 +158,7 @@ func TestRegisterAndDeregister(t *testing.T) {
 
 func TestFixedSidecarPortAndID(t *testing.T) {
 	t.Parallel()
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	port, _ := readyServer(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -168,7 +168,7 @@ func TestFixedSidecarPortAndID(t *testing.T) {
 	l.Close()
 	id := "fixed-" + strconv.Itoa(port)
 	r, err := registry.New(registry.Config{
-		ConsulAddr: testenv.ConsulAddr(t), Name: "fixed", ID: id, Address: "127.0.0.1", Port: port, SidecarPort: sidecarPort,
+		ConsulAddr: localenvtest.ConsulAddr(t), Name: "fixed", ID: id, Address: "127.0.0.1", Port: port, SidecarPort: sidecarPort,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestFixedSidecarPortAndID(t *testing.T) {
 // registered both times.
 func TestStartOrderAndAgentRestart(t *testing.T) {
 	t.Parallel()
-	consul := testenv.StartConsul(t)
+	consul := localenvtest.StartConsul(t)
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := consul.Stop(stopCtx); err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
@@ -32,7 +32,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := testenv.Run(m, testenv.Postgres, testenv.RabbitMQ)
+	code := localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ)
 	if code == 0 {
 		code = contract.checkCoverage()
 	}
@@ -66,7 +66,7 @@ type testService struct {
 func startService(t *testing.T) *testService {
 	t.Helper()
 	dbURL := pgtest.NewDatabase(t, migrations.Products())
-	amqpURL := testenv.AMQPURL(t)
+	amqpURL := localenvtest.AMQPURL(t)
 	exchange := "portico.test.products." + uuid.NewString()
 	stream := subscribe(t, amqpURL, exchange)
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -34,22 +35,9 @@ type Config struct {
 // dbTimeout bounds the database work of one request.
 const dbTimeout = 5 * time.Second
 
-// headerForwardedPrefix is the path prefix the ingress serves this service
-// under, e.g. /api/products; links and Location include it when present.
-const headerForwardedPrefix = "X-Forwarded-Prefix"
-
-// headerSurrogateKey tags successful reads for the edge cache, which
-// purges by tag when it consumes this service's events (product:<id> for
-// an item, products for every list) and strips the header before
-// responses reach clients.
-const headerSurrogateKey = "Surrogate-Key"
-
-// listSurrogateKey tags every page of the product list: any product event
-// may change any page.
-const listSurrogateKey = "products"
-
-// itemSurrogateKey tags one product's representation.
-func itemSurrogateKey(id int64) string { return "product:" + strconv.FormatInt(id, 10) }
+// Successful reads are tagged for the edge cache (contract.ProductTags),
+// which purges by tag when it consumes this service's events and strips
+// the header before responses reach clients.
 
 // Cache-Control of everything that is not a successful read: write
 // responses describe a change, errors must not stick in a cache.
@@ -148,7 +136,7 @@ func (h handlers) get(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderETag, etag(p.Version))
 	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
-	c.Set(headerSurrogateKey, itemSurrogateKey(p.ID))
+	c.Set(contract.HeaderSurrogateKey, contract.ProductTags.ItemTag(p.ID))
 	if noneMatch(c.Get(fiber.HeaderIfNoneMatch), p.Version) {
 		return c.SendStatus(http.StatusNotModified)
 	}
@@ -183,7 +171,7 @@ func (h handlers) list(c *fiber.Ctx) error {
 	}
 	resp.Items = toAppProducts(ps)
 	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
-	c.Set(headerSurrogateKey, listSurrogateKey)
+	c.Set(contract.HeaderSurrogateKey, contract.ProductTags.List)
 	return c.JSON(resp)
 }
 
@@ -256,7 +244,7 @@ var safePrefix = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
 // servicePath returns path as the client addresses it: behind the ingress
 // under its X-Forwarded-Prefix, if it sent a well-formed one.
 func servicePath(c *fiber.Ctx, path string) string {
-	if prefix := c.Get(headerForwardedPrefix); safePrefix.MatchString(prefix) {
+	if prefix := c.Get(contract.HeaderForwardedPrefix); safePrefix.MatchString(prefix) {
 		return prefix + path
 	}
 	return path

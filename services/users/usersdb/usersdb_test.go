@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/propagation"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/events"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
@@ -23,7 +23,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Postgres))
+	os.Exit(localenvtest.Run(m, localenvtest.Postgres))
 }
 
 func newStore(t *testing.T) (*Store, *pgxpool.Pool) {

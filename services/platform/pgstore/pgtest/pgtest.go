@@ -20,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 )
 
@@ -30,7 +30,7 @@ func NewDatabase(tb testing.TB, fsys fs.FS) string {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	adminURL := testenv.PostgresURL(tb)
+	adminURL := localenvtest.PostgresURL(tb)
 	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		tb.Fatalf("connect to test postgres: %v", err)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 func TestProbe(t *testing.T) {
@@ -86,7 +86,7 @@ func TestIngressBootstrapValidates(t *testing.T) {
 // arguments the sidecar command uses, and has the pinned Envoy validate it
 // together with the metrics overlay, exactly as the container runs it.
 func TestSidecarBootstrapValidates(t *testing.T) {
-	consul := testenv.StartConsul(t)
+	consul := localenvtest.StartConsul(t)
 	client, err := consul.Client()
 	if err != nil {
 		t.Fatal(err)

@@ -198,7 +198,7 @@ func (c sidecarConfig) consulArgs() []string {
 		"-admin-bind", "127.0.0.1:" + strconv.Itoa(c.adminPort),
 		"-grpc-addr", c.grpcAddr,
 		"-envoy-binary", c.envoy,
-		// As in make up (e2e/localenv/sidecar.go): Consul 1.22 lists Envoy
+		// As in make up (mesh/localenv/sidecar.go): Consul 1.22 lists Envoy
 		// 1.33 to 1.35, the pinned Envoy is 1.36.
 		"-ignore-envoy-compatibility",
 		"-bootstrap",

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // upTimeout bounds how long `up` waits for the stack to become healthy; a

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/envoy"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // The edge tier's fixed loopback ports. The ingress listens on 5000, the

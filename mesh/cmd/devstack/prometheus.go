@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // Prometheus scrapes the whole stack with observability/prometheus, on its

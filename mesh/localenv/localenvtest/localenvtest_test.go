@@ -1,4 +1,4 @@
-package testenv_test
+package localenvtest_test
 
 import (
 	"context"
@@ -11,18 +11,18 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portico-mesh/portico/e2e/testenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Postgres, testenv.Redis, testenv.RabbitMQ, testenv.Consul))
+	os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.Redis, localenvtest.RabbitMQ, localenvtest.Consul))
 }
 
 func TestSharedPostgres(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, testenv.PostgresURL(t))
+	conn, err := pgx.Connect(ctx, localenvtest.PostgresURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestSharedRedis(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	client := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	client := redis.NewClient(&redis.Options{Addr: localenvtest.RedisAddr(t)})
 	defer client.Close()
 	if err := client.Set(ctx, t.Name(), "ok", time.Minute).Err(); err != nil {
 		t.Fatal(err)
@@ -53,15 +53,15 @@ func TestSharedRedis(t *testing.T) {
 
 func TestSharedRabbitMQ(t *testing.T) {
 	t.Parallel()
-	roundTrip(t, testenv.AMQPURL(t), "testenv-shared")
+	roundTrip(t, localenvtest.AMQPURL(t), "testenv-shared")
 }
 
 // TestPrivateRabbitMQOutage stops and restarts a test's own broker while the
 // shared one keeps serving.
 func TestPrivateRabbitMQOutage(t *testing.T) {
 	t.Parallel()
-	private := testenv.StartRabbitMQ(t)
-	if private.URL() == testenv.AMQPURL(t) {
+	private := localenvtest.StartRabbitMQ(t)
+	if private.URL() == localenvtest.AMQPURL(t) {
 		t.Fatal("the private broker is the shared one")
 	}
 	roundTrip(t, private.URL(), "before-outage")
@@ -75,7 +75,7 @@ func TestPrivateRabbitMQOutage(t *testing.T) {
 		conn.Close()
 		t.Fatal("dialed the private broker while it was stopped")
 	}
-	roundTrip(t, testenv.AMQPURL(t), "shared-during-outage")
+	roundTrip(t, localenvtest.AMQPURL(t), "shared-during-outage")
 
 	startCtx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -87,7 +87,7 @@ func TestPrivateRabbitMQOutage(t *testing.T) {
 
 func TestPrivateRedisOutage(t *testing.T) {
 	t.Parallel()
-	private := testenv.StartRedis(t)
+	private := localenvtest.StartRedis(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	client := redis.NewClient(&redis.Options{Addr: private.Addr(), MaxRetries: -1})
@@ -111,7 +111,7 @@ func TestPrivateRedisOutage(t *testing.T) {
 
 func TestSharedConsul(t *testing.T) {
 	t.Parallel()
-	client := testenv.ConsulClient(t)
+	client := localenvtest.ConsulClient(t)
 	leader, err := client.Status().Leader()
 	if err != nil || leader == "" {
 		t.Fatalf("leader = %q, %v", leader, err)
@@ -126,8 +126,8 @@ func TestSharedConsul(t *testing.T) {
 // never sees.
 func TestPrivateConsul(t *testing.T) {
 	t.Parallel()
-	private := testenv.StartConsul(t)
-	if private.HTTPAddr() == testenv.ConsulAddr(t) {
+	private := localenvtest.StartConsul(t)
+	if private.HTTPAddr() == localenvtest.ConsulAddr(t) {
 		t.Fatal("the private agent is the shared one")
 	}
 	client, err := private.Client()
@@ -137,7 +137,7 @@ func TestPrivateConsul(t *testing.T) {
 	if _, err := client.KV().Put(&api.KVPair{Key: t.Name(), Value: []byte("x")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if kv, _, err := testenv.ConsulClient(t).KV().Get(t.Name(), nil); err != nil || kv != nil {
+	if kv, _, err := localenvtest.ConsulClient(t).KV().Get(t.Name(), nil); err != nil || kv != nil {
 		t.Errorf("shared agent has the private key: %v, %v", kv, err)
 	}
 }

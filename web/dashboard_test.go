@@ -1,4 +1,4 @@
-package web_test
+package dashboard_test
 
 import (
 	"encoding/json"
@@ -8,22 +8,22 @@ import (
 	"strings"
 	"testing"
 
-	platformweb "github.com/portico-mesh/portico/services/platform/web"
-	dashboard "github.com/portico-mesh/portico/web"
+	"github.com/portico-mesh/portico/services/platform/web"
+	"github.com/portico-mesh/portico/web"
 )
 
-func newServer(t *testing.T) *platformweb.Server {
+func newServer(t *testing.T) *web.Server {
 	t.Helper()
 	board, err := dashboard.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := platformweb.New(platformweb.Config{Service: "dashboard-test"})
+	srv := web.New(web.Config{Service: "dashboard-test"})
 	srv.Mount(board.Routes()...)
 	return srv
 }
 
-func get(t *testing.T, srv *platformweb.Server, path string, header http.Header) (*http.Response, string) {
+func get(t *testing.T, srv *web.Server, path string, header http.Header) (*http.Response, string) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, path, nil)
 	for k, v := range header {

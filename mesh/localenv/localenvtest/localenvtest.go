@@ -1,10 +1,10 @@
-// Package testenv gives the tests of a package real PostgreSQL, Redis,
+// Package localenvtest gives the tests of a package real PostgreSQL, Redis,
 // RabbitMQ and Consul servers.
 //
 // Use it from TestMain:
 //
 //	func TestMain(m *testing.M) {
-//		os.Exit(testenv.Run(m, testenv.Postgres, testenv.RabbitMQ))
+//		os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ))
 //	}
 //
 // and read the addresses in tests with PostgresURL, RedisAddr, AMQPURL and
@@ -19,7 +19,7 @@
 //
 // A test that stops and restarts a server to simulate an outage must not
 // do it to the shared one: StartRabbitMQ and StartRedis give it its own.
-package testenv
+package localenvtest
 
 import (
 	"context"
@@ -37,7 +37,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // Environment variables that carry the servers' addresses to tests, and
@@ -366,7 +366,7 @@ func lookup(tb testing.TB, n Need) string {
 	tb.Helper()
 	v := os.Getenv(n.envVar())
 	if v == "" {
-		tb.Fatalf("testenv: %s is not set: call testenv.Run(m, testenv.%v) from TestMain, or set it to an existing server", n.envVar(), n)
+		tb.Fatalf("testenv: %s is not set: call localenvtest.Run(m, localenvtest.%v) from TestMain, or set it to an existing server", n.envVar(), n)
 	}
 	return v
 }

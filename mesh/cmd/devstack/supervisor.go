@@ -18,8 +18,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/portico-mesh/portico/e2e/localenv"
 	"github.com/portico-mesh/portico/mesh/entries"
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 type adminCredentials struct {

@@ -1,11 +1,11 @@
-// Package web is Portico's dashboard: a small page, with no build step and
+// Package dashboard is Portico's dashboard: a small page, with no build step and
 // no third-party code, that signs in, lists and adds products, lists users
 // and shows what the gateway did with each call (status, latency, the
 // edge cache's verdict, problem details). It is a client of the public API
 // like any other: its calls go through the ingress with the user's token.
 //
 // The edge serves it; the ingress routes / and /web/ to the edge.
-package web
+package dashboard
 
 import (
 	"crypto/sha256"
@@ -20,7 +20,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/portico-mesh/portico/services/platform/problem"
-	platformweb "github.com/portico-mesh/portico/services/platform/web"
+	"github.com/portico-mesh/portico/services/platform/web"
 )
 
 //go:embed static
@@ -92,8 +92,8 @@ func load(name string) (asset, error) {
 }
 
 // Routes are the page at / and its files under AssetPrefix.
-func (d *Dashboard) Routes() []platformweb.Route {
-	return []platformweb.Route{
+func (d *Dashboard) Routes() []web.Route {
+	return []web.Route{
 		{Method: http.MethodGet, Path: "/", Handler: func(c *fiber.Ctx) error {
 			return send(c, d.index)
 		}},
