@@ -18,6 +18,7 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/edge/controlplane/irbuild"
 	"github.com/portico-mesh/portico/edge/controlplane/translate"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/out from the current output")
@@ -50,7 +51,7 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-func translateCase(t *testing.T, path string) (*ir.Xds, *translate.Resources) {
+func translateCase(t *testing.T, path string) (*ir.Xds, *xdsresources.Set) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -103,7 +104,7 @@ func toYAML(t *testing.T, v any) []byte {
 
 // resourcesYAML renders the resources as protojson, read back into plain
 // values so the YAML is stable (protojson's own spacing is not).
-func resourcesYAML(t *testing.T, r *translate.Resources) []byte {
+func resourcesYAML(t *testing.T, r *xdsresources.Set) []byte {
 	t.Helper()
 	byKind := map[string][]types.Resource{
 		"listeners": r.Listeners, "routes": r.Routes, "clusters": r.Clusters,
@@ -145,7 +146,7 @@ func compareGolden(t *testing.T, path string, got []byte) {
 
 // requireConsistent checks the snapshot the server would set: every
 // cluster's endpoints and every listener's routes are present.
-func requireConsistent(t *testing.T, r *translate.Resources) {
+func requireConsistent(t *testing.T, r *xdsresources.Set) {
 	t.Helper()
 	snap, err := cachev3.NewSnapshot("golden", map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: r.Listeners,
