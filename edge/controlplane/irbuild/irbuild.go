@@ -202,7 +202,13 @@ func forwardedPrefix(r edgeconfig.Route) string {
 		}
 		return ""
 	}
-	return strings.TrimSuffix(strings.TrimSuffix(matched, strings.TrimSuffix(r.Rewrite, "/")), "/")
+	// /v2/products/ -> /products/ removes /v2; /api/users/ -> / removes
+	// /api/users. A rewrite that is not the prefix's tail removes nothing
+	// a service could put back in front of its own paths.
+	if trimmed, ok := strings.CutSuffix(strings.TrimSuffix(matched, "/"), strings.TrimSuffix(r.Rewrite, "/")); ok {
+		return trimmed
+	}
+	return ""
 }
 
 // docsRoutes send the merged API documentation to the edge, with the
