@@ -15,8 +15,12 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// update is registered in every test binary that imports this package;
-// `go test ./edge/controlplane/... -update` rewrites every golden file.
+// update is registered in every test binary that imports this package:
+//
+//	go test ./edge/controlplane/irbuild ./edge/controlplane/translate -update
+//
+// rewrites every golden file (packages without golden files do not know
+// the flag, so name these two).
 var update = flag.Bool("update", false, "rewrite testdata/out from the current output and remove stale files")
 
 // Updating reports whether the test run rewrites the golden files.
