@@ -56,13 +56,10 @@ func Translate(x *ir.Xds) (*xdsresources.Set, error) {
 		res.Clusters = append(res.Clusters, cl)
 		res.Endpoints = append(res.Endpoints, loadAssignment(c))
 	}
-	if x.RateLimitService != nil {
-		cl, err := rateLimitServiceCluster(*x.RateLimitService)
-		if err != nil {
+	for _, f := range httpFeatures() {
+		if err := f.patchResources(x, res); err != nil {
 			return nil, err
 		}
-		res.Clusters = append(res.Clusters, cl)
-		res.RateLimitConfigs = []types.Resource{rateLimitConfig(x)}
 	}
 	if len(x.Clusters) > 0 {
 		res.Secrets = secrets(x.Identity)
