@@ -61,7 +61,7 @@ func TestEachInconsistencyHasItsSentinel(t *testing.T) {
 			tc.mutate(x)
 			err := x.Validate()
 			for _, s := range sentinels {
-				if got := errors.Is(err, s); got != (s == tc.want) {
+				if got := errors.Is(err, s); got != errors.Is(tc.want, s) {
 					t.Fatalf("errors.Is(%v, %v) = %v", err, s, got)
 				}
 			}
