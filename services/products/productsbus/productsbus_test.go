@@ -104,48 +104,49 @@ func TestUpdateRetriesAndPreconditions(t *testing.T) {
 		wantErr   error
 		want      Product // when wantErr is nil
 		wantCalls int     // Update calls
+		wantReads int     // QueryByID calls
 	}{
 		{
-			name: "no race", update: rename, wantCalls: 1,
+			name: "no race", update: rename, wantCalls: 1, wantReads: 1,
 			want: Product{ID: 7, Name: name, Price: lamp.Price, StockQuantity: 10, Version: 4},
 		},
 		{
 			// Re-read and re-applied: the other writer's sale is kept.
-			name: "a lost race is retried on the fresh version", races: 1, update: rename, wantCalls: 2,
+			name: "a lost race is retried on the fresh version", races: 1, update: rename, wantCalls: 2, wantReads: 2,
 			want: Product{ID: 7, Name: name, Price: lamp.Price, StockQuantity: 9, Version: 5},
 		},
 		{
-			name: "the last attempt may still win", races: updateAttempts - 1, update: rename, wantCalls: updateAttempts,
+			name: "the last attempt may still win", races: updateAttempts - 1, update: rename, wantCalls: updateAttempts, wantReads: updateAttempts,
 			want: Product{ID: 7, Name: name, Price: lamp.Price, StockQuantity: 10 - (updateAttempts - 1), Version: 3 + updateAttempts},
 		},
 		{
-			name: "If-Match: * is retried like no precondition", races: 1, update: rename, wantCalls: 2,
+			name: "If-Match: * is retried like no precondition", races: 1, update: rename, wantCalls: 2, wantReads: 2,
 			pc:   Precondition{Present: true, Any: true},
 			want: Product{ID: 7, Name: name, Price: lamp.Price, StockQuantity: 9, Version: 5},
 		},
 		{
 			name: "every attempt lost: conflict", races: updateAttempts, update: rename,
-			wantErr: ErrConflict, wantCalls: updateAttempts,
+			wantErr: ErrConflict, wantCalls: updateAttempts, wantReads: updateAttempts,
 		},
 		{
 			name: "a pinned version that matched is not retried", races: 1, update: rename,
-			pc: Precondition{Present: true, Versions: []int64{3}}, wantErr: ErrPreconditionFailed, wantCalls: 1,
+			pc: Precondition{Present: true, Versions: []int64{3}}, wantErr: ErrPreconditionFailed, wantCalls: 1, wantReads: 1,
 		},
 		{
-			name: "a pinned version among others matches", update: rename, wantCalls: 1,
+			name: "a pinned version among others matches", update: rename, wantCalls: 1, wantReads: 1,
 			pc:   Precondition{Present: true, Versions: []int64{2, 3}},
 			want: Product{ID: 7, Name: name, Price: lamp.Price, StockQuantity: 10, Version: 4},
 		},
 		{
 			name: "a pinned version that is not current", update: rename,
-			pc: Precondition{Present: true, Versions: []int64{2}}, wantErr: ErrPreconditionFailed, wantCalls: 0,
+			pc: Precondition{Present: true, Versions: []int64{2}}, wantErr: ErrPreconditionFailed, wantCalls: 0, wantReads: 1,
 		},
 		{
 			name: "a tag naming no version matches nothing", update: rename,
-			pc: Precondition{Present: true}, wantErr: ErrPreconditionFailed, wantCalls: 0,
+			pc: Precondition{Present: true}, wantErr: ErrPreconditionFailed, wantCalls: 0, wantReads: 1,
 		},
 		{
-			name: "an empty update writes nothing", races: 1, update: UpdateProduct{}, wantCalls: 0,
+			name: "an empty update writes nothing", races: 1, update: UpdateProduct{}, wantCalls: 0, wantReads: 1,
 			want: lamp,
 		},
 	}
@@ -163,6 +164,10 @@ func TestUpdateRetriesAndPreconditions(t *testing.T) {
 			}
 			if store.updates != tt.wantCalls {
 				t.Errorf("%d store updates, want %d", store.updates, tt.wantCalls)
+			}
+			// A pinned precondition fails at once: no second read.
+			if store.queries != tt.wantReads {
+				t.Errorf("%d store reads, want %d", store.queries, tt.wantReads)
 			}
 			if tt.wantErr != nil {
 				if len(store.events) != 0 {
