@@ -45,7 +45,7 @@ func loadConfig(environ []string) (config, error) {
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
 		return config{}, err
 	}
-	if err := cfg.Config.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil { // the service's own settings (products.Config)
 		return config{}, err
 	}
 	return cfg, nil

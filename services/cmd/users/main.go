@@ -46,7 +46,7 @@ func loadConfig(environ []string) (config, error) {
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
-	if err := cfg.Config.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil { // the service's own settings (users.Config)
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
