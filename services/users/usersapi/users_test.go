@@ -179,6 +179,7 @@ func TestRegisterValidation(t *testing.T) {
 		{name: "array", body: `[]`, status: 400},
 		{name: "string", body: `"x"`, status: 400},
 		{name: "trailing data", body: `{}{}`, status: 400},
+		{name: "member twice", body: `{"username":"valid_name","email":"valid@example.com","password":"long enough","username":"other_name"}`, status: 400},
 		{name: "empty body", body: ``, status: 400},
 	}
 	for _, tt := range tests {
