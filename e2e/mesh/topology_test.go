@@ -230,7 +230,7 @@ func buildServices(ctx context.Context, t *testing.T) string {
 	}
 	dir := t.TempDir()
 	begin := time.Now()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", dir+string(filepath.Separator), "./services/users", "./services/products")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", dir+string(filepath.Separator), "./services/cmd/users", "./services/cmd/products")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build services: %v\n%s", err, out)

@@ -111,7 +111,7 @@ func (s *system) build(ctx context.Context) error {
 		return fmt.Errorf("go toolchain not on PATH: %w", err)
 	}
 	out := s.path("bin") + string(filepath.Separator)
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./services/users", "./services/products", "./edge/cmd/edge")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./services/cmd/users", "./services/cmd/products", "./edge/cmd/edge")
 	cmd.Dir = s.root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, b)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"io"
 	"log/slog"
 	"net"
@@ -22,17 +21,12 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
 	"github.com/portico-mesh/portico/services/platform/service"
-	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/services/products/productsapi"
-	"github.com/portico-mesh/portico/services/products/productsbus"
-	"github.com/portico-mesh/portico/services/products/productsdb"
-	"github.com/portico-mesh/portico/services/users/token"
-	"github.com/portico-mesh/portico/services/users/usersapi"
-	"github.com/portico-mesh/portico/services/users/usersbus"
-	"github.com/portico-mesh/portico/services/users/usersdb"
+	"github.com/portico-mesh/portico/services/products"
+	"github.com/portico-mesh/portico/services/users"
 )
 
 func TestMain(m *testing.M) {
@@ -74,10 +68,12 @@ func serveOn(t *testing.T, name string, serve func(ctx context.Context, ln net.L
 	return ln.Addr().String()
 }
 
-// startProducts runs the real products service in-process, as its main
-// does, on a fresh database, publishing to exchange.
+// startProducts runs the real products service in-process, built by
+// products.Build as its command does, on a fresh database, publishing to
+// exchange.
 func startProducts(t *testing.T, exchange string, maxAge time.Duration) string {
 	t.Helper()
+	ctx := context.Background()
 	cfg := service.BaseConfig{
 		DatabaseURL:     pgtest.NewDatabase(t, migrations.Products()),
 		AMQPURL:         localenvtest.AMQPURL(t),
@@ -85,35 +81,24 @@ func startProducts(t *testing.T, exchange string, maxAge time.Duration) string {
 		LogLevel:        "warn",
 		ShutdownTimeout: 10 * time.Second,
 	}
-	rt, err := service.Open(context.Background(), cfg, "products", "test", migrations.Products(), testLog())
+	rt, err := service.Open(ctx, cfg, products.Name, "test", migrations.Products(), testLog())
 	if err != nil {
 		t.Fatalf("open products: %v", err)
 	}
-	openAPI, err := productsapi.OpenAPIJSON()
+	srv, err := products.Build(ctx, products.Deps{Pool: rt.Pool, Web: rt.WebConfig(nil), Config: products.Config{CacheMaxAge: maxAge}})
 	if err != nil {
+		_ = rt.Close(ctx)
 		t.Fatal(err)
 	}
-	srv := web.New(rt.WebConfig(productsapi.Classify))
-	srv.Mount(productsapi.Routes(productsapi.Config{
-		Business:    productsbus.NewBusiness(productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)),
-		CacheMaxAge: maxAge,
-		OpenAPI:     openAPI,
-	})...)
 	return serveOn(t, "products", func(ctx context.Context, ln net.Listener) error { return rt.Serve(ctx, srv, ln) })
 }
 
-// startUsers runs the real users service in-process on a fresh database.
+// startUsers runs the real users service in-process, built by users.Build
+// as its command does, on a fresh database, with the admin
+// BOOTSTRAP_ADMIN_* would create in production.
 func startUsers(t *testing.T, exchange string) string {
 	t.Helper()
 	ctx := context.Background()
-	keys, _, err := token.LoadOrGenerate(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer, err := token.NewIssuer(keys, token.Config{Issuer: "portico-users", Audience: "portico", TTL: 15 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := service.BaseConfig{
 		DatabaseURL:     pgtest.NewDatabase(t, migrations.Users()),
 		AMQPURL:         localenvtest.AMQPURL(t),
@@ -121,24 +106,18 @@ func startUsers(t *testing.T, exchange string) string {
 		LogLevel:        "warn",
 		ShutdownTimeout: 10 * time.Second,
 	}
-	rt, err := service.Open(ctx, cfg, "users", "test", migrations.Users(), testLog())
+	rt, err := service.Open(ctx, cfg, users.Name, "test", migrations.Users(), testLog())
 	if err != nil {
 		t.Fatalf("open users: %v", err)
 	}
-	users, err := usersbus.New(usersdb.New(rt.Pool, rt.Tracing.Propagator), usersbus.Config{Log: rt.Log})
+	srv, err := users.Build(ctx, users.Deps{Pool: rt.Pool, Web: rt.WebConfig(nil), Config: users.Config{
+		JWTIssuer: "portico-users", JWTAudience: "portico", JWTTTL: 15 * time.Minute, JWTKeysDir: t.TempDir(),
+		BootstrapAdminUsername: "root", BootstrapAdminEmail: adminEmail, BootstrapAdminPassword: users.Secret(adminPassword),
+	}})
 	if err != nil {
+		_ = rt.Close(ctx)
 		t.Fatal(err)
 	}
-	// As BOOTSTRAP_ADMIN_* does in production.
-	if _, _, err := users.EnsureAdmin(ctx, usersbus.NewUser{Username: "root", Email: adminEmail, Password: adminPassword}); err != nil {
-		t.Fatal(err)
-	}
-	api, err := usersapi.New(ctx, usersapi.Config{Log: rt.Log, Users: users, Tokens: issuer, TokenTTL: 15 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := web.New(rt.WebConfig(usersapi.Classify))
-	srv.Mount(api.Routes()...)
 	return serveOn(t, "users", func(ctx context.Context, ln net.Listener) error { return rt.Serve(ctx, srv, ln) })
 }
 

@@ -1,9 +1,10 @@
-package main
+package usersapi_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,6 +38,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
+	"github.com/portico-mesh/portico/services/users"
 	"github.com/portico-mesh/portico/services/users/token"
 	"github.com/portico-mesh/portico/services/users/usersapi"
 )
@@ -71,7 +73,7 @@ func (c *coverage) record(operationID string) {
 }
 
 func (c *coverage) missing() []string {
-	doc, err := usersapi.LoadDocument(context.Background())
+	doc, err := usersapi.OpenAPIDocument()
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -144,9 +146,30 @@ func (e *testEnv) allSecrets() []string {
 	return slices.Clone(e.secrets)
 }
 
+// config is what the command reads from its environment: the runtime's
+// and the service's own configuration.
+type config struct {
+	service.BaseConfig
+	users.Config
+}
+
+// start opens a runtime and builds the service on it, as the command does.
+// On error nothing is left open.
+func start(ctx context.Context, cfg config, log *slog.Logger) (*service.Runtime, *web.Server, error) {
+	rt, err := service.Open(ctx, cfg.BaseConfig, users.Name, "test", migrations.Users(), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := users.Build(ctx, users.Deps{Pool: rt.Pool, Web: rt.WebConfig(nil), Config: cfg.Config})
+	if err != nil {
+		return nil, nil, errors.Join(err, rt.Close(context.WithoutCancel(ctx)))
+	}
+	return rt, srv, nil
+}
+
 // config is the configuration of an instance on e.
-func (e *testEnv) config(mutate ...func(*Config)) Config {
-	cfg := Config{
+func (e *testEnv) config(mutate ...func(*config)) config {
+	cfg := config{
 		BaseConfig: service.BaseConfig{
 			HTTPAddr:        "127.0.0.1:0",
 			DatabaseURL:     e.dbURL,
@@ -155,11 +178,13 @@ func (e *testEnv) config(mutate ...func(*Config)) Config {
 			LogLevel:        "debug",
 			ShutdownTimeout: 5 * time.Second,
 		},
-		JWTIssuer:              "portico-users-test",
-		JWTAudience:            "portico-test",
-		JWTTTL:                 10 * time.Minute,
-		JWTKeysDir:             e.keysDir,
-		BootstrapAdminUsername: "admin",
+		Config: users.Config{
+			JWTIssuer:              "portico-users-test",
+			JWTAudience:            "portico-test",
+			JWTTTL:                 10 * time.Minute,
+			JWTKeysDir:             e.keysDir,
+			BootstrapAdminUsername: "admin",
+		},
 	}
 	for _, m := range mutate {
 		m(&cfg)
@@ -168,13 +193,13 @@ func (e *testEnv) config(mutate ...func(*Config)) Config {
 }
 
 func (e *testEnv) logger() *slog.Logger {
-	return telemetry.NewLogger(e.logs, slog.LevelDebug, serviceName)
+	return telemetry.NewLogger(e.logs, slog.LevelDebug, users.Name)
 }
 
 // testService is one running instance, served over real HTTP.
 type testService struct {
 	env     *testEnv
-	cfg     Config
+	cfg     config
 	baseURL string
 	srv     *web.Server
 	client  *http.Client
@@ -183,7 +208,7 @@ type testService struct {
 }
 
 // start runs an instance until the test ends (or stop is called).
-func (e *testEnv) start(t *testing.T, mutate ...func(*Config)) *testService {
+func (e *testEnv) start(t *testing.T, mutate ...func(*config)) *testService {
 	t.Helper()
 	cfg := e.config(mutate...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -401,7 +426,7 @@ type contractTransport struct {
 
 func newContractTransport(t *testing.T, baseURL string) *contractTransport {
 	t.Helper()
-	doc, err := usersapi.LoadDocument(context.Background())
+	doc, err := usersapi.OpenAPIDocument()
 	if err != nil {
 		t.Fatal(err)
 	}

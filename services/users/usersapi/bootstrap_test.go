@@ -1,4 +1,4 @@
-package main
+package usersapi_test
 
 import (
 	"context"
@@ -12,12 +12,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portico-mesh/portico/services/users"
 )
 
-func withBootstrap(email, password string) func(*Config) {
-	return func(c *Config) {
+func withBootstrap(email, password string) func(*config) {
+	return func(c *config) {
 		c.BootstrapAdminEmail = email
-		c.BootstrapAdminPassword = secret(password)
+		c.BootstrapAdminPassword = users.Secret(password)
 	}
 }
 
@@ -185,7 +187,7 @@ func TestBootstrapAdminRefusals(t *testing.T) {
 
 	short := e.secret("short")
 	clash := e.secret("long enough password")
-	for name, mutate := range map[string]func(*Config){
+	for name, mutate := range map[string]func(*config){
 		"username taken by another email": withBootstrap("root@example.com", clash),
 		"password too short":              withBootstrap("root@example.com", short),
 		"invalid email":                   withBootstrap("root", clash),

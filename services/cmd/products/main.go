@@ -1,4 +1,5 @@
-// Command products serves Portico's product catalog.
+// Command products serves Portico's product catalog; see package
+// services/products for what it runs.
 package main
 
 import (
@@ -6,23 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/service"
-	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/services/products/productsapi"
-	"github.com/portico-mesh/portico/services/products/productsbus"
-	"github.com/portico-mesh/portico/services/products/productsdb"
+	"github.com/portico-mesh/portico/services/products"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
-
-const serviceName = "products"
 
 // defaultHTTPAddr is this service's port in the local port plan; the
 // shared BaseConfig default belongs to no service in particular.
@@ -30,13 +25,12 @@ const defaultHTTPAddr = "127.0.0.1:8082"
 
 type config struct {
 	service.BaseConfig
-	// CacheMaxAge is how long clients and caches may reuse product reads.
-	CacheMaxAge time.Duration `env:"PRODUCTS_CACHE_MAX_AGE" envDefault:"30s"`
+	products.Config
 }
 
 func main() {
 	command.Main(command.Spec[config]{
-		Name: serviceName, Load: loadConfig, Run: run,
+		Name: products.Name, Load: loadConfig, Run: run,
 		LogLevel: func(c config) string { return c.LogLevel },
 	})
 }
@@ -51,29 +45,20 @@ func loadConfig(environ []string) (config, error) {
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
 		return config{}, err
 	}
-	if cfg.CacheMaxAge < 0 {
-		return config{}, errors.New("PRODUCTS_CACHE_MAX_AGE must not be negative")
+	if err := cfg.Validate(); err != nil { // the service's own settings (products.Config)
+		return config{}, err
 	}
 	return cfg, nil
 }
 
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
-	// The document is checked before anything is started.
-	openAPI, err := productsapi.OpenAPIJSON()
-	if err != nil {
-		return err
-	}
-	rt, err := service.Open(ctx, cfg.BaseConfig, serviceName, version, migrations.Products(), log)
+	rt, err := service.Open(ctx, cfg.BaseConfig, products.Name, version, migrations.Products(), log)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	store := productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)
-	bus := productsbus.NewBusiness(store)
-	srv := web.New(rt.WebConfig(productsapi.Classify))
-	srv.Mount(productsapi.Routes(productsapi.Config{
-		Business:    bus,
-		CacheMaxAge: cfg.CacheMaxAge,
-		OpenAPI:     openAPI,
-	})...)
+	srv, err := products.Build(ctx, products.Deps{Pool: rt.Pool, Web: rt.WebConfig(nil), Config: cfg.Config})
+	if err != nil {
+		return errors.Join(err, rt.Close(context.WithoutCancel(ctx)))
+	}
 	return rt.Run(ctx, srv)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/portico-mesh/portico/services/platform/service"
+	"github.com/portico-mesh/portico/services/users"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -20,7 +21,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{
+	want := config{
 		BaseConfig: service.BaseConfig{
 			HTTPAddr:        "127.0.0.1:8081",
 			DatabaseURL:     "postgres://db/users",
@@ -34,11 +35,13 @@ func TestLoadConfigDefaults(t *testing.T) {
 				DrainDelay:      time.Second,
 			},
 		},
-		JWTIssuer:              "portico-users",
-		JWTAudience:            "portico",
-		JWTTTL:                 15 * time.Minute,
-		JWTKeysDir:             ".run/keys/users",
-		BootstrapAdminUsername: "admin",
+		Config: users.Config{
+			JWTIssuer:              "portico-users",
+			JWTAudience:            "portico",
+			JWTTTL:                 15 * time.Minute,
+			JWTKeysDir:             ".run/keys/users",
+			BootstrapAdminUsername: "admin",
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -58,7 +61,7 @@ func TestLoadConfigOverrides(t *testing.T) {
 	}
 	if got.HTTPAddr != "0.0.0.0:9000" || got.JWTIssuer != "iss" || got.JWTAudience != "aud" || got.JWTTTL != time.Hour ||
 		got.JWTKeysDir != "/keys" || got.BootstrapAdminEmail != "root@example.com" ||
-		got.BootstrapAdminPassword.reveal() != "p4ssw0rd!" || got.BootstrapAdminUsername != "root" {
+		got.BootstrapAdminPassword.Reveal() != "p4ssw0rd!" || got.BootstrapAdminUsername != "root" {
 		t.Errorf("config %+v", got)
 	}
 }

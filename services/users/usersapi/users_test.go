@@ -1,7 +1,6 @@
-package main
+package usersapi_test
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -180,6 +179,7 @@ func TestRegisterValidation(t *testing.T) {
 		{name: "array", body: `[]`, status: 400},
 		{name: "string", body: `"x"`, status: 400},
 		{name: "trailing data", body: `{}{}`, status: 400},
+		{name: "member twice", body: `{"username":"valid_name","email":"valid@example.com","password":"long enough","username":"other_name"}`, status: 400},
 		{name: "empty body", body: ``, status: 400},
 	}
 	for _, tt := range tests {
@@ -692,7 +692,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	s := newEnv(t).start(t)
 	r := expect(t, s.do(t, http.MethodGet, "/openapi.json", nil), http.StatusOK)
-	doc, err := usersapi.LoadDocument(context.Background())
+	doc, err := usersapi.OpenAPIDocument()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -738,30 +738,4 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// run, as main calls it: serves until its context ends, then returns
-// cleanly after flushing.
-func TestRunStopsOnCancel(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, e.config(), e.logger()) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(logLines(e.logs, "serving")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("run did not start serving")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not return after cancel")
-	}
 }

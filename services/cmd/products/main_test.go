@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/portico-mesh/portico/services/platform/service"
+	"github.com/portico-mesh/portico/services/products"
 )
 
 // consulDefaults is the mesh registration configuration without any
@@ -35,7 +36,7 @@ func TestLoadConfig(t *testing.T) {
 					ShutdownTimeout: 20 * time.Second,
 					Consul:          consulDefaults(),
 				},
-				CacheMaxAge: 30 * time.Second,
+				Config: products.Config{CacheMaxAge: 30 * time.Second},
 			},
 		},
 		{
@@ -51,7 +52,7 @@ func TestLoadConfig(t *testing.T) {
 					ShutdownTimeout: 20 * time.Second,
 					Consul:          consulDefaults(),
 				},
-				CacheMaxAge: 2 * time.Minute,
+				Config: products.Config{CacheMaxAge: 2 * time.Minute},
 			},
 		},
 		{name: "zero max age disables reuse", environ: []string{"DATABASE_URL=x", "PRODUCTS_CACHE_MAX_AGE=0s"}, want: config{
