@@ -29,7 +29,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/process"
 	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/web"
+	dashboard "github.com/portico-mesh/portico/web"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

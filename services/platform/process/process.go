@@ -143,10 +143,10 @@ func (p *Process) Go(name string, loop func(ctx context.Context) error) {
 
 // OnClose adds a release step; Close runs them in reverse order of
 // addition, after every loop stopped.
-func (p *Process) OnClose(name string, close func(ctx context.Context) error) {
+func (p *Process) OnClose(name string, release func(ctx context.Context) error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closers = append(p.closers, closer{name: name, close: close})
+	p.closers = append(p.closers, closer{name: name, close: release})
 }
 
 // WebConfig returns the HTTP configuration with this process's logger,
