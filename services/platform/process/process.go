@@ -88,8 +88,15 @@ type Process struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
+	pending []loop // added by Go before the process started
+	started bool
 	closers []closer
 	closed  bool
+}
+
+type loop struct {
+	name string
+	run  func(context.Context) error
 }
 
 type closer struct {
@@ -122,21 +129,52 @@ func Open(ctx context.Context, cfg Config) (*Process, error) {
 	return p, nil
 }
 
-// Go runs loop in a goroutine the process owns, from now until shutdown:
-// its context ends when shutdown reaches the loops (after the server
-// stopped accepting and finished its requests), and shutdown waits for it
-// to return. A loop that fails (returns an error before its context ended)
-// shuts the process down, and Serve returns that error; one that returns
-// nil early just ends.
-func (p *Process) Go(name string, loop func(ctx context.Context) error) {
+// Go runs loop in a goroutine the process owns, from the start of Serve
+// (or Wait; at once if that has begun) until shutdown: its context ends
+// when shutdown reaches the loops (after the server stopped accepting and
+// finished its requests), and shutdown waits for it to return. A loop
+// that fails (returns an error before its context ended) shuts the
+// process down, and Serve returns that error; one that returns nil early
+// just ends. Loops start with serving, not at Open, so that what a
+// command does between Open and Serve (migrations, a bootstrap write)
+// happens before any of them runs.
+func (p *Process) Go(name string, run func(ctx context.Context) error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	if !p.started {
+		p.pending = append(p.pending, loop{name: name, run: run})
+		return
+	}
+	p.launch(loop{name: name, run: run})
+}
+
+// start launches the loops added so far.
+func (p *Process) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started || p.closed {
+		return
+	}
+	p.started = true
+	for _, l := range p.pending {
+		p.launch(l)
+	}
+	p.pending = nil
+}
+
+// launch runs l; p.mu is held.
+func (p *Process) launch(l loop) {
 	p.wg.Go(func() {
-		err := loop(p.loops)
+		err := l.run(p.loops)
 		switch {
 		case err != nil && p.loops.Err() == nil:
-			p.Log.Error(name+" failed; shutting down", "error", err.Error())
-			p.fail(fmt.Errorf("%s: %w", name, err))
+			p.Log.Error(l.name+" failed; shutting down", "error", err.Error())
+			p.fail(fmt.Errorf("%s: %w", l.name, err))
 		case err != nil:
-			p.Log.Warn(name+" stopped with an error", "error", err.Error())
+			p.Log.Warn(l.name+" stopped with an error", "error", err.Error())
 		}
 	})
 }
@@ -186,6 +224,7 @@ func (p *Process) Serve(ctx context.Context, srv *web.Server, ln net.Listener) e
 			return errors.Join(err, ln.Close(), p.Close(context.WithoutCancel(ctx)))
 		}
 	}
+	p.start()
 	serveCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopOnFailure := context.AfterFunc(p.failed, cancel)
@@ -201,6 +240,7 @@ func (p *Process) Serve(ctx context.Context, srv *web.Server, ln net.Listener) e
 // Wait runs the process without a server of its own until ctx ends or a
 // loop fails, then Closes it.
 func (p *Process) Wait(ctx context.Context) error {
+	p.start()
 	select {
 	case <-ctx.Done():
 	case <-p.failed.Done():

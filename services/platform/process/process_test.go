@@ -181,6 +181,20 @@ func TestFailingLoopStopsTheProcess(t *testing.T) {
 	}
 }
 
+// Loops start with serving: a process closed before it served never ran
+// them (a command's start-up writes stay put until then).
+func TestLoopsStartWithServing(t *testing.T) {
+	p := open(t, process.Config{})
+	var ran atomic.Bool
+	p.Go("loop", func(context.Context) error { ran.Store(true); return nil })
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ran.Load() {
+		t.Error("a loop ran in a process that never served")
+	}
+}
+
 // Wait runs a process without a server of its own; Close refuses nothing
 // and reports a release step that failed.
 func TestWaitAndClose(t *testing.T) {

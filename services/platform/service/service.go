@@ -58,8 +58,9 @@ type Runtime struct {
 }
 
 // Open connects to the database (waiting for it), applies migrations under
-// an advisory lock, and starts the outbox relay, which publishes through a
-// broker publisher. The broker is not required to be up.
+// an advisory lock, and adds the outbox relay, which publishes through a
+// broker publisher while the service serves. The broker is not required
+// to be up.
 func Open(ctx context.Context, cfg BaseConfig, name, version string, migrations fs.FS, log *slog.Logger) (*Runtime, error) {
 	p, err := process.Open(ctx, process.Config{
 		Name: name, Version: version, Log: log, ShutdownTimeout: cfg.ShutdownTimeout,
