@@ -85,7 +85,9 @@ func Open(ctx context.Context, cfg BaseConfig, name, version string, migrations 
 	if err != nil {
 		return nil, errors.Join(err, tracing.Shutdown(context.WithoutCancel(ctx)))
 	}
-	if err := pgstore.Migrate(ctx, pool, migrations, log); err != nil {
+	// The outbox's line first: the relay below needs its table, and a
+	// service migration may write events.
+	if err := pgstore.Migrate(ctx, pool, log, outbox.Migrations(), pgstore.Line{Migrations: migrations}); err != nil {
 		pool.Close()
 		return nil, errors.Join(err, tracing.Shutdown(context.WithoutCancel(ctx)))
 	}
