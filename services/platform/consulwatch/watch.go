@@ -119,59 +119,64 @@ func (w *Watch[T]) Run(ctx context.Context) error {
 		return errors.New("consulwatch: Watch.Fetch and Watch.Deliver are required")
 	}
 	c := w.withDefaults()
-	var (
-		index     uint64
-		delivered bool
-		failures  int
-	)
-	for ctx.Err() == nil {
-		started := time.Now()
-		value, meta, err := c.query(ctx, index)
-		if err == nil && meta == nil {
-			err = errNoQueryMeta
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // shutting down: the interrupted query is no failure
-			}
-			failures++
-			call(c.Hooks.Failed)
-			// The next query starts from index 0 and so answers at once.
-			// The agent that failed may come back as another one whose
-			// indexes are lower than ours: waiting on our index there
-			// would block for the whole WaitTime on stale data. One
-			// non-blocking query per recovery is the price.
-			index = 0
-			delay := c.Backoff.Delay(failures)
-			c.Log.Warn("consul query failed", "watch", c.Name, "failures", failures, "retry_in", delay, "err", err)
-			if !backoff.Wait(ctx, delay) {
-				return nil
-			}
-			continue
-		}
-		if failures > 0 {
-			c.Log.Info("consul query recovered", "watch", c.Name, "after_failures", failures)
-			failures = 0
-		}
-
-		s := nextIndex(index, meta.LastIndex, delivered)
-		index = s.waitIndex
-		if s.deliver {
-			delivered = true
-			call(c.Hooks.Delivered)
-			c.Deliver(value)
-		}
-		pause := c.spacing(time.Since(started))
-		if s.reset {
-			call(c.Hooks.Reset)
-			c.Log.Debug("consul index reset", "watch", c.Name, "last_index", meta.LastIndex)
-			pause = max(pause, c.ResetPause)
-		}
-		if pause > 0 && !backoff.Wait(ctx, pause) {
-			return nil
-		}
+	var at position
+	for ok := true; ok && ctx.Err() == nil; {
+		ok = c.next(ctx, &at)
 	}
 	return nil
+}
+
+// position is where a Watch stands between two queries.
+type position struct {
+	index     uint64 // the WaitIndex of the next query
+	delivered bool   // an answer was delivered
+	failures  int    // consecutive failed queries
+}
+
+// next runs one query, delivers its answer if it is news and waits
+// whatever must pass before the next query. It reports false when ctx
+// ended meanwhile.
+func (w *Watch[T]) next(ctx context.Context, at *position) bool {
+	started := time.Now()
+	value, meta, err := w.query(ctx, at.index)
+	if ctx.Err() != nil {
+		return false // shutting down: an interrupted query is no failure
+	}
+	if err == nil && meta == nil {
+		err = errNoQueryMeta
+	}
+	if err != nil {
+		at.failures++
+		call(w.Hooks.Failed)
+		// The next query starts from index 0 and so answers at once. The
+		// agent that failed may come back as another one whose indexes
+		// are lower than ours: waiting on our index there would block for
+		// the whole WaitTime on stale data. One non-blocking query per
+		// recovery is the price.
+		at.index = 0
+		delay := w.Backoff.Delay(at.failures)
+		w.Log.Warn("consul query failed", "watch", w.Name, "failures", at.failures, "retry_in", delay, "err", err)
+		return backoff.Wait(ctx, delay)
+	}
+	if at.failures > 0 {
+		w.Log.Info("consul query recovered", "watch", w.Name, "after_failures", at.failures)
+		at.failures = 0
+	}
+
+	s := nextIndex(at.index, meta.LastIndex, at.delivered)
+	at.index = s.waitIndex
+	if s.deliver {
+		at.delivered = true
+		call(w.Hooks.Delivered)
+		w.Deliver(value)
+	}
+	pause := w.spacing(time.Since(started))
+	if s.reset {
+		call(w.Hooks.Reset)
+		w.Log.Debug("consul index reset", "watch", w.Name, "last_index", meta.LastIndex)
+		pause = max(pause, w.ResetPause)
+	}
+	return pause <= 0 || backoff.Wait(ctx, pause)
 }
 
 // spacing is the wait that keeps MinInterval between the starts of two
