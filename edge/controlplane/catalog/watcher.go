@@ -49,10 +49,9 @@ const (
 	DefaultIngressService = "ingress"
 	DefaultConfigKey      = "portico/edge/config"
 	DefaultCoalesce       = 25 * time.Millisecond
-	DefaultMinBackoff     = 250 * time.Millisecond
-	DefaultMaxBackoff     = 30 * time.Second
-	DefaultWaitTime       = 5 * time.Minute
-	maxWaitTime           = 10 * time.Minute
+	DefaultMinBackoff     = consulwatch.DefaultMinBackoff
+	DefaultMaxBackoff     = consulwatch.DefaultMaxBackoff
+	DefaultWaitTime       = consulwatch.DefaultWaitTime
 )
 
 func (c Config) withDefaults() Config {
@@ -78,7 +77,7 @@ func (c Config) withDefaults() Config {
 	if c.WaitTime <= 0 {
 		c.WaitTime = DefaultWaitTime
 	}
-	c.WaitTime = min(c.WaitTime, maxWaitTime)
+	c.WaitTime = min(c.WaitTime, consulwatch.MaxWaitTime)
 	return c
 }
 
