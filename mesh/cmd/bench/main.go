@@ -190,7 +190,7 @@ func logf(format string, args ...any) {
 func measure(ctx context.Context, root string, o options) (rep Report, err error) {
 	var ph phases
 	rep = Report{
-		Started: time.Now().UTC(), Commit: commit(root), CPUs: runtime.NumCPU(),
+		Started: time.Now().UTC(), Commit: commit(ctx, root), CPUs: runtime.NumCPU(),
 		Settings: Settings{
 			Rates: o.rates, LoginRates: o.loginRates, StepSecs: o.step.Seconds(), ProbeSecs: o.probe.Seconds(),
 			TargetP99: toMillis(o.targetP99), Workers: o.workers, CPUAtRate: o.cpuAt,
@@ -284,8 +284,8 @@ func memoryTable(procs []watched, idle, load map[string]int64) []ProcessMemory {
 }
 
 // commit names the checked-out revision, if git can tell.
-func commit(root string) string {
-	out, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output()
+func commit(ctx context.Context, root string) string {
+	out, err := exec.CommandContext(ctx, "git", "-C", root, "describe", "--always", "--dirty").Output()
 	if err != nil {
 		return ""
 	}

@@ -208,12 +208,16 @@ func (r Report) printCapacity(w io.Writer) {
 }
 
 func (r Report) printCPU(w io.Writer) {
-	fmt.Fprintf(w, "CPU seconds per 1000 requests, per process, at the step nearest %d rps (path@rate)\n", r.Settings.CPUAtRate)
+	fmt.Fprintf(w, "CPU seconds per 1000 requests, per process, at each path's step nearest %d rps\n", r.Settings.CPUAtRate)
 	steps := make([]Step, len(r.Paths))
 	fmt.Fprintf(w, "%-18s", "PROCESS")
 	for i, p := range r.Paths {
 		steps[i], _ = p.nearestStep(r.Settings.CPUAtRate)
-		fmt.Fprintf(w, " %13s", fmt.Sprintf("%s@%d", shortName(p.Name), steps[i].Rate))
+		fmt.Fprintf(w, " %13s", truncate(p.Name, 13))
+	}
+	fmt.Fprintf(w, "\n%-18s", "")
+	for _, s := range steps {
+		fmt.Fprintf(w, " %13s", fmt.Sprintf("@%d rps", s.Rate))
 	}
 	fmt.Fprintln(w)
 	totals := make([]float64, len(r.Paths))
@@ -269,9 +273,6 @@ func (r Report) printPhases(w io.Writer) {
 	fmt.Fprintf(w, "  %-34s %7.1fs\n", "total", total)
 }
 
-// shortName keeps a CPU column narrow.
-func shortName(name string) string { return truncate(name, 8) }
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -315,7 +316,7 @@ func outcomes(m map[string]int) string {
 // Save writes the report as JSON into dir, named by its start time, and
 // returns the file's path.
 func (r Report) Save(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", err
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
@@ -323,13 +324,13 @@ func (r Report) Save(dir string) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(dir, r.Started.UTC().Format("20060102T150405Z")+".json")
-	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+	return path, os.WriteFile(path, append(b, '\n'), 0o600) //nolint:gosec // under the -out folder the user chose
 }
 
 // LoadReport reads a report written by Save.
 func LoadReport(path string) (Report, error) {
 	var r Report
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) //nolint:gosec // the file the user named with -compare
 	if err != nil {
 		return r, err
 	}
@@ -385,10 +386,10 @@ func Compare(w io.Writer, old, cur Report) {
 
 // delta is the relative change from o to n, "~" when both are zero.
 func delta(o, n float64) string {
-	switch {
-	case o == n:
+	if o == n {
 		return "~"
-	case o == 0:
+	}
+	if o == 0 {
 		return "new"
 	}
 	return fmt.Sprintf("%+.1f%%", 100*(n-o)/o)

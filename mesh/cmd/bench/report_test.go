@@ -89,6 +89,7 @@ func TestReportPrintsRatiosToDirectAndFlagsFailures(t *testing.T) {
 		// CPU at the 500 step: ingress-envoy 0.4, total 0.5.
 		"ingress-envoy",
 		"TOTAL                      0.100         0.500",
+		strings.Repeat(" ", 24) + "@500 rps      @500 rps",
 		"ingress-envoy      10                    40.0      50.0",
 	} {
 		if !strings.Contains(text, want) {

@@ -107,11 +107,13 @@ func (s *stack) down() error {
 }
 
 func (s *stack) devstack(ctx context.Context, verb string) error {
-	cmd := exec.CommandContext(ctx, filepath.Join(s.root, devstackBin), verb)
+	cmd := exec.CommandContext(ctx, filepath.Join(s.root, devstackBin), verb) //nolint:gosec // our own bin/devstack, a fixed verb
 	cmd.Dir = s.root
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("devstack %s: %w", verb, err)
+	// Its summary (with the admin password) is noise here; it is shown
+	// when the command fails.
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("devstack %s: %w\n%s", verb, err, out)
 	}
 	return nil
 }
