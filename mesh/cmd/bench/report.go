@@ -165,7 +165,7 @@ func (r Report) Print(w io.Writer) {
 
 func (r Report) printLatency(w io.Writer) {
 	fmt.Fprintf(w, "LATENCY (ms) at fixed rates; xP50/xP99 = ratio to %q at the same rate; ! = under %.0f%% success\n", baseline, 100*minSuccess)
-	fmt.Fprintf(w, "%-13s %6s %9s %7s %8s %8s %8s %8s %6s %6s\n", "PATH", "RATE", "SERVED/s", "OK%", "P50", "P90", "P99", "MAX", "xP50", "xP99")
+	fmt.Fprintf(w, "%-13s %6s %9s %7s %8s %8s %8s %8s %7s %7s\n", "PATH", "RATE", "SERVED/s", "OK%", "P50", "P90", "P99", "MAX", "xP50", "xP99")
 	base, _ := r.path(baseline)
 	for _, p := range r.Paths {
 		for _, s := range p.Steps {
@@ -178,7 +178,7 @@ func (r Report) printLatency(w io.Writer) {
 				x50 = fmtRatio(ratio(float64(s.P50), float64(b.P50)))
 				x99 = fmtRatio(ratio(float64(s.P99), float64(b.P99)))
 			}
-			fmt.Fprintf(w, "%-13s %6d %9.1f %6.1f%s %8.2f %8.2f %8.2f %8.2f %6s %6s\n",
+			fmt.Fprintf(w, "%-13s %6d %9.1f %6.1f%s %8.2f %8.2f %8.2f %8.2f %7s %7s\n",
 				p.Name, s.Rate, s.Served, 100*s.SuccessRatio(), flag, s.P50, s.P90, s.P99, s.Max, x50, x99)
 		}
 	}

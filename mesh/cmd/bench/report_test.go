@@ -81,8 +81,8 @@ func TestReportPrintsRatiosToDirectAndFlagsFailures(t *testing.T) {
 	text := out.String()
 	for _, want := range []string{
 		// ingress-full at 500: p50 3/0.5 = 6.00, p99 14/2 = 7.00, 96% flagged.
-		"ingress-full     500     480.0   96.0!     3.00     3.00    14.00    14.00   6.00   7.00",
-		"direct           250     250.0  100.0      0.50     0.50     1.00     1.00   1.00   1.00",
+		"ingress-full     500     480.0   96.0!     3.00     3.00    14.00    14.00    6.00    7.00",
+		"direct           250     250.0  100.0      0.50     0.50     1.00     1.00    1.00    1.00",
 		// capacity: 500/2000.
 		"ingress-full       500      0.25",
 		"1000:3.0* 2000:8.0*",
