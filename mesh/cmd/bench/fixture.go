@@ -181,6 +181,30 @@ type fixture struct {
 	user      account // registered for this run
 	admin     account // the bootstrap admin
 	productID int64
+	// signedIn is when the tokens were issued: they live 15 minutes
+	// (JWT_TTL), longer than a path takes but not than a slow run.
+	signedIn time.Time
+	// missSeq numbers the cache-busting queries of the MISS path.
+	missSeq atomic.Uint64
+}
+
+// tokenRefreshAfter is the token age after which freshTokens signs in again.
+const tokenRefreshAfter = 5 * time.Minute
+
+// freshTokens signs both accounts in again when their tokens are old.
+func (f *fixture) freshTokens(ctx context.Context) error {
+	if time.Since(f.signedIn) < tokenRefreshAfter {
+		return nil
+	}
+	var err error
+	if f.user.Token, err = f.login(ctx, f.user.Email, f.user.Password); err != nil {
+		return err
+	}
+	if f.admin.Token, err = f.login(ctx, f.admin.Email, f.admin.Password); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	f.signedIn = time.Now()
+	return nil
 }
 
 type response struct {
@@ -259,6 +283,7 @@ func newFixture(ctx context.Context, adminEmail, adminPassword string) (*fixture
 	if f.admin.Token, err = f.login(ctx, adminEmail, adminPassword); err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
+	f.signedIn = time.Now()
 	return f, nil
 }
 
@@ -340,9 +365,10 @@ func expect(status int, xcache ...string) func(*vegeta.Result) string {
 	}
 }
 
-// paths lists what the benchmark measures, in the order printed. Every
-// GET reads the same kind of record (one user, or one product) so the
-// paths differ only by the hops in front of the service.
+// paths lists what the benchmark measures, in the order printed, with the
+// current tokens. Every GET reads the same kind of record (one user, or
+// one product) so the paths differ only by the hops in front of the
+// service.
 func (f *fixture) paths(rates, loginRates []int) []benchPath {
 	userPath := "/users/" + f.user.id()
 	productPath := "/api/products/products/" + strconv.FormatInt(f.productID, 10)
@@ -351,7 +377,6 @@ func (f *fixture) paths(rates, loginRates []int) []benchPath {
 	adminWrite := bearer(f.admin.Token)
 	adminWrite.Set("Content-Type", "application/json")
 	loginBody, _ := json.Marshal(map[string]string{"email": f.user.Email, "password": f.user.Password})
-	missSeq := &atomic.Uint64{}
 	return []benchPath{
 		{
 			Name: "direct", About: "GET users/{id} straight to the users service (identity headers set by the client)",
@@ -383,7 +408,7 @@ func (f *fixture) paths(rates, loginRates []int) []benchPath {
 			Targets: func() vegeta.Targeter {
 				return func(t *vegeta.Target) error {
 					t.Method, t.Header = http.MethodGet, userToken
-					t.URL = ingressURL + productPath + "?bench_miss=" + f.runID + "-" + strconv.FormatUint(missSeq.Add(1), 10)
+					t.URL = ingressURL + productPath + "?bench_miss=" + f.runID + "-" + strconv.FormatUint(f.missSeq.Add(1), 10)
 					return nil
 				}
 			},

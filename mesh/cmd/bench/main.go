@@ -258,7 +258,11 @@ func measure(ctx context.Context, root string, o options) (rep Report, err error
 	}
 	defer func() { rep.Procs = memoryTable(l.procs, idle, l.maxRSS) }()
 
-	for _, p := range f.paths(o.rates, o.loginRates) {
+	for i := range f.paths(o.rates, o.loginRates) {
+		if err := f.freshTokens(ctx); err != nil {
+			return rep, err
+		}
+		p := f.paths(o.rates, o.loginRates)[i]
 		if o.only != nil && !slices.Contains(o.only, p.Name) {
 			continue
 		}
