@@ -208,7 +208,7 @@ func (r Report) printCapacity(w io.Writer) {
 }
 
 func (r Report) printCPU(w io.Writer) {
-	fmt.Fprintf(w, "CPU seconds per 1000 requests, per process, at each path's step nearest %d rps\n", r.Settings.CPUAtRate)
+	fmt.Fprintf(w, "CPU seconds per 1000 requests, per process, at each path's step nearest %d rps (TOTAL leaves out %s)\n", r.Settings.CPUAtRate, selfName)
 	steps := make([]Step, len(r.Paths))
 	fmt.Fprintf(w, "%-18s", "PROCESS")
 	for i, p := range r.Paths {
@@ -225,7 +225,9 @@ func (r Report) printCPU(w io.Writer) {
 		fmt.Fprintf(w, "%-18s", proc)
 		for i, s := range steps {
 			v, ok := s.CPUPer1000[proc]
-			totals[i] += v
+			if proc != selfName {
+				totals[i] += v
+			}
 			if !ok {
 				fmt.Fprintf(w, " %13s", "-")
 				continue
@@ -234,7 +236,7 @@ func (r Report) printCPU(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "%-18s", "TOTAL")
+	fmt.Fprintf(w, "%-18s", "TOTAL (stack)")
 	for _, t := range totals {
 		fmt.Fprintf(w, " %13.3f", t)
 	}
@@ -366,7 +368,7 @@ func Compare(w io.Writer, old, cur Report) {
 			row(np.Name, rate, "p90 ms", float64(was.P90), float64(ns.P90))
 			row(np.Name, rate, "p99 ms", float64(was.P99), float64(ns.P99))
 			row(np.Name, rate, "success %", 100*was.SuccessRatio(), 100*ns.SuccessRatio())
-			row(np.Name, rate, "cpu s/1000", sumValues(was.CPUPer1000), sumValues(ns.CPUPer1000))
+			row(np.Name, rate, "cpu s/1000", stackCPU(was.CPUPer1000), stackCPU(ns.CPUPer1000))
 		}
 		row(np.Name, "-", "max rps", float64(op.MaxRate), float64(np.MaxRate))
 	}
@@ -395,10 +397,13 @@ func delta(o, n float64) string {
 	return fmt.Sprintf("%+.1f%%", 100*(n-o)/o)
 }
 
-func sumValues(m map[string]float64) float64 {
+// stackCPU is the CPU the stack spent, the load generator's own left out.
+func stackCPU(m map[string]float64) float64 {
 	total := 0.0
-	for _, v := range m {
-		total += v
+	for name, v := range m {
+		if name != selfName {
+			total += v
+		}
 	}
 	return total
 }

@@ -68,10 +68,14 @@ func sampleReport() Report {
 			}, Probes: []Probe{{Rate: 1000, P99: 3, Success: 1, Held: true}, {Rate: 2000, P99: 8, Success: 1, Held: true}}},
 			{Name: "ingress-full", About: "through", MaxRate: 500, Steps: []Step{
 				step(250, 1250, 1250, 2, 5, map[string]float64{"users": 0.1, "ingress-envoy": 0.3}),
-				step(500, 2500, 2400, 3, 14, map[string]float64{"users": 0.1, "ingress-envoy": 0.4}),
+				step(500, 2500, 2400, 3, 14, map[string]float64{"users": 0.1, "ingress-envoy": 0.4, selfName: 0.2}),
 			}},
 		},
-		Procs: []ProcessMemory{{Name: "ingress-envoy", PIDs: []int{10}, IdleRSSKB: 40960, LoadRSSKB: 51200}, {Name: "users", PIDs: []int{11}, IdleRSSKB: 20480, LoadRSSKB: 30720}},
+		Procs: []ProcessMemory{
+			{Name: "ingress-envoy", PIDs: []int{10}, IdleRSSKB: 40960, LoadRSSKB: 51200},
+			{Name: "users", PIDs: []int{11}, IdleRSSKB: 20480, LoadRSSKB: 30720},
+			{Name: selfName, PIDs: []int{12}, IdleRSSKB: 10240, LoadRSSKB: 10240},
+		},
 	}
 }
 
@@ -88,7 +92,9 @@ func TestReportPrintsRatiosToDirectAndFlagsFailures(t *testing.T) {
 		"1000:3.0* 2000:8.0*",
 		// CPU at the 500 step: ingress-envoy 0.4, total 0.5.
 		"ingress-envoy",
-		"TOTAL                      0.100         0.500",
+		// The load generator is shown but not counted in the stack's total.
+		"bench (vegeta)                 -         0.200",
+		"TOTAL (stack)              0.100         0.500",
 		strings.Repeat(" ", 24) + "@500 rps      @500 rps",
 		"ingress-envoy      10                    40.0      50.0",
 	} {
@@ -128,6 +134,7 @@ func TestCompareShowsOldNewAndDelta(t *testing.T) {
 		"ingress-full     250 p50 ms              2.000      2.000         ~",
 		"ingress-full       - max rps           500.000   1000.000   +100.0%",
 		"ingress-full     500 success %          96.000     96.000         ~",
+		"ingress-full     500 cpu s/1000          0.500      0.500         ~",
 		"users                    20.0       10.0    -50.0%       30.0       30.0         ~",
 	} {
 		if !strings.Contains(text, want) {
