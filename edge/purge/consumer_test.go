@@ -2,7 +2,6 @@ package purge_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/portico-mesh/portico/edge/purge"
-	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
@@ -49,30 +47,6 @@ func (p *recordingPurger) tagsOf(id string) ([]string, bool) {
 	return tags, ok
 }
 
-func publish(t *testing.T, url, exchange string, ev events.Envelope) {
-	t.Helper()
-	body, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := broker.DeclareExchange(ch, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.PublishWithContext(context.Background(), exchange, ev.Type, false, false, amqp.Publishing{
-		DeliveryMode: amqp.Persistent, MessageId: ev.ID, Body: body,
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func productEvent(t *testing.T, typ, subject string) events.Envelope {
 	t.Helper()
@@ -83,39 +57,7 @@ func productEvent(t *testing.T, typ, subject string) events.Envelope {
 	return ev
 }
 
-// waitFor polls cond until it holds, failing the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	if err := localenv.Poll(ctx, 20*time.Millisecond, func(context.Context) error {
-		if !cond() {
-			return errors.New("not yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
 
-// publishRaw publishes a body that is no event envelope.
-func publishRaw(t *testing.T, url, exchange, key string, body []byte) {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.PublishWithContext(context.Background(), exchange, key, false, false, amqp.Publishing{
-		DeliveryMode: amqp.Persistent, Body: body,
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // The consumer survives a broker restart and consumes what was published
 // while it was away; a failed purge is retried until it succeeds, a
@@ -139,15 +81,15 @@ func TestConsumerRecoversAndLosesNothing(t *testing.T) {
 		wg.Go(func() { _ = c.Run(ctx) })
 		stop := func() { cancel(); wg.Wait() }
 		t.Cleanup(stop)
-		waitFor(t, 30*time.Second, "the consumer to connect", c.Connected)
+		localenvtest.WaitUntil(t, 30*time.Second, "the consumer to connect", c.Connected)
 		return c, stop
 	}
 
 	consumer, stop := newConsumer()
-	publishRaw(t, rmq.URL(), exchange, "product.updated", []byte("not an event"))
+	localenvtest.Publish(t, rmq.URL(), exchange, "product.updated", amqp.Publishing{Body: []byte("not an event")})
 	first := productEvent(t, "product.updated", "products/1")
-	publish(t, rmq.URL(), exchange, first)
-	waitFor(t, 10*time.Second, "the first event", func() bool {
+	localenvtest.PublishEvent(t, rmq.URL(), exchange, first)
+	localenvtest.WaitUntil(t, 10*time.Second, "the first event", func() bool {
 		tags, ok := purger.tagsOf(first.ID)
 		return ok && len(tags) == 2 && tags[0] == "product:1" && tags[1] == "products"
 	})
@@ -157,30 +99,30 @@ func TestConsumerRecoversAndLosesNothing(t *testing.T) {
 	purger.failures = 3
 	purger.mu.Unlock()
 	retried := productEvent(t, "product.deleted", "products/2")
-	publish(t, rmq.URL(), exchange, retried)
-	waitFor(t, 10*time.Second, "the retried event", func() bool { _, ok := purger.tagsOf(retried.ID); return ok })
+	localenvtest.PublishEvent(t, rmq.URL(), exchange, retried)
+	localenvtest.WaitUntil(t, 10*time.Second, "the retried event", func() bool { _, ok := purger.tagsOf(retried.ID); return ok })
 
 	// A broker restart: the consumer reconnects by itself.
 	ctx := context.Background()
 	if err := rmq.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the consumer to notice", func() bool { return !consumer.Connected() })
+	localenvtest.WaitUntil(t, 10*time.Second, "the consumer to notice", func() bool { return !consumer.Connected() })
 	if err := rmq.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the consumer to reconnect", consumer.Connected)
+	localenvtest.WaitUntil(t, 30*time.Second, "the consumer to reconnect", consumer.Connected)
 	afterRestart := productEvent(t, "product.created", "products/3")
-	publish(t, rmq.URL(), exchange, afterRestart)
-	waitFor(t, 10*time.Second, "an event after the restart", func() bool { _, ok := purger.tagsOf(afterRestart.ID); return ok })
+	localenvtest.PublishEvent(t, rmq.URL(), exchange, afterRestart)
+	localenvtest.WaitUntil(t, 10*time.Second, "an event after the restart", func() bool { _, ok := purger.tagsOf(afterRestart.ID); return ok })
 
 	// Events published while no edge consumes wait in its durable queue.
 	stop()
 	whileAway := productEvent(t, "product.updated", "products/4")
-	publish(t, rmq.URL(), exchange, whileAway)
-	publish(t, rmq.URL(), exchange, whileAway) // and a duplicate
+	localenvtest.PublishEvent(t, rmq.URL(), exchange, whileAway)
+	localenvtest.PublishEvent(t, rmq.URL(), exchange, whileAway) // and a duplicate
 	newConsumer()
-	waitFor(t, 10*time.Second, "the event published while away", func() bool { _, ok := purger.tagsOf(whileAway.ID); return ok })
+	localenvtest.WaitUntil(t, 10*time.Second, "the event published while away", func() bool { _, ok := purger.tagsOf(whileAway.ID); return ok })
 
 	purger.mu.Lock()
 	defer purger.mu.Unlock()

@@ -145,15 +145,7 @@ func TestPrivateConsul(t *testing.T) {
 // roundTrip publishes a message to a fresh exclusive queue and reads it back.
 func roundTrip(t *testing.T, url, body string) {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := localenvtest.AMQPChannel(t, url)
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package broker_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/backoff"
 	"github.com/portico-mesh/portico/services/platform/broker"
@@ -88,23 +86,10 @@ func run(t *testing.T, c *broker.Consumer) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	waitFor(t, 30*time.Second, "the consumer to connect", c.Connected)
+	localenvtest.WaitUntil(t, 30*time.Second, "the consumer to connect", c.Connected)
 	return stop
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	if err := localenv.Poll(ctx, 20*time.Millisecond, func(context.Context) error {
-		if !cond() {
-			return errors.New("not yet")
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
 
 func newEvent(t *testing.T, typ string) events.Envelope {
 	t.Helper()
@@ -115,49 +100,12 @@ func newEvent(t *testing.T, typ string) events.Envelope {
 	return ev
 }
 
-func publish(t *testing.T, url, exchange, key string, body []byte) {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := broker.DeclareExchange(ch, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.PublishWithContext(context.Background(), exchange, key, false, false, amqp.Publishing{
-		DeliveryMode: amqp.Persistent, Body: body,
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
 
-func publishEvent(t *testing.T, url, exchange string, ev events.Envelope) {
-	t.Helper()
-	body, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	publish(t, url, exchange, ev.Type, body)
-}
 
 // queueDepth is how many messages wait in queue, unconsumed.
 func queueDepth(t *testing.T, url, queue string) int {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	q, err := localenvtest.AMQPChannel(t, url).QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,16 +172,16 @@ func TestConsumerHandlesBoundEvents(t *testing.T) {
 	tc := newTestConsumer(t, localenvtest.AMQPURL(t))
 	run(t, tc.Consumer)
 	unbound := newEvent(t, "other.created")
-	publishEvent(t, tc.url, tc.exchange, unbound)
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, unbound)
 	ev := newEvent(t, "thing.created")
-	publishEvent(t, tc.url, tc.exchange, ev)
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, ev)
 
-	waitFor(t, 10*time.Second, "the event", func() bool { _, ok := tc.seen.got(ev.ID); return ok })
+	localenvtest.WaitUntil(t, 10*time.Second, "the event", func() bool { _, ok := tc.seen.got(ev.ID); return ok })
 	got, _ := tc.seen.got(ev.ID)
 	if got.Type != ev.Type || got.Subject != ev.Subject || string(got.Data) != string(ev.Data) || !got.Time.Equal(ev.Time) {
 		t.Errorf("handled %+v, want %+v", got, ev)
 	}
-	waitFor(t, 10*time.Second, "the ack to be counted", func() bool { return tc.outcome(t, broker.OutcomeAcked) == 1 })
+	localenvtest.WaitUntil(t, 10*time.Second, "the ack to be counted", func() bool { return tc.outcome(t, broker.OutcomeAcked) == 1 })
 	if err := tc.Run(t.Context()); err == nil {
 		t.Error("a second Run of a running consumer was not refused")
 	}
@@ -258,15 +206,15 @@ func TestConsumerSettlesEveryOutcome(t *testing.T) {
 	tc.seen.discard[discarded.ID] = errors.New("unknown schema version")
 	tc.seen.mu.Unlock()
 
-	publish(t, tc.url, tc.exchange, "thing.created", []byte("{not json"))
-	publish(t, tc.url, tc.exchange, "thing.created", []byte(`{"type":"thing.created"}`)) // no id
-	publishEvent(t, tc.url, tc.exchange, retried)
-	publishEvent(t, tc.url, tc.exchange, discarded)
-	publishEvent(t, tc.url, tc.exchange, after)
+	localenvtest.Publish(t, tc.url, tc.exchange, "thing.created", amqp.Publishing{Body: []byte("{not json")})
+	localenvtest.Publish(t, tc.url, tc.exchange, "thing.created", amqp.Publishing{Body: []byte(`{"type":"thing.created"}`)}) // no id
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, retried)
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, discarded)
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, after)
 
-	waitFor(t, 10*time.Second, "the retried event to succeed", func() bool { _, ok := tc.seen.got(retried.ID); return ok })
-	waitFor(t, 10*time.Second, "the event behind the others", func() bool { _, ok := tc.seen.got(after.ID); return ok })
-	waitFor(t, 10*time.Second, "every delivery to be settled", func() bool { return tc.outcome(t, broker.OutcomeAcked) == 2 })
+	localenvtest.WaitUntil(t, 10*time.Second, "the retried event to succeed", func() bool { _, ok := tc.seen.got(retried.ID); return ok })
+	localenvtest.WaitUntil(t, 10*time.Second, "the event behind the others", func() bool { _, ok := tc.seen.got(after.ID); return ok })
+	localenvtest.WaitUntil(t, 10*time.Second, "every delivery to be settled", func() bool { return tc.outcome(t, broker.OutcomeAcked) == 2 })
 	stop()
 
 	if n := tc.seen.callsOf(retried.ID); n != 3 {
@@ -299,26 +247,26 @@ func TestConsumerSurvivesBrokerRestart(t *testing.T) {
 	if err := rmq.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the consumer to notice", func() bool { return !tc.Connected() })
+	localenvtest.WaitUntil(t, 10*time.Second, "the consumer to notice", func() bool { return !tc.Connected() })
 	if err := tc.Ping(ctx); err == nil {
 		t.Error("Ping succeeded while the broker was down")
 	}
 	if err := rmq.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the consumer to reconnect", tc.Connected)
+	localenvtest.WaitUntil(t, 30*time.Second, "the consumer to reconnect", tc.Connected)
 	afterRestart := newEvent(t, "thing.created")
-	publishEvent(t, tc.url, tc.exchange, afterRestart)
-	waitFor(t, 10*time.Second, "an event after the restart", func() bool { _, ok := tc.seen.got(afterRestart.ID); return ok })
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, afterRestart)
+	localenvtest.WaitUntil(t, 10*time.Second, "an event after the restart", func() bool { _, ok := tc.seen.got(afterRestart.ID); return ok })
 
 	stop()
 	if tc.Connected() {
 		t.Error("still connected after Run returned")
 	}
 	whileAway := newEvent(t, "thing.updated")
-	publishEvent(t, tc.url, tc.exchange, whileAway)
+	localenvtest.PublishEvent(t, tc.url, tc.exchange, whileAway)
 	run(t, tc.Consumer) // the same consumer may run again once stopped
-	waitFor(t, 10*time.Second, "the event published while away", func() bool { _, ok := tc.seen.got(whileAway.ID); return ok })
+	localenvtest.WaitUntil(t, 10*time.Second, "the event published while away", func() bool { _, ok := tc.seen.got(whileAway.ID); return ok })
 }
 
 // Run waits for an absent broker without failing, and returns nil as soon
@@ -337,7 +285,7 @@ func TestConsumerStopsWhileWaitingForTheBroker(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	waitFor(t, 10*time.Second, "a failed connection attempt", func() bool { return logs.contains("reconnecting") })
+	localenvtest.WaitUntil(t, 10*time.Second, "a failed connection attempt", func() bool { return logs.contains("reconnecting") })
 	cancel()
 	select {
 	case err := <-done:

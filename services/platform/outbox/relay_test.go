@@ -41,7 +41,10 @@ func TestNoEventLostAcrossBrokerOutage(t *testing.T) {
 	rmq := localenvtest.StartRabbitMQ(t)
 	exchange := "test.events"
 
-	queue := bindQueue(t, rmq.URL(), exchange)
+	// A durable queue bound to every routing key, so that persistent
+	// messages survive the broker restart like a real consumer's.
+	const queue = "test.all-events"
+	localenvtest.BindQueue(t, rmq.URL(), exchange, queue, "#")
 	const batchSize = 20
 
 	relayCtx, stopRelay := context.WithCancel(ctx)
@@ -196,46 +199,12 @@ func waitForBacklog(t *testing.T, ctx context.Context, pool *pgxpool.Pool, limit
 	}
 }
 
-// bindQueue declares a durable queue bound to every routing key, so that
-// persistent messages survive the broker restart like a real consumer's.
-func bindQueue(t *testing.T, url, exchange string) string {
-	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := broker.DeclareExchange(ch, exchange); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("test.all-events", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "#", exchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	return q.Name
-}
 
 // consumeAll reads message ids until want have arrived and the queue then
 // stays quiet, so late duplicates are caught too.
 func consumeAll(t *testing.T, ctx context.Context, url, queue string, want int) []string {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deliveries, err := ch.ConsumeWithContext(ctx, queue, "", true, true, false, false, nil)
+	deliveries, err := localenvtest.AMQPChannel(t, url).ConsumeWithContext(ctx, queue, "", true, true, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
