@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // TestLocalRateLimit: a burst over a route's bucket gets 429 problems with
@@ -56,7 +57,7 @@ func TestLocalRateLimit(t *testing.T) {
 	if limited.Header.Get("X-Ratelimit-Limit") == "" {
 		t.Fatalf("no X-RateLimit-Limit header: %v", limited.Header)
 	}
-	eventually(t, 5*time.Second, "bucket refilled", func() error {
+	localenvtest.Eventually(t, 5*time.Second, 50*time.Millisecond, "bucket refilled", func(context.Context) error {
 		if r := get(t, "/api/users/.well-known/jwks.json", nil); r.Status != http.StatusOK {
 			return errStatus(r)
 		}

@@ -1,11 +1,14 @@
 package system_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // The merged document validates as OpenAPI 3, and every operation it
@@ -54,7 +57,7 @@ func TestEveryDocumentedOperationAnswersAsDocumented(t *testing.T) {
 	// Writes go straight to products, so the cached item goes only when
 	// the edge consumes the deletion event; then the read is a 404.
 	gone := request{method: http.MethodGet, path: productPath(p.ID), token: carol.Token}
-	eventually(t, 10*time.Second, "the deletion event to purge the cached product", func() error {
+	localenvtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "the deletion event to purge the cached product", func(context.Context) error {
 		if r := call(t, gone); r.status != http.StatusNotFound {
 			return fmt.Errorf("still %s", r)
 		}

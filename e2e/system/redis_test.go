@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // With Redis stopped, cached routes still answer 200, with X-Cache:
@@ -17,7 +19,7 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 	token := sys.alice.Token
 	paths := []string{productPath(p.ID), "/api/products/products?limit=5"}
 	for _, path := range paths {
-		eventuallyEvery(t, 10*time.Second, 100*time.Millisecond, path+" cached", func() error {
+		localenvtest.Eventually(t, 10*time.Second, 100*time.Millisecond, path+" cached", func(context.Context) error {
 			if r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token}); r.xcache() != "HIT" {
 				return fmt.Errorf("X-Cache %q", r.xcache())
 			}
@@ -69,7 +71,7 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 	// The restarted Redis is empty: each path is a MISS, then a HIT.
 	for _, path := range paths {
 		var seen []string
-		eventuallyEvery(t, 10*time.Second, 50*time.Millisecond, path+": MISS then HIT after Redis returned", func() error {
+		localenvtest.Eventually(t, 10*time.Second, 50*time.Millisecond, path+": MISS then HIT after Redis returned", func(context.Context) error {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token})
 			seen = append(seen, r.xcache())
 			n := len(seen)
@@ -84,7 +86,7 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 
 	// The global limits count again: the rate-limit service answers (its
 	// X-RateLimit-Remaining header) instead of the ingress failing open.
-	eventuallyEvery(t, 15*time.Second, 200*time.Millisecond, "the rate-limit service to count again", func() error {
+	localenvtest.Eventually(t, 15*time.Second, 200*time.Millisecond, "the rate-limit service to count again", func(context.Context) error {
 		r := expect(t, http.StatusOK, request{method: http.MethodGet, path: paths[0], token: token})
 		if r.header.Get("X-Ratelimit-Remaining") == "" {
 			return fmt.Errorf("no X-RateLimit-Remaining: %v", r.header)

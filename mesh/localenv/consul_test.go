@@ -196,8 +196,12 @@ func TestSidecars(t *testing.T) {
 		})
 	}
 
-	body, err := eventually(t, 30*time.Second, func(ctx context.Context) (string, error) {
-		return get(ctx, "http://"+loopback(upstream)+"/")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var body string
+	err := Poll(ctx, 100*time.Millisecond, func(ctx context.Context) (err error) {
+		body, err = get(ctx, "http://"+loopback(upstream)+"/")
+		return err
 	})
 	if err != nil {
 		t.Fatalf("request through the mesh: %v", err)
@@ -257,18 +261,4 @@ func get(ctx context.Context, url string) (string, error) {
 		return "", fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
 	}
 	return string(b), nil
-}
-
-// eventually retries f until it succeeds or d has passed, and returns the
-// last result.
-func eventually(t *testing.T, d time.Duration, f func(context.Context) (string, error)) (string, error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		v, err := f(t.Context())
-		if err == nil || time.Now().After(deadline) {
-			return v, err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
