@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,7 +103,7 @@ func newUpstream(ctx context.Context, service, id string) (*upstream, error) {
 		return nil, errors.Join(fmt.Errorf("register %s: %w", id, err), u.Close(ctx))
 	}
 	sc, err := localenv.StartSidecar(ctx, localenv.SidecarOptions{
-		Consul: env.consul, SidecarFor: id, Dir: filepath.Join(env.dir, "sidecars"),
+		Consul: env.consul, SidecarFor: id, Dir: env.stack.Path("sidecars"),
 	})
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("sidecar for %s: %w", id, err), u.Close(ctx))

@@ -45,6 +45,9 @@ func (s *Stack) StartRateLimit(ctx context.Context, opts localenv.RateLimitOptio
 type IngressConfig struct {
 	// NodeID names the Envoy to the control plane; empty means "ingress-1".
 	NodeID string
+	// Name labels its files (<Name>.log, <Name>-bootstrap.yaml); empty
+	// means NodeID.
+	Name string
 	// XDSAddr is the control plane's ADS host:port. Required.
 	XDSAddr string
 	// AdminPort is Envoy's admin port; zero is chosen. MetricsPort, when
@@ -66,6 +69,9 @@ func (s *Stack) StartIngress(ctx context.Context, cfg IngressConfig) (*localenv.
 	if cfg.NodeID == "" {
 		cfg.NodeID = "ingress-1"
 	}
+	if cfg.Name == "" {
+		cfg.Name = cfg.NodeID
+	}
 	if cfg.Dir == "" {
 		cfg.Dir = s.Path("ingress")
 	}
@@ -83,7 +89,7 @@ func (s *Stack) StartIngress(ctx context.Context, cfg IngressConfig) (*localenv.
 		}
 	}
 	e, err := localenv.StartEnvoy(ctx, localenv.EnvoyOptions{
-		Name: cfg.NodeID, Dir: cfg.Dir, AdminPort: cfg.AdminPort, WaitLive: true, LogLevel: cfg.LogLevel,
+		Name: cfg.Name, Dir: cfg.Dir, AdminPort: cfg.AdminPort, WaitLive: true, LogLevel: cfg.LogLevel,
 		Bootstrap: func(adminPort int) ([]byte, error) {
 			return envoy.Ingress(envoy.IngressBootstrap{
 				NodeID: cfg.NodeID, AdminPort: adminPort, XDSHost: xdsHost, XDSPort: xdsPort,

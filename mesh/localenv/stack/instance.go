@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +52,8 @@ type InstanceConfig struct {
 	// SidecarDir holds the sidecar's bootstrap and log; empty means
 	// Path("sidecars").
 	SidecarDir string
+	// WorkDir is the process's working directory; empty means Dir.
+	WorkDir string
 }
 
 // Instance is a running service instance and, once StartSidecar ran, its
@@ -162,6 +166,12 @@ func (s *Stack) StartInstance(ctx context.Context, cfg InstanceConfig) (*Instanc
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = s.cfg.Dir
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.LogPath), 0o755); err != nil {
+		return nil, err
+	}
 	env := []string{
 		"HTTP_ADDR=" + localenv.Loopback(cfg.Port),
 		"LOG_LEVEL=" + cfg.LogLevel,
@@ -180,7 +190,7 @@ func (s *Stack) StartInstance(ctx context.Context, cfg InstanceConfig) (*Instanc
 		return nil, err
 	}
 	inst := &Instance{cfg: cfg, stack: s, cmd: localenv.Command{
-		Name: cfg.ID, Path: cfg.Binary, Env: s.environ(append(env, cfg.Env...)...), Dir: s.cfg.Dir,
+		Name: cfg.ID, Path: cfg.Binary, Env: s.environ(append(env, cfg.Env...)...), Dir: cfg.WorkDir,
 		LogPath: cfg.LogPath,
 	}}
 	inst.ready = func(ctx context.Context) error {
@@ -282,15 +292,16 @@ func (s *Stack) StartInstances(ctx context.Context, cfgs ...InstanceConfig) ([]*
 	return out, nil
 }
 
-// WaitPassing waits until Consul lists at least n passing sidecars of
-// service: the endpoints its callers route to.
+// WaitPassing waits until Consul lists exactly n passing sidecars of
+// service: the endpoints its callers route to (after a stop or a crash,
+// waiting for fewer is how a caller sees an instance leave).
 func WaitPassing(ctx context.Context, client *api.Client, service string, n int) error {
 	err := localenv.Poll(ctx, pollEvery, func(ctx context.Context) error {
 		got, _, err := client.Health().Connect(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return err
 		}
-		if len(got) < n {
+		if len(got) != n {
 			return fmt.Errorf("%d of %d %s endpoints passing", len(got), n, service)
 		}
 		return nil
