@@ -30,6 +30,8 @@ func TestEveryDocumentedOperationAnswersAsDocumented(t *testing.T) {
 	created := c.call(t, http.StatusCreated, request{method: http.MethodPost, path: "/api/users/users",
 		body: fmt.Sprintf(`{"username": %q, "email": %q, "password": %q}`, carol.Username, carol.Email, carol.Password)})
 	carol.ID = decode[user](t, created.body).ID
+	c.call(t, http.StatusUnauthorized, request{method: http.MethodPost, path: "/api/users/login",
+		body: fmt.Sprintf(`{"email": %q, "password": "wrong-password"}`, carol.Email)})
 	login := c.call(t, http.StatusOK, request{method: http.MethodPost, path: "/api/users/login",
 		body: fmt.Sprintf(`{"email": %q, "password": %q}`, carol.Email, carol.Password)})
 	carol.Token = decode[struct {
@@ -51,8 +53,12 @@ func TestEveryDocumentedOperationAnswersAsDocumented(t *testing.T) {
 	etag := item.header.Get("ETag")
 	c.call(t, http.StatusNotModified, request{method: http.MethodGet, path: productPath(p.ID), token: carol.Token,
 		header: map[string]string{"If-None-Match": etag}})
+	c.call(t, http.StatusNotFound, request{method: http.MethodGet, path: productPath(1 << 40), token: carol.Token})
+	c.call(t, http.StatusUnprocessableEntity, request{method: http.MethodPut, path: productPath(p.ID), token: carol.Token,
+		header: map[string]string{"If-Match": etag}, body: `{"price": "-1"}`})
 	c.call(t, http.StatusOK, request{method: http.MethodPut, path: productPath(p.ID), token: carol.Token,
 		header: map[string]string{"If-Match": etag}, body: `{"stock_quantity": 2}`})
+	c.call(t, http.StatusForbidden, request{method: http.MethodDelete, path: productPath(p.ID), token: carol.Token})
 	c.call(t, http.StatusNoContent, request{method: http.MethodDelete, path: productPath(p.ID), token: sys.admin.Token})
 	// Writes go straight to products, so the cached item goes only when
 	// the edge consumes the deletion event; then the read is a 404.

@@ -120,6 +120,12 @@ func TestProductUpdatePurgesEveryCachedView(t *testing.T) {
 	t.Logf("PUT response -> fresh data on all %d views: %v (%s); edge purge lag (commit -> purge): %.1f ms",
 		len(views), all.Round(100*time.Microsecond), strings.Join(perView, ", "), lag*1000)
 
+	// The update changed the representation: the old ETag matches no more.
+	if r := expect(t, http.StatusOK, request{method: http.MethodGet, path: productPath(p.ID), token: token,
+		header: map[string]string{"If-None-Match": etag}}); r.header.Get("ETag") == etag {
+		t.Errorf("the ETag before the update %s still matches after it", etag)
+	}
+
 	// After the purge the views are cached again, with the new data.
 	for _, v := range views {
 		localenvtest.Eventually(t, 5*time.Second, 50*time.Millisecond, v.name+" cached again", func(context.Context) error {

@@ -30,6 +30,10 @@ type system struct {
 	stack     *stack.Stack
 	redis     *localenv.Redis
 	consulAPI *api.Client
+	// amqpURL is the broker the services publish their events to.
+	amqpURL string
+	// users is the users instance (a test stops and restarts it).
+	users *stack.Instance
 
 	// ingressURL is where clients call the system.
 	ingressURL string
@@ -80,7 +84,7 @@ func startSystem(ctx context.Context) (*system, error) {
 				},
 			})
 			if err == nil {
-				s.redis, s.consulAPI = servers.Redis, servers.ConsulAPI
+				s.redis, s.consulAPI, s.amqpURL = servers.Redis, servers.ConsulAPI, servers.RabbitMQ.URL()
 			}
 			return err
 		}},
@@ -115,7 +119,7 @@ func (s *system) startServices(ctx context.Context, sv *stack.Servers) error {
 		}
 	}
 	products := []string{"DATABASE_URL=" + sv.DatabaseURL("products"), "PRODUCTS_CACHE_MAX_AGE=60s"}
-	if _, err := s.stack.StartInstances(ctx,
+	started, err := s.stack.StartInstances(ctx,
 		instance("users-1", stack.UsersCommand,
 			"DATABASE_URL="+sv.DatabaseURL("users"),
 			"JWT_KEYS_DIR="+keys,
@@ -124,9 +128,11 @@ func (s *system) startServices(ctx context.Context, sv *stack.Servers) error {
 		),
 		instance("products-1", stack.ProductsCommand, products...),
 		instance("products-2", stack.ProductsCommand, products...),
-	); err != nil {
+	)
+	if err != nil {
 		return err
 	}
+	s.users = started[0]
 	edgeInstance := instance("edge-1", stack.EdgeCommand,
 		"EDGE_REDIS_RETRY_AFTER=500ms",
 		"EDGE_SWAGGER_UI_DIR="+filepath.Join(s.stack.Root(), apidocs.DefaultAssetsDir),
