@@ -124,8 +124,8 @@ func setup(t *testing.T) *meshEnv {
 	}
 	t.Logf("setup: consul and mesh entries ready after %v", time.Since(begin).Round(time.Millisecond))
 
-	usersDB := createDatabase(ctx, t, "users")
-	productsDB := createDatabase(ctx, t, "products")
+	usersDB := ownDatabase(ctx, t, "users")
+	productsDB := ownDatabase(ctx, t, "products")
 	configOf := func(command, id, databaseURL string, extraEnv ...string) stack.InstanceConfig {
 		return stack.InstanceConfig{
 			ID: id, Binary: stack.Binary(bins, command), Consul: e.consul, AMQPURL: localenvtest.AMQPURL(t),
@@ -222,9 +222,9 @@ func setup(t *testing.T) *meshEnv {
 	return e
 }
 
-// createDatabase creates a database of its own for this run in the
+// ownDatabase creates a database of its own for this run in the
 // shared PostgreSQL, dropped when the stack stops.
-func createDatabase(ctx context.Context, t *testing.T, prefix string) string {
+func ownDatabase(ctx context.Context, t *testing.T, prefix string) string {
 	t.Helper()
 	adminURL := localenvtest.PostgresURL(t)
 	raw := make([]byte, 4)

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"net"
 	"path/filepath"
-	"strconv"
 
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/stack"
@@ -27,8 +25,6 @@ const (
 	edgeProductsUpstream = 19202
 )
 
-func loopbackAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
-
 // edgeSpec is the caching and docs service: in the mesh like the others,
 // calling users and products through its own sidecar.
 func edgeSpec() serviceSpec {
@@ -40,7 +36,7 @@ func edgeSpec() serviceSpec {
 func (s *supervisor) startEdge(ctx context.Context) error {
 	spec := edgeSpec()
 	edge, err := s.stack.StartEdge(ctx, stack.EdgeConfig{
-		Instance: s.instanceConfig(spec), RedisAddr: loopbackAddr(redisPort),
+		Instance: s.instanceConfig(spec), RedisAddr: localenv.Loopback(redisPort),
 		UsersUpstreamPort: edgeUsersUpstream, ProductsUpstreamPort: edgeProductsUpstream,
 	})
 	if err != nil {
@@ -72,7 +68,7 @@ func (s *supervisor) startControlPlane(ctx context.Context) error {
 // from the control plane.
 func (s *supervisor) startRateLimit(ctx context.Context) error {
 	rl, err := s.stack.StartRateLimit(ctx, localenv.RateLimitOptions{
-		Dir: s.l.Logs, RedisAddr: loopbackAddr(redisPort), XDSAddr: loopbackAddr(xdsPort),
+		Dir: s.l.Logs, RedisAddr: localenv.Loopback(redisPort), XDSAddr: localenv.Loopback(xdsPort),
 		GRPCPort: rateLimitGRPCPort, HTTPPort: rateLimitHTTPPort, DebugPort: rateLimitDebugPort,
 		MetricsPort: rateLimitMetrics,
 	})
@@ -80,7 +76,7 @@ func (s *supervisor) startRateLimit(ctx context.Context) error {
 		return err
 	}
 	s.keep("ratelimit", rl)
-	health := "http://" + loopbackAddr(rateLimitHTTPPort) + "/healthcheck"
+	health := "http://" + localenv.Loopback(rateLimitHTTPPort) + "/healthcheck"
 	s.track(componentState{Name: "ratelimit", PID: rl.Pid(), URL: health, Health: health, Log: rl.LogPath()})
 	return nil
 }
@@ -89,7 +85,7 @@ func (s *supervisor) startRateLimit(ctx context.Context) error {
 // from the control plane is live.
 func (s *supervisor) startIngress(ctx context.Context) error {
 	e, err := s.stack.StartIngress(ctx, stack.IngressConfig{
-		NodeID: "ingress-1", Name: "ingress", Dir: s.l.Logs, XDSAddr: loopbackAddr(xdsPort),
+		NodeID: "ingress-1", Name: "ingress", Dir: s.l.Logs, XDSAddr: localenv.Loopback(xdsPort),
 		AdminPort: ingressAdminPort, MetricsPort: ingressMetricsPort,
 		OutlierLog: s.l.logFile("ingress-outlier"), LogLevel: "warn",
 	})
@@ -98,8 +94,8 @@ func (s *supervisor) startIngress(ctx context.Context) error {
 	}
 	s.keep("ingress", e)
 	s.track(componentState{
-		Name: "ingress", PID: e.Pid(), URL: "http://" + loopbackAddr(ingressPort),
-		Health: "http://" + loopbackAddr(ingressPort) + "/healthz", Log: e.LogPath(),
+		Name: "ingress", PID: e.Pid(), URL: "http://" + localenv.Loopback(ingressPort),
+		Health: "http://" + localenv.Loopback(ingressPort) + "/healthz", Log: e.LogPath(),
 	})
 	return nil
 }

@@ -30,7 +30,7 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	url := "http://" + loopbackAddr(prometheusPort)
+	url := "http://" + localenv.Loopback(prometheusPort)
 	p := &prometheusProcess{
 		ready: url + "/-/ready",
 		cmd: localenv.Command{
@@ -39,7 +39,7 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 				"--config.file=" + filepath.Join(s.l.Root, "observability", "prometheus", "prometheus.yml"),
 				"--storage.tsdb.path=" + dir,
 				"--storage.tsdb.retention.time=2d",
-				"--web.listen-address=" + loopbackAddr(prometheusPort),
+				"--web.listen-address=" + localenv.Loopback(prometheusPort),
 				"--log.level=warn",
 			},
 		},
