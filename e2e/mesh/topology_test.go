@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/mesh/localenv/stack"
@@ -39,8 +40,6 @@ type instance struct {
 	svc     *stack.Instance   // nil for an echo server
 	sidecar *localenv.Sidecar // set once started
 }
-
-func (i *instance) url() string { return "http://" + loopback(i.port) }
 
 func (i *instance) process() *localenv.Process { return i.svc.Process() }
 

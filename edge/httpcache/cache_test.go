@@ -3,7 +3,6 @@ package httpcache_test
 import (
 	"context"
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // fixed answers every request with the same headers and body.

@@ -2,7 +2,6 @@ package httpcache_test
 
 import (
 	"context"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/edge/upstream"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/web"
 )
 

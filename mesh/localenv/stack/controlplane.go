@@ -53,7 +53,7 @@ func (s *Stack) controlPlaneDefaults(cfg *ControlPlaneConfig) error {
 	if cfg.LogPath == "" {
 		cfg.LogPath = s.Path("logs", "controlplane.log")
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.LogPath), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(cfg.LogPath), 0o750); err != nil {
 		return err
 	}
 	return localenv.FreePorts(&cfg.IngressPort, &cfg.RateLimitPort)

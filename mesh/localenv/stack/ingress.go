@@ -84,7 +84,7 @@ func (s *Stack) StartIngress(ctx context.Context, cfg IngressConfig) (*localenv.
 		return nil, fmt.Errorf("ingress: xDS address: %w", err)
 	}
 	if cfg.OutlierLog != "" {
-		if err := os.MkdirAll(filepath.Dir(cfg.OutlierLog), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(cfg.OutlierLog), 0o750); err != nil {
 			return nil, err
 		}
 	}

@@ -169,7 +169,7 @@ func (s *Stack) StartInstance(ctx context.Context, cfg InstanceConfig) (*Instanc
 	if cfg.WorkDir == "" {
 		cfg.WorkDir = s.cfg.Dir
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.LogPath), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(cfg.LogPath), 0o750); err != nil {
 		return nil, err
 	}
 	env := []string{

@@ -73,7 +73,9 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	// PostgreSQL, run as another user when the tests run as root, must
+	// enter it.
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil { //nolint:gosec // see above
 		return nil, err
 	}
 	if cfg.Environ == nil {
