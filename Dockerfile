@@ -30,7 +30,7 @@ ARG VERSION=dev
 # Package paths as in the Makefile's BINARIES (devstack, the `make up`
 # supervisor, is what this stack replaces), plus podkit.
 RUN mkdir -p /out && \
-    for b in users=./services/users products=./services/products edge=./edge/cmd/edge \
+    for b in users=./services/cmd/users products=./services/cmd/products edge=./edge/cmd/edge \
              controlplane=./edge/cmd/controlplane podkit=./mesh/cmd/podkit; do \
       go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o "/out/${b%%=*}" "${b#*=}" || exit 1; \
     done

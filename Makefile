@@ -10,7 +10,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 # What `make build` puts in bin/, as name=package; `make up` runs them from
 # there. Add a command here when it joins the local stack.
-BINARIES := users=./services/users products=./services/products edge=./edge/cmd/edge \
+BINARIES := users=./services/cmd/users products=./services/cmd/products edge=./edge/cmd/edge \
             controlplane=./edge/cmd/controlplane devstack=./mesh/cmd/devstack
 # Whole-suite bound: the servers each package starts are stopped even when a
 # test hangs, because the test binary is then killed and they die with it.

@@ -260,7 +260,7 @@ func binaryPackages(df dockerfile) map[string]string {
 
 // rateLimitEnv are the variables make up gives envoyproxy/ratelimit.
 func rateLimitEnv(root string) (map[string]bool, error) {
-	b, err := os.ReadFile(filepath.Join(root, "e2e", "localenv", "ratelimit.go"))
+	b, err := os.ReadFile(filepath.Join(root, "mesh", "localenv", "ratelimit.go"))
 	if err != nil {
 		return nil, err
 	}

@@ -265,7 +265,7 @@ var breakages = []breakage{
 		edit(t, d, "controlplane", func(s *service) { s.Build.Target = "control-plane" })
 	}},
 	{"dockerfile", "binary of the Makefile not built", func(t *testing.T, d *deliverable) {
-		replaceInDockerfile(t, d, "products=./services/products ", "")
+		replaceInDockerfile(t, d, "products=./services/cmd/products ", "")
 	}},
 	{"dockerfile", "other ldflags", func(t *testing.T, d *deliverable) {
 		replaceInDockerfile(t, d, `-ldflags "-s -w -X main.version=${VERSION}"`, `-ldflags "-s -w"`)

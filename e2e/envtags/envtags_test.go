@@ -12,7 +12,7 @@ import (
 // DATABASE_URL through services/platform/service, a package it imports,
 // and its own settings; tags of other modules are not its.
 func TestProgramFollowsTheModulesImports(t *testing.T) {
-	names, err := envtags.Program("../..", "./services/users")
+	names, err := envtags.Program("../..", "./services/cmd/users")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package apidocs_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -22,7 +21,7 @@ func serviceSpecs(t *testing.T) []apidocs.Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	usersDoc, err := usersapi.LoadDocument(context.Background())
+	usersDoc, err := usersapi.OpenAPIDocument()
 	if err != nil {
 		t.Fatal(err)
 	}

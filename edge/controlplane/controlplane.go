@@ -45,6 +45,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Coalesce overrides the watcher's coalescing delay when positive.
 	Coalesce time.Duration
+	// Registry receives the metrics; nil makes one with the Go and
+	// process collectors. A command passes its process's (package
+	// process).
+	Registry *prometheus.Registry
 }
 
 // ControlPlane is a configured, not yet running control plane.
@@ -70,8 +74,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*ControlPlane, erro
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	server := xdsserver.New(ctx, log, reg)
 	reconciler, err := reconcile.New(reconcile.Config{
 		Publisher:  server,
@@ -114,24 +121,20 @@ func (cp *ControlPlane) AdminAddr() string { return cp.adminLn.Addr().String() }
 // Server is the ADS server, for waiting on acknowledgements.
 func (cp *ControlPlane) Server() *xdsserver.Server { return cp.server }
 
-// Run serves until ctx ends or a stage fails, then stops every stage.
+// Run serves until ctx ends or a stage fails, then stops every stage. A
+// command runs the same stages on its process lifecycle instead: ServeXDS
+// and Watch as its loops, Admin as its server.
 func (cp *ControlPlane) Run(ctx context.Context) error {
-	admin := adminServer(cp.log, cp.reg, cp.reconciler)
+	admin, adminLn := cp.Admin()
 	cp.log.InfoContext(ctx, "serving", "xds", cp.XDSAddr(), "admin", cp.AdminAddr())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
-	wg.Go(func() { errs <- cp.server.Serve(ctx, cp.xdsLn) })
-	wg.Go(func() { errs <- admin.Serve(ctx, cp.adminLn, cp.cfg.ShutdownTimeout) })
-	wg.Go(func() {
-		errs <- cp.watcher.Run(ctx, func(snap catalog.Snapshot) {
-			if err := cp.reconciler.Apply(ctx, snap); err != nil {
-				cp.log.ErrorContext(ctx, "snapshot not applied; the previous configuration keeps serving", "error", err.Error())
-			}
-		})
-	})
+	wg.Go(func() { errs <- cp.ServeXDS(ctx) })
+	wg.Go(func() { errs <- admin.Serve(ctx, adminLn, cp.cfg.ShutdownTimeout) })
+	wg.Go(func() { errs <- cp.Watch(ctx) })
 	// The first stage to stop stops the others.
 	first := <-errs
 	cancel()
@@ -142,6 +145,28 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// ServeXDS serves ADS on the bound xDS listener until ctx ends.
+func (cp *ControlPlane) ServeXDS(ctx context.Context) error {
+	return cp.server.Serve(ctx, cp.xdsLn)
+}
+
+// Watch watches the catalog and the configuration document until ctx
+// ends, and applies every snapshot. A snapshot that cannot be applied
+// leaves the previous configuration serving.
+func (cp *ControlPlane) Watch(ctx context.Context) error {
+	return cp.watcher.Run(ctx, func(snap catalog.Snapshot) {
+		if err := cp.reconciler.Apply(ctx, snap); err != nil {
+			cp.log.ErrorContext(ctx, "snapshot not applied; the previous configuration keeps serving", "error", err.Error())
+		}
+	})
+}
+
+// Admin is the admin HTTP server (/healthz, /readyz, /metrics, /model)
+// and the listener it is to serve on.
+func (cp *ControlPlane) Admin() (*web.Server, net.Listener) {
+	return adminServer(cp.log, cp.reg, cp.reconciler), cp.adminLn
 }
 
 // adminServer serves /healthz, /readyz, /metrics and the model in use.

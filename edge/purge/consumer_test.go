@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/portico-mesh/portico/edge/purge"
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/events"
@@ -82,25 +83,49 @@ func productEvent(t *testing.T, typ, subject string) events.Envelope {
 	return ev
 }
 
+// waitFor polls cond until it holds, failing the test after d.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	if err := localenv.Poll(ctx, 20*time.Millisecond, func(context.Context) error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// publishRaw publishes a body that is no event envelope.
+func publishRaw(t *testing.T, url, exchange, key string, body []byte) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(context.Background(), exchange, key, false, false, amqp.Publishing{
+		DeliveryMode: amqp.Persistent, Body: body,
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // The consumer survives a broker restart and consumes what was published
-// while it was away; a failed purge is retried until it succeeds, and a
-// redelivered event is applied once.
+// while it was away; a failed purge is retried until it succeeds, a
+// redelivered event is applied once, and a malformed message is dropped
+// without stopping the events behind it.
 func TestConsumerRecoversAndLosesNothing(t *testing.T) {
 	rmq := localenvtest.StartRabbitMQ(t)
 	purger := &recordingPurger{applied: map[string][]string{}}
 	const exchange = "portico.test.purge"
-	newConsumer := func() (*purge.Consumer, func()) {
+	newConsumer := func() (*broker.Consumer, func()) {
 		c, err := purge.NewConsumer(purge.Config{
 			URL: rmq.URL(), Exchange: exchange, Queue: "edge.test-purge", Purger: purger,
 			RetryDelay: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
@@ -119,6 +144,7 @@ func TestConsumerRecoversAndLosesNothing(t *testing.T) {
 	}
 
 	consumer, stop := newConsumer()
+	publishRaw(t, rmq.URL(), exchange, "product.updated", []byte("not an event"))
 	first := productEvent(t, "product.updated", "products/1")
 	publish(t, rmq.URL(), exchange, first)
 	waitFor(t, 10*time.Second, "the first event", func() bool {

@@ -1,25 +1,24 @@
 // Package purge keeps the edge's cache consistent with the services: it
-// consumes their domain events from RabbitMQ and purges the cached views
-// each event changes, by tag.
+// handles their domain events, delivered by a broker.Consumer, and purges
+// the cached views each event changes, by tag.
 package purge
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"log/slog"
-	"math/rand/v2"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/portico-mesh/portico/services/platform/backoff"
 	"github.com/portico-mesh/portico/services/platform/broker"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/events"
 )
 
@@ -28,7 +27,7 @@ type Purger interface {
 	PurgeOnce(ctx context.Context, eventID string, dedupeTTL time.Duration, tags ...string) (deleted int, applied bool, err error)
 }
 
-// Config configures a Consumer.
+// Config configures the purge and its consumer.
 type Config struct {
 	// URL is the AMQP URL.
 	URL string
@@ -39,7 +38,8 @@ type Config struct {
 	// Every edge instance shares it: one purge per event is enough, since
 	// they share Redis.
 	Queue string
-	// Bindings are the routing keys bound (default product.* and user.*).
+	// Bindings are the routing keys bound (default: the events of every
+	// kind whose reads are cached, product.*).
 	Bindings []string
 	// Prefetch is how many unacknowledged events the broker hands over
 	// at once (default 32).
@@ -48,11 +48,10 @@ type Config struct {
 	// 24h); the broker redelivers within that time or not at all.
 	DedupeTTL time.Duration
 	// RetryDelay is the first wait before an event whose purge failed is
-	// handed back to the broker; it doubles up to MaxBackoff.
+	// handed back to the broker, and before a reconnection; the waits
+	// double up to MaxBackoff.
 	RetryDelay time.Duration // default 500ms
-	// MaxBackoff caps the waits between reconnections and retries
-	// (default 30s).
-	MaxBackoff time.Duration
+	MaxBackoff time.Duration // default 30s
 	// PurgeTimeout bounds one purge (default 5s).
 	PurgeTimeout time.Duration
 	Purger       Purger
@@ -61,46 +60,55 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
-// Consumer consumes events and purges. Run owns its connection.
-type Consumer struct {
-	cfg       Config
-	connected atomic.Bool
-	// failures counts consecutive failed purges, for the retry delay.
-	failures int
+// DefaultQueue is the edge's purge queue.
+const DefaultQueue = "edge.cache-purge"
+
+// NewConsumer is the purge wired to the broker: a consumer of the edge's
+// queue whose handler is Handler.Handle. Run it for as long as the edge
+// runs.
+func NewConsumer(cfg Config) (*broker.Consumer, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("purge: Config.URL is required")
+	}
+	h, err := NewHandler(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = DefaultQueue
+	}
+	if len(cfg.Bindings) == 0 {
+		for _, kind := range slices.Sorted(maps.Keys(cacheTags)) {
+			cfg.Bindings = append(cfg.Bindings, kind+".*")
+		}
+	}
+	return broker.NewConsumer(broker.ConsumerConfig{
+		URL: cfg.URL, Exchange: cfg.Exchange, Queue: cfg.Queue, Bindings: cfg.Bindings,
+		Prefetch: cfg.Prefetch, HandleTimeout: cfg.PurgeTimeout,
+		Retry: backoff.Policy{Min: cfg.RetryDelay, Max: cfg.MaxBackoff},
+		Name:  "edge cache purge", Handle: h.Handle, Log: cfg.Log, Registerer: cfg.Registerer,
+	})
+}
+
+// Handler purges the cache for one event; its metrics are the edge's.
+type Handler struct {
+	purger    Purger
+	dedupeTTL time.Duration
+	log       *slog.Logger
 
 	events *prometheus.CounterVec
 	purged prometheus.Counter
 	lag    prometheus.Histogram
 }
 
-// NewConsumer returns a consumer; nothing is dialled until Run.
-func NewConsumer(cfg Config) (*Consumer, error) {
-	if cfg.Purger == nil || cfg.URL == "" {
-		return nil, errors.New("purge: Config.URL and Config.Purger are required")
-	}
-	if cfg.Exchange == "" {
-		cfg.Exchange = broker.DefaultExchange
-	}
-	if cfg.Queue == "" {
-		cfg.Queue = "edge.cache-purge"
-	}
-	if len(cfg.Bindings) == 0 {
-		cfg.Bindings = []string{contract.ProductTags.Kind + ".*"}
-	}
-	if cfg.Prefetch <= 0 {
-		cfg.Prefetch = 32
+// NewHandler returns the purge handler. Of cfg it reads Purger (required),
+// DedupeTTL, Log and Registerer.
+func NewHandler(cfg Config) (*Handler, error) {
+	if cfg.Purger == nil {
+		return nil, errors.New("purge: Config.Purger is required")
 	}
 	if cfg.DedupeTTL <= 0 {
 		cfg.DedupeTTL = 24 * time.Hour
-	}
-	if cfg.RetryDelay <= 0 {
-		cfg.RetryDelay = 500 * time.Millisecond
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 30 * time.Second
-	}
-	if cfg.PurgeTimeout <= 0 {
-		cfg.PurgeTimeout = 5 * time.Second
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -108,11 +116,11 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	c := &Consumer{
-		cfg: cfg,
+	h := &Handler{
+		purger: cfg.Purger, dedupeTTL: cfg.DedupeTTL, log: cfg.Log,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_purge_events_total",
-			Help: "Events consumed by the cache purger, by result (applied, duplicate, ignored, malformed, failed).",
+			Help: "Events handled by the cache purger, by result (applied, duplicate, ignored, failed); malformed ones are broker_consumer_deliveries_total{outcome=\"malformed\"}.",
 		}, []string{"result"}),
 		purged: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_cache_purges_total",
@@ -124,176 +132,36 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
 	}
-	cfg.Registerer.MustRegister(c.events, c.purged, c.lag)
-	return c, nil
+	if err := errors.Join(cfg.Registerer.Register(h.events), cfg.Registerer.Register(h.purged), cfg.Registerer.Register(h.lag)); err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
-// Connected reports whether the consumer is attached to the broker now;
-// the edge's readiness shows it (not critical: a purge delayed is not an
-// outage of the API).
-func (c *Consumer) Connected() bool { return c.connected.Load() }
-
-// Ping is Connected as a readiness probe.
-func (c *Consumer) Ping(context.Context) error {
-	if !c.Connected() {
-		return errors.New("not connected to the broker")
-	}
-	return nil
-}
-
-// Run consumes until ctx ends, reconnecting with capped exponential
-// back-off and jitter. Unacknowledged events go back to the queue when
-// the connection closes, so none is lost across restarts.
-func (c *Consumer) Run(ctx context.Context) error {
-	attempt := 0
-	for {
-		started := time.Now()
-		err := c.session(ctx)
-		c.connected.Store(false)
-		select {
-		case <-ctx.Done():
-			return nil // an error now is only the shutdown
-		default:
-		}
-		if time.Since(started) > time.Minute {
-			attempt = 0 // it was up for a while: start the back-off over
-		}
-		attempt++
-		wait := backoff(attempt, c.cfg.RetryDelay, c.cfg.MaxBackoff)
-		c.cfg.Log.Warn("purge consumer disconnected; reconnecting", "error", errString(err), "in", wait.String())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return "closed"
-	}
-	return err.Error()
-}
-
-// backoff is base * 2^(attempt-1), capped, with up to 20% jitter so that
-// edge instances do not reconnect in step.
-func backoff(attempt int, base, ceiling time.Duration) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	return d - time.Duration(rand.Int64N(int64(d)/5+1)) //nolint:gosec // jitter needs no cryptographic randomness
-}
-
-// session consumes over one connection until it fails or ctx ends.
-func (c *Consumer) session(ctx context.Context) error {
-	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
-		Dial:       amqp.DefaultDial(5 * time.Second),
-		Properties: amqp.Table{"connection_name": "edge cache purge"},
-	})
-	if err != nil {
-		return fmt.Errorf("dial: %w", err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("channel: %w", err)
-	}
-	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
-		return fmt.Errorf("qos: %w", err)
-	}
-	if err := broker.DeclareExchange(ch, c.cfg.Exchange); err != nil {
-		return err
-	}
-	// A classic durable queue: quorum queues drop a message after a
-	// delivery limit, and an event requeued through a long Redis outage
-	// must never be dropped.
-	if _, err := ch.QueueDeclare(c.cfg.Queue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %s: %w", c.cfg.Queue, err)
-	}
-	for _, key := range c.cfg.Bindings {
-		if err := ch.QueueBind(c.cfg.Queue, key, c.cfg.Exchange, false, nil); err != nil {
-			return fmt.Errorf("bind %s to %s: %w", key, c.cfg.Queue, err)
-		}
-	}
-	deliveries, err := ch.ConsumeWithContext(ctx, c.cfg.Queue, "", false, false, false, false, nil)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.cfg.Queue, err)
-	}
-	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
-	c.connected.Store(true)
-	c.cfg.Log.Info("purge consumer connected", "queue", c.cfg.Queue, "exchange", c.cfg.Exchange)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case amqpErr := <-closed:
-			if amqpErr != nil {
-				return amqpErr
-			}
-			return nil
-		case d, ok := <-deliveries:
-			if !ok {
-				return errors.New("delivery channel closed")
-			}
-			c.handle(ctx, d)
-		}
-	}
-}
-
-// handle purges for one delivery and settles it. It acknowledges only
-// after the purge succeeded; on failure it waits (growing) and requeues.
-func (c *Consumer) handle(ctx context.Context, d amqp.Delivery) {
-	var ev events.Envelope
-	if err := json.Unmarshal(d.Body, &ev); err != nil || ev.ID == "" || ev.Type == "" {
-		// Redelivery cannot fix it. Rejected without requeue, it goes to
-		// a dead-letter exchange if an operator's policy sets one.
-		c.events.WithLabelValues("malformed").Inc()
-		c.cfg.Log.Error("malformed event rejected", "message_id", d.MessageId, "routing_key", d.RoutingKey)
-		_ = d.Reject(false)
-		return
-	}
+// Handle purges the tags ev changes, once per event id. An error (Redis
+// is away) has the consumer hand the event back to be tried again.
+func (h *Handler) Handle(ctx context.Context, ev events.Envelope) error {
 	tags := TagsFor(ev)
 	if len(tags) == 0 {
-		c.events.WithLabelValues("ignored").Inc()
-		_ = d.Ack(false)
-		return
+		h.events.WithLabelValues("ignored").Inc()
+		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, c.cfg.PurgeTimeout)
-	deleted, applied, err := c.cfg.Purger.PurgeOnce(pctx, ev.ID, c.cfg.DedupeTTL, tags...)
-	cancel()
+	deleted, applied, err := h.purger.PurgeOnce(ctx, ev.ID, h.dedupeTTL, tags...)
 	if err != nil {
-		c.failures++
-		c.events.WithLabelValues("failed").Inc()
-		wait := backoff(c.failures, c.cfg.RetryDelay, c.cfg.MaxBackoff)
-		c.cfg.Log.Warn("purge failed; the event is requeued", "event_id", ev.ID, "type", ev.Type, "error", err.Error(), "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		// Requeued, the event is tried again; if the connection is gone
-		// the broker requeues it anyway.
-		_ = d.Nack(false, true)
-		return
+		h.events.WithLabelValues("failed").Inc()
+		return err
 	}
-	c.failures = 0
 	if !applied {
-		c.events.WithLabelValues("duplicate").Inc()
-		_ = d.Ack(false)
-		return
+		h.events.WithLabelValues("duplicate").Inc()
+		return nil
 	}
-	c.events.WithLabelValues("applied").Inc()
-	c.purged.Add(float64(deleted))
+	h.events.WithLabelValues("applied").Inc()
+	h.purged.Add(float64(deleted))
 	if !ev.Time.IsZero() {
-		c.lag.Observe(time.Since(ev.Time).Seconds())
+		h.lag.Observe(time.Since(ev.Time).Seconds())
 	}
-	c.cfg.Log.Debug("purged", "event_id", ev.ID, "type", ev.Type, "tags", strings.Join(tags, " "), "keys", deleted)
-	if err := d.Ack(false); err != nil {
-		// The purge is done and remembered: a redelivery is a duplicate.
-		c.cfg.Log.Warn("ack failed", "event_id", ev.ID, "error", err.Error())
-	}
+	h.log.Debug("purged", "event_id", ev.ID, "type", ev.Type, "tags", strings.Join(tags, " "), "keys", deleted)
+	return nil
 }
 
 // cacheTags lists the resources whose reads are cached, by event kind.

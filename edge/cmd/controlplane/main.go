@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/services/platform/command"
+	"github.com/portico-mesh/portico/services/platform/process"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -40,59 +42,76 @@ type config struct {
 	RateLimitFailOpen bool          `env:"RATELIMIT_FAIL_OPEN" envDefault:"true"`
 	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
 	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+
+	// Parsed from the addresses above by loadConfig.
+	listener  ir.Listener
+	rateLimit *ir.RateLimitService
 }
 
-func main() {
-	command.Main(command.Spec[config]{
+func main() { command.Main(spec()) }
+
+func spec() command.Spec[config] {
+	return command.Spec[config]{
 		Name: serviceName, Load: loadConfig, Run: run,
 		LogLevel: func(c config) string { return c.LogLevel },
-	})
+	}
 }
 
-// loadConfig reads the configuration from environ (KEY=value entries).
+// loadConfig reads the configuration from environ (KEY=value entries) and
+// checks the addresses, so a bad one is a configuration error (exit 78),
+// not a failed run.
 func loadConfig(environ []string) (config, error) {
 	var cfg config
-	err := env.ParseWithOptions(&cfg, env.Options{Environment: env.ToMap(environ)})
-	return cfg, err
-}
-
-func run(ctx context.Context, cfg config, log *slog.Logger) error {
-	listener, err := listenerOf(cfg.IngressListenAddr)
-	if err != nil {
-		return err
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: env.ToMap(environ)}); err != nil {
+		return config{}, err
 	}
-	var rls *ir.RateLimitService
+	host, port, err := hostPort(cfg.IngressListenAddr)
+	if err != nil {
+		return config{}, fmt.Errorf("INGRESS_LISTEN_ADDR: %w", err)
+	}
+	cfg.listener = ir.Listener{Address: host, Port: port}
 	if cfg.RateLimitAddr != "" {
 		host, port, err := hostPort(cfg.RateLimitAddr)
 		if err != nil {
-			return fmt.Errorf("RATELIMIT_ADDR: %w", err)
+			return config{}, fmt.Errorf("RATELIMIT_ADDR: %w", err)
 		}
-		rls = &ir.RateLimitService{Address: host, Port: port, Domain: cfg.RateLimitDomain, FailOpen: cfg.RateLimitFailOpen}
+		cfg.rateLimit = &ir.RateLimitService{Address: host, Port: port, Domain: cfg.RateLimitDomain, FailOpen: cfg.RateLimitFailOpen}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		return config{}, errors.New("SHUTDOWN_TIMEOUT must be positive")
+	}
+	return cfg, nil
+}
+
+// run serves the control plane on the process lifecycle: the ADS server
+// and the catalog watch are its loops, the admin server its server.
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	proc, err := process.Open(ctx, process.Config{
+		Name: serviceName, Version: version, Log: log, ShutdownTimeout: cfg.ShutdownTimeout,
+	})
+	if err != nil {
+		return err
 	}
 	cp, err := controlplane.New(ctx, controlplane.Config{
 		ConsulHTTPAddr:  cfg.ConsulHTTPAddr,
 		XDSAddr:         cfg.XDSAddr,
 		AdminAddr:       cfg.AdminAddr,
-		Listener:        listener,
+		Listener:        cfg.listener,
 		IngressService:  cfg.IngressService,
 		ConfigKey:       cfg.ConfigKey,
 		StatusKey:       cfg.StatusKey,
-		RateLimit:       rls,
+		RateLimit:       cfg.rateLimit,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Registry:        proc.Registry,
 	}, log)
 	if err != nil {
-		return err
+		return errors.Join(err, proc.Close(context.WithoutCancel(ctx)))
 	}
-	log.InfoContext(ctx, "starting", "version", version)
-	return cp.Run(ctx)
-}
-
-func listenerOf(addr string) (ir.Listener, error) {
-	host, port, err := hostPort(addr)
-	if err != nil {
-		return ir.Listener{}, fmt.Errorf("INGRESS_LISTEN_ADDR: %w", err)
-	}
-	return ir.Listener{Address: host, Port: port}, nil
+	log.InfoContext(ctx, "serving", "version", version, "xds", cp.XDSAddr(), "admin", cp.AdminAddr())
+	proc.Go("xds server", cp.ServeXDS)
+	proc.Go("catalog watch", cp.Watch)
+	admin, adminLn := cp.Admin()
+	return proc.Serve(ctx, admin, adminLn)
 }
 
 func hostPort(addr string) (string, uint32, error) {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/services/platform/registry"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -45,5 +47,18 @@ func TestLoadConfig(t *testing.T) {
 		if _, err := loadConfig(tc.env); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want one naming %s", tc.env, err, tc.want)
 		}
+	}
+}
+
+// Only upstreams at loopback addresses are the sidecar's listeners, to be
+// created by the registration.
+func TestSidecarUpstreams(t *testing.T) {
+	got := sidecarUpstreams("users=127.0.0.1:19001,products=[::1]:19002,docs=10.0.0.5:80")
+	want := []registry.Upstream{{Service: "products", LocalPort: 19002}, {Service: "users", LocalPort: 19001}}
+	if !slices.Equal(got, want) {
+		t.Errorf("sidecar upstreams %+v, want %+v", got, want)
+	}
+	if got := sidecarUpstreams("not a spec"); got != nil {
+		t.Errorf("an invalid spec gave %+v", got)
 	}
 }

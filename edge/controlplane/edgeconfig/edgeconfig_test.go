@@ -123,3 +123,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestValidationMessagesComeInOneOrder: the reasons are written to KV and
+// logs, so the same document must always give the same text.
+func TestValidationMessagesComeInOneOrder(t *testing.T) {
+	doc := mutate(t, func(m map[string]any) { m["defaults"] = map[string]any{} })
+	_, first := Parse(doc)
+	if first == nil {
+		t.Fatal("empty defaults accepted")
+	}
+	want := "defaults.circuitBreaker: required in defaults; defaults.outlierDetection: required in defaults; " +
+		"defaults.rateLimit: required in defaults; defaults.retries: required in defaults; defaults.timeout: required in defaults"
+	if !strings.Contains(first.Error(), want) {
+		t.Fatalf("error %q does not list the missing defaults in order:\n%s", first, want)
+	}
+	for range 50 {
+		if _, err := Parse(doc); err == nil || err.Error() != first.Error() {
+			t.Fatalf("validation gave %q, then %q", first, err)
+		}
+	}
+}

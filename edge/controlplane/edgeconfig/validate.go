@@ -133,12 +133,20 @@ func validPath(p string) bool {
 
 func (v *validator) policy(at string, p Policy, complete bool) {
 	if complete {
-		for field, missing := range map[string]bool{
-			"timeout": p.Timeout == nil, "retries": p.Retries == nil, "outlierDetection": p.OutlierDetection == nil,
-			"circuitBreaker": p.CircuitBreaker == nil, "rateLimit": p.RateLimit == nil,
+		// A list, not a map: the messages are written to KV and logs, and
+		// must come in the same order every time.
+		for _, f := range []struct {
+			field   string
+			missing bool
+		}{
+			{"circuitBreaker", p.CircuitBreaker == nil},
+			{"outlierDetection", p.OutlierDetection == nil},
+			{"rateLimit", p.RateLimit == nil},
+			{"retries", p.Retries == nil},
+			{"timeout", p.Timeout == nil},
 		} {
-			if missing {
-				v.add(at+"."+field, "required in defaults")
+			if f.missing {
+				v.add(at+"."+f.field, "required in defaults")
 			}
 		}
 	}

@@ -6,7 +6,6 @@ package irbuild
 
 import (
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"maps"
 	"slices"
 	"strings"
@@ -14,13 +13,11 @@ import (
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
-// Headers the ingress sets on requests it forwards.
-const (
-	// ConnectTimeout bounds TCP and TLS set-up to a sidecar.
-	ConnectTimeout = 2 * time.Second
-)
+// ConnectTimeout bounds TCP and TLS set-up to a sidecar.
+const ConnectTimeout = 2 * time.Second
 
 // Inputs is everything the model depends on.
 type Inputs struct {
@@ -61,27 +58,42 @@ func Build(in Inputs) (*ir.Xds, error) {
 		ClockSkew:   doc.Auth.ClockSkew.D(),
 	}
 
-	x.Routes = append(x.Routes, healthRoute())
-	for _, r := range doc.Routes {
-		x.Routes = append(x.Routes, b.documentRoutes(r)...)
-	}
-	if doc.Edge.Docs {
-		x.Routes = append(x.Routes, b.docsRoutes()...)
-	}
-	if doc.Edge.Dashboard {
-		x.Routes = append(x.Routes, b.dashboardRoutes()...)
-	}
-	if doc.Proxy.Enabled {
-		x.Routes = append(x.Routes, b.proxyRoutes()...)
-	}
-	x.Routes = append(x.Routes, notFoundRoute())
-	x.Routes = append(x.Routes[:1], append(hideOperational(x.Routes), x.Routes[1:]...)...)
+	// First match wins: the ingress's own health answer, then the 404s
+	// that hide operational endpoints (they must precede the routes that
+	// would forward them), the forwarding routes, and a 404 for the rest.
+	forwarding := b.forwardingRoutes()
+	x.Routes = slices.Concat(
+		[]ir.Route{healthRoute()},
+		hideOperational(forwarding),
+		forwarding,
+		[]ir.Route{notFoundRoute()},
+	)
 	x.Clusters = b.clusterList()
 
 	if err := x.Validate(); err != nil {
 		return nil, err
 	}
 	return x, nil
+}
+
+// forwardingRoutes are the routes that send requests to services: the
+// document's, then the edge's docs and dashboard, then /proxy/.
+func (b *builder) forwardingRoutes() []ir.Route {
+	doc := b.in.Document
+	var routes []ir.Route
+	for _, r := range doc.Routes {
+		routes = append(routes, b.documentRoutes(r)...)
+	}
+	if doc.Edge.Docs {
+		routes = append(routes, b.docsRoutes()...)
+	}
+	if doc.Edge.Dashboard {
+		routes = append(routes, b.dashboardRoutes()...)
+	}
+	if doc.Proxy.Enabled {
+		routes = append(routes, b.proxyRoutes()...)
+	}
+	return routes
 }
 
 type builder struct {
@@ -190,24 +202,42 @@ func forwardedPrefix(r edgeconfig.Route) string {
 		}
 		return ""
 	}
-	return strings.TrimSuffix(strings.TrimSuffix(matched, strings.TrimSuffix(r.Rewrite, "/")), "/")
+	// /v2/products/ -> /products/ removes /v2; /api/users/ -> / removes
+	// /api/users. A rewrite that is not the prefix's tail removes nothing
+	// a service could put back in front of its own paths.
+	if trimmed, ok := strings.CutSuffix(strings.TrimSuffix(matched, "/"), strings.TrimSuffix(r.Rewrite, "/")); ok {
+		return trimmed
+	}
+	return ""
 }
 
+// docsRoutes send the merged API documentation to the edge, with the
+// document's default timeout; they are public reads without retries or
+// limits of their own.
 func (b *builder) docsRoutes() []ir.Route {
-	edge := b.use(b.in.Document.Edge.Service)
 	return []ir.Route{
-		{Name: "docs", Prefix: "/docs", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
-		{Name: "openapi", Path: "/openapi.json", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
+		b.edgeRead("docs", "", "/docs"),
+		b.edgeRead("openapi", "/openapi.json", ""),
 	}
 }
 
 // dashboardRoutes send the dashboard page and its files to the edge. The
 // page is public; the API calls it makes carry the signed-in user's token.
 func (b *builder) dashboardRoutes() []ir.Route {
-	edge := b.use(b.in.Document.Edge.Service)
 	return []ir.Route{
-		{Name: "dashboard", Path: "/", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
-		{Name: "dashboard-assets", Prefix: "/web/", Cluster: edge, Public: true, Methods: []string{"GET", "HEAD"}, Timeout: 15 * time.Second},
+		b.edgeRead("dashboard", "/", ""),
+		b.edgeRead("dashboard-assets", "", "/web/"),
+	}
+}
+
+// edgeRead is a public GET/HEAD route to the edge service itself.
+func (b *builder) edgeRead(name, path, prefix string) ir.Route {
+	return ir.Route{
+		Name: name, Path: path, Prefix: prefix,
+		Cluster: b.use(b.in.Document.Edge.Service),
+		Public:  true,
+		Methods: []string{"GET", "HEAD"},
+		Timeout: b.in.Document.Defaults.Timeout.D(),
 	}
 }
 

@@ -21,11 +21,12 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/edge/controlplane/irbuild"
 	"github.com/portico-mesh/portico/edge/controlplane/translate"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
 )
 
 // Publisher receives translated resources (the xDS server).
 type Publisher interface {
-	Update(ctx context.Context, res *translate.Resources) (string, error)
+	Update(ctx context.Context, res *xdsresources.Set) (string, error)
 }
 
 // StatusWriter records the outcome of a configuration revision where the

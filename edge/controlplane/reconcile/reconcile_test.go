@@ -10,12 +10,12 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/edge/controlplane/reconcile"
-	"github.com/portico-mesh/portico/edge/controlplane/translate"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
 )
 
-type recordingPublisher struct{ updates []*translate.Resources }
+type recordingPublisher struct{ updates []*xdsresources.Set }
 
-func (p *recordingPublisher) Update(_ context.Context, res *translate.Resources) (string, error) {
+func (p *recordingPublisher) Update(_ context.Context, res *xdsresources.Set) (string, error) {
 	p.updates = append(p.updates, res)
 	return "v", nil
 }

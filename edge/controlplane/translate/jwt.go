@@ -1,16 +1,18 @@
 package translate
 
 import (
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"math"
 	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwt "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 const (
@@ -18,11 +20,32 @@ const (
 	jwtRequirement = "token"
 )
 
-// jwtFilter verifies bearer tokens against the users service's key set,
-// fetched through the mesh. Every route requires a token unless its
-// per-route config disables the check (public routes).
-func jwtFilter(x *ir.Xds) (*hcm.HttpFilter, error) {
-	a := x.Auth
+const jwtFilterName = "envoy.filters.http.jwt_authn"
+
+// jwtAuthn verifies bearer tokens against the users service's key set,
+// fetched through the mesh, when the model has auth. Every route requires
+// a token unless its per-route config disables the check (public routes).
+type jwtAuthn struct{}
+
+func (jwtAuthn) patchHCM(x *ir.Xds, mgr *hcm.HttpConnectionManager) error {
+	if x.Auth == nil {
+		return nil
+	}
+	return appendFilter(mgr, jwtFilterName, jwtAuthentication(x.Auth))
+}
+
+func (jwtAuthn) patchRoute(x *ir.Xds, r ir.Route, er *route.Route) error {
+	if x.Auth == nil {
+		return nil
+	}
+	return setPerRoute(er, jwtFilterName, jwtPerRoute(r.Public))
+}
+
+// patchResources adds nothing: the key set's cluster is a mesh service
+// the model already lists.
+func (jwtAuthn) patchResources(*ir.Xds, *xdsresources.Set) error { return nil }
+
+func jwtAuthentication(a *ir.Auth) *jwt.JwtAuthentication {
 	provider := &jwt.JwtProvider{
 		Issuer:    a.Issuer,
 		Audiences: a.Audiences,
@@ -46,12 +69,12 @@ func jwtFilter(x *ir.Xds) (*hcm.HttpFilter, error) {
 	for _, c := range contract.ClaimHeaders() {
 		provider.ClaimToHeaders = append(provider.ClaimToHeaders, &jwt.JwtClaimToHeader{ClaimName: c.Claim, HeaderName: strings.ToLower(c.Header)})
 	}
-	return httpFilter("envoy.filters.http.jwt_authn", &jwt.JwtAuthentication{
+	return &jwt.JwtAuthentication{
 		Providers: map[string]*jwt.JwtProvider{jwtProvider: provider},
 		RequirementMap: map[string]*jwt.JwtRequirement{
 			jwtRequirement: {RequiresType: &jwt.JwtRequirement_ProviderName{ProviderName: jwtProvider}},
 		},
-	})
+	}
 }
 
 // jwtPerRoute selects the token requirement, or disables it on a public route.

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"strings"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // identityHeaderPattern matches every header that carries identity or
@@ -49,10 +49,6 @@ func listener(l ir.Listener, manager *hcm.HttpConnectionManager) (*listenerv3.Li
 }
 
 func httpConnectionManager(x *ir.Xds) (*hcm.HttpConnectionManager, error) {
-	filters, err := httpFilters(x)
-	if err != nil {
-		return nil, err
-	}
 	strip, err := typed("envoy.http.early_header_mutation.header_mutation", &earlymutation.HeaderMutation{
 		Mutations: []*mutationrules.HeaderMutation{{
 			Action: &mutationrules.HeaderMutation_RemoveOnMatch_{RemoveOnMatch: &mutationrules.HeaderMutation_RemoveOnMatch{
@@ -73,14 +69,13 @@ func httpConnectionManager(x *ir.Xds) (*hcm.HttpConnectionManager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hcm.HttpConnectionManager{
+	mgr := &hcm.HttpConnectionManager{
 		StatPrefix: "ingress",
 		CodecType:  hcm.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
 			RouteConfigName: RouteConfigName,
 			ConfigSource:    adsSource(),
 		}},
-		HttpFilters:                   filters,
 		EarlyHeaderMutationExtensions: []*core.TypedExtensionConfig{strip},
 		AccessLog:                     logs,
 		LocalReplyConfig:              replies,
@@ -95,45 +90,17 @@ func httpConnectionManager(x *ir.Xds) (*hcm.HttpConnectionManager, error) {
 			IdleTimeout:                  durationpb.New(time.Minute),
 			HeadersWithUnderscoresAction: core.HttpProtocolOptions_REJECT_REQUEST,
 		},
-	}, nil
-}
-
-// httpFilters are applied in order: authenticate, then limit (a subject
-// limit needs the verified subject), then route.
-func httpFilters(x *ir.Xds) ([]*hcm.HttpFilter, error) {
-	var out []*hcm.HttpFilter
-	if x.Auth != nil {
-		f, err := jwtFilter(x)
-		if err != nil {
+	}
+	for _, f := range httpFeatures() {
+		if err := f.patchHCM(x, mgr); err != nil {
 			return nil, err
 		}
-		out = append(out, f)
 	}
-	local, err := localRateLimitFilter()
-	if err != nil {
+	// The router ends every chain.
+	if err := appendFilter(mgr, "envoy.filters.http.router", &router.Router{SuppressEnvoyHeaders: true}); err != nil {
 		return nil, err
 	}
-	out = append(out, local)
-	if x.RateLimitService != nil {
-		f, err := globalRateLimitFilter(*x.RateLimitService)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	r, err := httpFilter("envoy.filters.http.router", &router.Router{SuppressEnvoyHeaders: true})
-	if err != nil {
-		return nil, err
-	}
-	return append(out, r), nil
-}
-
-func httpFilter(name string, cfg proto.Message) (*hcm.HttpFilter, error) {
-	a, err := anypb.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("filter %s: %w", name, err)
-	}
-	return &hcm.HttpFilter{Name: name, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: a}}, nil
+	return mgr, nil
 }
 
 func typed(name string, cfg proto.Message) (*core.TypedExtensionConfig, error) {

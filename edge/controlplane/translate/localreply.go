@@ -20,7 +20,24 @@ type problem struct {
 	// a token refused for its audience (which jwt_authn answers with 403)
 	// is as unauthenticated as any other bad token.
 	as uint32
+	// detail replaces the filter's own text (the body of the local reply)
+	// when that text says nothing a client can act on.
+	detail string
+	// retryAfter sets Retry-After where the refusing filter gave none.
+	retryAfter bool
 }
+
+// rateLimitedDetail is the detail of every 429, local or global: the
+// refusing filters' own bodies are "local_rate_limited" and empty.
+const rateLimitedDetail = "Too many requests for this route; retry after the number of seconds in Retry-After."
+
+// retryAfterFromReset is Retry-After for a refusal of the global rate
+// limit: the rate-limit filter sets X-RateLimit-Reset on its 429 (the
+// whole seconds until the service's counting window ends) but no
+// Retry-After. A local bucket's refusal already carries Retry-After (its
+// refill interval), and the header is added only where absent; where
+// neither exists the formatter gives an empty value and no header is set.
+const retryAfterFromReset = "%RESP(X-RATELIMIT-RESET)%"
 
 // problems lists the statuses the ingress answers on its own, sorted.
 var problems = []problem{
@@ -29,7 +46,7 @@ var problems = []problem{
 	{status: 403, kind: "unauthenticated", title: "Unauthorized", as: 401},
 	{status: 404, kind: "not-found", title: "Not Found"},
 	{status: 413, kind: "payload-too-large", title: "Content Too Large"},
-	{status: 429, kind: "rate-limited", title: "Too Many Requests"},
+	{status: 429, kind: "rate-limited", title: "Too Many Requests", detail: rateLimitedDetail, retryAfter: true},
 	{status: 431, kind: "malformed-request", title: "Request Header Fields Too Large"},
 	{status: 502, kind: "unavailable", title: "Bad Gateway"},
 	{status: 503, kind: "unavailable", title: "Service Unavailable"},
@@ -57,11 +74,21 @@ func localReplies() (*hcm.LocalReplyConfig, error) {
 				AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 			})
 		}
+		if p.retryAfter {
+			headers = append(headers, &core.HeaderValueOption{
+				Header:       &core.HeaderValue{Key: "retry-after", Value: retryAfterFromReset},
+				AppendAction: core.HeaderValueOption_ADD_IF_ABSENT,
+			})
+		}
+		detail := "%LOCAL_REPLY_BODY%"
+		if p.detail != "" {
+			detail = p.detail
+		}
 		body, err := structpb.NewStruct(map[string]any{
 			"type":       "urn:portico:problem:" + p.kind,
 			"title":      p.title,
 			"status":     status,
-			"detail":     "%LOCAL_REPLY_BODY%",
+			"detail":     detail,
 			"instance":   "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
 			"request_id": "%REQ(X-REQUEST-ID)%",
 		})

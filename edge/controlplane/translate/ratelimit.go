@@ -2,68 +2,78 @@ package translate
 
 import (
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
-	"math"
 	"slices"
 	"strings"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	ratelimitconf "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	localrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	globalrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	rlsconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // Descriptor keys sent to the rate-limit service.
 const (
-	descriptorRoute   = "route"
-	descriptorClient  = "remote_address" // what Envoy's remote_address action sends
-	descriptorSubject = "subject"
-	localStatPrefix   = "ingress_local_ratelimit"
-	globalStatPrefix  = "ingress_ratelimit"
+	descriptorRoute           = "route"
+	descriptorClient          = "remote_address" // what Envoy's remote_address action sends
+	descriptorSubject         = "subject"
+	globalStatPrefix          = "ingress_ratelimit"
+	globalRateLimitFilterName = "envoy.filters.http.ratelimit"
 )
 
-// localRateLimitFilter is inert on its own: each route brings its bucket.
-func localRateLimitFilter() (*hcm.HttpFilter, error) {
-	return httpFilter("envoy.filters.http.local_ratelimit", &localrl.LocalRateLimit{StatPrefix: localStatPrefix})
-}
+// globalRateLimiter counts limits shared by every ingress instance in the
+// rate-limit service, when the model has one: the filter, the descriptors
+// each route sends, the service's cluster and its own configuration.
+type globalRateLimiter struct{}
 
-// localRateLimit is a route's token bucket, counted in this Envoy only.
-func localRateLimit(b ir.TokenBucket) *localrl.LocalRateLimit {
-	full := &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}}
-	return &localrl.LocalRateLimit{
-		StatPrefix: localStatPrefix,
-		TokenBucket: &typev3.TokenBucket{
-			MaxTokens:     b.MaxTokens,
-			TokensPerFill: wrapperspb.UInt32(b.Tokens),
-			FillInterval:  durationpb.New(b.Interval),
-		},
-		FilterEnabled:  full,
-		FilterEnforced: full,
-		// Only a refused client hears about the bucket: when it may retry
-		// and its size. (Envoy's X-RateLimit-* headers would be added to
-		// every response, beside the global limit's own.)
-		ResponseHeadersToAdd: []*core.HeaderValueOption{
-			setHeader("retry-after", fmt.Sprint(int(math.Ceil(b.Interval.Seconds())))),
-			setHeader("x-ratelimit-limit", fmt.Sprintf("%d;w=%d", b.MaxTokens, int(math.Ceil(b.Interval.Seconds())))),
-			setHeader("x-ratelimit-remaining", "0"),
-		},
+func (globalRateLimiter) patchHCM(x *ir.Xds, mgr *hcm.HttpConnectionManager) error {
+	if x.RateLimitService == nil {
+		return nil
 	}
+	return appendFilter(mgr, globalRateLimitFilterName, globalRateLimit(*x.RateLimitService))
 }
 
-// globalRateLimitFilter asks the rate-limit service about every request a
-// route attaches descriptors to. When the service cannot answer, requests
-// pass (fail open): the local buckets still bound each instance, and an
-// outage of a counter must not take the whole API down.
-func globalRateLimitFilter(s ir.RateLimitService) (*hcm.HttpFilter, error) {
-	return httpFilter("envoy.filters.http.ratelimit", &globalrl.RateLimit{
+// patchRoute attaches the descriptors to the route action; direct answers
+// have none and are never counted.
+func (globalRateLimiter) patchRoute(_ *ir.Xds, r ir.Route, er *route.Route) error {
+	if action := er.GetRoute(); action != nil {
+		action.RateLimits = routeRateLimits(r)
+	}
+	return nil
+}
+
+func (globalRateLimiter) patchResources(x *ir.Xds, res *xdsresources.Set) error {
+	if x.RateLimitService == nil {
+		return nil
+	}
+	cl, err := rateLimitServiceCluster(*x.RateLimitService)
+	if err != nil {
+		return err
+	}
+	res.Clusters = append(res.Clusters, cl)
+	res.RateLimitConfigs = []types.Resource{rateLimitConfig(x)}
+	return nil
+}
+
+// globalRateLimit asks the rate-limit service about every request a route
+// attaches descriptors to. When the service cannot answer, requests pass
+// (fail open): the local buckets still bound each instance, and an outage
+// of a counter must not take the whole API down. Its X-RateLimit-* headers
+// (draft 03) are on every counted response; on a refusal, X-RateLimit-Reset
+// also becomes Retry-After (localreply.go).
+func globalRateLimit(s ir.RateLimitService) *globalrl.RateLimit {
+	return &globalrl.RateLimit{
 		Domain:          s.Domain,
 		StatPrefix:      globalStatPrefix,
 		Timeout:         durationpb.New(ir.DefaultConnectTimeout / 10),
@@ -75,7 +85,7 @@ func globalRateLimitFilter(s ir.RateLimitService) (*hcm.HttpFilter, error) {
 			}},
 		},
 		EnableXRatelimitHeaders: globalrl.RateLimit_DRAFT_VERSION_03,
-	})
+	}
 }
 
 // routeRateLimits are the descriptors a route sends: its name plus the
@@ -140,4 +150,33 @@ func rateLimitUnit(unit string) rlsconf.RateLimitUnit {
 	default:
 		return rlsconf.RateLimitUnit_UNKNOWN
 	}
+}
+
+// rateLimitServiceCluster reaches envoyproxy/ratelimit over plaintext gRPC
+// on loopback.
+func rateLimitServiceCluster(s ir.RateLimitService) (*cluster.Cluster, error) {
+	opts, err := anypb.New(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &core.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rate-limit cluster: %w", err)
+	}
+	return &cluster.Cluster{
+		Name:                          RateLimitCluster,
+		ClusterDiscoveryType:          &cluster.Cluster_Type{Type: cluster.Cluster_STRICT_DNS},
+		ConnectTimeout:                durationpb.New(ir.DefaultConnectTimeout),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
+		LoadAssignment: &endpoint.ClusterLoadAssignment{
+			ClusterName: RateLimitCluster,
+			Endpoints: []*endpoint.LocalityLbEndpoints{{LbEndpoints: []*endpoint.LbEndpoint{{
+				HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(s.Address, s.Port)}},
+			}}}},
+		},
+	}, nil
 }

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,12 +11,12 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // safeRetryOn are the failures where the request never reached a
@@ -27,9 +26,16 @@ const safeRetryOn = "connect-failure,refused-stream"
 func routeConfiguration(x *ir.Xds) (*route.RouteConfiguration, error) {
 	var routes []*route.Route
 	for _, r := range x.Routes {
-		rs, err := envoyRoutes(x, r)
+		rs, err := envoyRoutes(r)
 		if err != nil {
 			return nil, fmt.Errorf("route %s: %w", r.Name, err)
+		}
+		for _, er := range rs {
+			for _, f := range httpFeatures() {
+				if err := f.patchRoute(x, r, er); err != nil {
+					return nil, fmt.Errorf("route %s: %w", r.Name, err)
+				}
+			}
 		}
 		routes = append(routes, rs...)
 	}
@@ -49,12 +55,9 @@ func routeConfiguration(x *ir.Xds) (*route.RouteConfiguration, error) {
 // envoyRoutes gives one model route as Envoy routes. A route that retries
 // and also matches non-idempotent methods is split: reads retry on the
 // configured failures, writes only where the request cannot have arrived.
-func envoyRoutes(x *ir.Xds, r ir.Route) ([]*route.Route, error) {
+func envoyRoutes(r ir.Route) ([]*route.Route, error) {
 	if r.Direct != nil {
-		er, err := baseRoute(x, r, r.Methods)
-		if err != nil {
-			return nil, err
-		}
+		er := baseRoute(r, r.Methods)
 		er.Action = &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{
 			Status: r.Direct.Status,
 			Body:   inline(r.Direct.Body),
@@ -63,7 +66,7 @@ func envoyRoutes(x *ir.Xds, r ir.Route) ([]*route.Route, error) {
 		return []*route.Route{er}, nil
 	}
 	if r.Retry == nil {
-		er, err := forwardRoute(x, r, r.Methods, nil)
+		er, err := forwardRoute(r, r.Methods, nil)
 		return []*route.Route{er}, err
 	}
 	reads, writes := splitIdempotent(r.Methods)
@@ -73,7 +76,7 @@ func envoyRoutes(x *ir.Xds, r ir.Route) ([]*route.Route, error) {
 		if err != nil {
 			return nil, err
 		}
-		er, err := forwardRoute(x, r, reads, rp)
+		er, err := forwardRoute(r, reads, rp)
 		if err != nil {
 			return nil, err
 		}
@@ -85,7 +88,7 @@ func envoyRoutes(x *ir.Xds, r ir.Route) ([]*route.Route, error) {
 		if err != nil {
 			return nil, err
 		}
-		er, err := forwardRoute(x, r, writes, rp)
+		er, err := forwardRoute(r, writes, rp)
 		if err != nil {
 			return nil, err
 		}
@@ -110,16 +113,12 @@ func splitIdempotent(methods []string) (reads, writes []string) {
 	return reads, writes
 }
 
-func forwardRoute(x *ir.Xds, r ir.Route, methods []string, retry *route.RetryPolicy) (*route.Route, error) {
-	er, err := baseRoute(x, r, methods)
-	if err != nil {
-		return nil, err
-	}
+func forwardRoute(r ir.Route, methods []string, retry *route.RetryPolicy) (*route.Route, error) {
+	er := baseRoute(r, methods)
 	action := &route.RouteAction{
 		ClusterSpecifier: &route.RouteAction_Cluster{Cluster: r.Cluster},
 		Timeout:          durationpb.New(r.Timeout),
 		RetryPolicy:      retry,
-		RateLimits:       routeRateLimits(r),
 	}
 	if r.Rewrite != "" {
 		if r.Path != "" {
@@ -141,8 +140,8 @@ func forwardRoute(x *ir.Xds, r ir.Route, methods []string, retry *route.RetryPol
 	return er, nil
 }
 
-// baseRoute is the match and the per-route filter settings.
-func baseRoute(x *ir.Xds, r ir.Route, methods []string) (*route.Route, error) {
+// baseRoute is the match; the filters add their per-route settings.
+func baseRoute(r ir.Route, methods []string) *route.Route {
 	m := &route.RouteMatch{}
 	if r.Path != "" {
 		// A trailing slash is tolerated on exact paths.
@@ -153,22 +152,7 @@ func baseRoute(x *ir.Xds, r ir.Route, methods []string) (*route.Route, error) {
 	if len(methods) > 0 {
 		m.Headers = []*route.HeaderMatcher{methodMatcher(methods)}
 	}
-	perFilter := map[string]proto.Message{}
-	if x.Auth != nil {
-		perFilter["envoy.filters.http.jwt_authn"] = jwtPerRoute(r.Public)
-	}
-	if r.LocalRateLimit != nil {
-		perFilter["envoy.filters.http.local_ratelimit"] = localRateLimit(*r.LocalRateLimit)
-	}
-	typed := map[string]*anypb.Any{}
-	for name, cfg := range perFilter {
-		a, err := anypb.New(cfg)
-		if err != nil {
-			return nil, err
-		}
-		typed[name] = a
-	}
-	return &route.Route{Name: r.Name, Match: m, TypedPerFilterConfig: typed}, nil
+	return &route.Route{Name: r.Name, Match: m}
 }
 
 func exactPathRegex(path string) string {

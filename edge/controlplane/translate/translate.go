@@ -10,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
 )
 
 // Names shared by the resources and the ingress bootstrap (envoy/).
@@ -26,20 +27,8 @@ const (
 	XdsCluster = "portico-xds"
 )
 
-// Resources is one ingress's configuration, by xDS type.
-type Resources struct {
-	Listeners []types.Resource
-	Routes    []types.Resource
-	Clusters  []types.Resource
-	Endpoints []types.Resource
-	Secrets   []types.Resource
-	// RateLimitConfigs configure the rate-limit service, a separate xDS
-	// client with its own snapshot.
-	RateLimitConfigs []types.Resource
-}
-
 // Translate validates the model and returns its resources.
-func Translate(x *ir.Xds) (*Resources, error) {
+func Translate(x *ir.Xds) (*xdsresources.Set, error) {
 	if err := x.Validate(); err != nil {
 		return nil, fmt.Errorf("translate: %w", err)
 	}
@@ -55,7 +44,7 @@ func Translate(x *ir.Xds) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Resources{
+	res := &xdsresources.Set{
 		Listeners: []types.Resource{lis},
 		Routes:    []types.Resource{routes},
 	}
@@ -67,13 +56,10 @@ func Translate(x *ir.Xds) (*Resources, error) {
 		res.Clusters = append(res.Clusters, cl)
 		res.Endpoints = append(res.Endpoints, loadAssignment(c))
 	}
-	if x.RateLimitService != nil {
-		cl, err := rateLimitServiceCluster(*x.RateLimitService)
-		if err != nil {
+	for _, f := range httpFeatures() {
+		if err := f.patchResources(x, res); err != nil {
 			return nil, err
 		}
-		res.Clusters = append(res.Clusters, cl)
-		res.RateLimitConfigs = []types.Resource{rateLimitConfig(x)}
 	}
 	if len(x.Clusters) > 0 {
 		res.Secrets = secrets(x.Identity)

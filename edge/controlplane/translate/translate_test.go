@@ -2,7 +2,6 @@ package translate_test
 
 import (
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,137 +14,146 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+	"github.com/portico-mesh/portico/edge/controlplane/internal/golden"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/edge/controlplane/irbuild"
 	"github.com/portico-mesh/portico/edge/controlplane/translate"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/out from the current output")
-
-// goldenCase is one input under testdata/in: an edge configuration (the
-// default document when omitted, with overrides merged in) and a catalog.
-type goldenCase struct {
-	// Document replaces the default edge configuration when set.
-	Document  json.RawMessage      `json:"document,omitempty"`
-	Services  []irbuild.Service    `json:"services"`
-	Listener  ir.Listener          `json:"listener"`
-	RateLimit *ir.RateLimitService `json:"rateLimit,omitempty"`
+// TestTranslateGolden translates each model under testdata/in (IR as
+// YAML, unknown fields rejected) and compares the resources with
+// testdata/out/<case>.<type>.yaml, one file per xDS type the case has, so
+// a change to one route touches the routes file of the cases it concerns.
+// Cases named invalid-* must be refused; their sorted error messages are
+// compared with <case>.errors.txt. go test -update rewrites the outputs.
+func TestTranslateGolden(t *testing.T) {
+	var written []string
+	for _, name := range golden.Cases(t, "testdata/in") {
+		model := readModel(t, filepath.Join("testdata/in", name+".yaml"))
+		if strings.HasPrefix(name, "invalid-") {
+			written = append(written, name+".errors.txt")
+			t.Run(name, func(t *testing.T) {
+				if _, err := translate.Translate(model); err == nil {
+					t.Fatal("an invalid model was translated")
+				} else {
+					golden.Compare(t, filepath.Join("testdata/out", name+".errors.txt"), golden.Errors(err))
+				}
+			})
+			continue
+		}
+		written = append(written, requireResources(t, name, model)...)
+	}
+	written = append(written, requireResources(t, "default-document", defaultDocumentModel(t))...)
+	golden.RequireOnly(t, "testdata/out", written)
 }
 
-// TestGolden translates each case under testdata/in and compares the model
-// and the Envoy resources with testdata/out (go test -update rewrites them).
-func TestGolden(t *testing.T) {
-	inputs, err := filepath.Glob("testdata/in/*.yaml")
-	if err != nil || len(inputs) == 0 {
-		t.Fatalf("no golden inputs: %v", err)
-	}
-	for _, in := range inputs {
-		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
-		t.Run(name, func(t *testing.T) {
-			model, res := translateCase(t, in)
-			compareGolden(t, filepath.Join("testdata/out", name+".ir.yaml"), toYAML(t, model))
-			compareGolden(t, filepath.Join("testdata/out", name+".xds.yaml"), resourcesYAML(t, res))
-			requireConsistent(t, res)
-		})
+// requireResources translates model in a subtest named name, compares each
+// type's resources with its golden file and checks the snapshot is
+// consistent; it returns the files the case owns.
+func requireResources(t *testing.T, name string, model *ir.Xds) []string {
+	t.Helper()
+	var files []string
+	t.Run(name, func(t *testing.T) {
+		res, err := translate.Translate(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range byType(res) {
+			if len(kind.resources) == 0 {
+				continue
+			}
+			file := name + "." + kind.name + ".yaml"
+			files = append(files, file)
+			golden.Compare(t, filepath.Join("testdata/out", file), resourcesYAML(t, kind.resources))
+		}
+		requireConsistent(t, res)
+	})
+	return files
+}
+
+type typedResources struct {
+	name      string
+	resources []types.Resource
+}
+
+func byType(r *xdsresources.Set) []typedResources {
+	return []typedResources{
+		{"listeners", r.Listeners}, {"routes", r.Routes}, {"clusters", r.Clusters},
+		{"endpoints", r.Endpoints}, {"secrets", r.Secrets}, {"ratelimitconfigs", r.RateLimitConfigs},
 	}
 }
 
-func translateCase(t *testing.T, path string) (*ir.Xds, *translate.Resources) {
+func readModel(t *testing.T, path string) *ir.Xds {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c goldenCase
-	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
+	var x ir.Xds
+	if err := yaml.UnmarshalStrict(raw, &x); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	docYAML := edgeconfig.Default()
-	if len(c.Document) > 0 {
-		docYAML = c.Document
-	}
-	doc, err := edgeconfig.Parse(docYAML)
+	return &x
+}
+
+// defaultDocumentModel is the integration case: the shipped document,
+// built against a catalog with every service it names plus one reached
+// only through /proxy/, with global limits on.
+func defaultDocumentModel(t *testing.T) *ir.Xds {
+	t.Helper()
+	doc, err := edgeconfig.Parse(edgeconfig.Default())
 	if err != nil {
-		t.Fatalf("%s: document: %v", path, err)
+		t.Fatal(err)
 	}
 	model, err := irbuild.Build(irbuild.Inputs{
 		Document:   doc,
-		Listener:   c.Listener,
+		Listener:   ir.Listener{Address: "0.0.0.0", Port: 5000},
 		Datacenter: "dc1",
 		Identity: ir.Identity{
 			CertPEM:     "-----BEGIN CERTIFICATE-----\nLEAF\n-----END CERTIFICATE-----\n",
 			KeyPEM:      "-----BEGIN EC PRIVATE KEY-----\nKEY\n-----END EC PRIVATE KEY-----\n",
 			RootsPEM:    []string{"-----BEGIN CERTIFICATE-----\nROOT\n-----END CERTIFICATE-----\n"},
-			TrustDomain: "11111111-2222-3333-4444-555555555555.consul",
+			TrustDomain: "example.consul",
 		},
-		Services:  c.Services,
+		Services: []irbuild.Service{
+			{Name: "users", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: 21001}}},
+			{Name: "products", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: 21002}}},
+			{Name: "edge", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: 21004}}},
+			{Name: "orders"},
+			{Name: "ingress", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: 5000}}},
+		},
 		Ingress:   "ingress",
-		RateLimit: c.RateLimit,
+		RateLimit: &ir.RateLimitService{Address: "127.0.0.1", Port: 8081, Domain: "portico", FailOpen: true},
 	})
-	if err != nil {
-		t.Fatalf("%s: build: %v", path, err)
-	}
-	res, err := translate.Translate(model)
-	if err != nil {
-		t.Fatalf("%s: translate: %v", path, err)
-	}
-	return model, res
-}
-
-func toYAML(t *testing.T, v any) []byte {
-	t.Helper()
-	out, err := yaml.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return model
 }
 
-// resourcesYAML renders the resources as protojson, read back into plain
+// resourcesYAML renders resources as protojson, read back into plain
 // values so the YAML is stable (protojson's own spacing is not).
-func resourcesYAML(t *testing.T, r *translate.Resources) []byte {
+func resourcesYAML(t *testing.T, list []types.Resource) []byte {
 	t.Helper()
-	byKind := map[string][]types.Resource{
-		"listeners": r.Listeners, "routes": r.Routes, "clusters": r.Clusters,
-		"endpoints": r.Endpoints, "secrets": r.Secrets, "rateLimitConfigs": r.RateLimitConfigs,
-	}
-	doc := map[string][]any{}
-	for kind, list := range byKind {
-		for _, res := range list {
-			js, err := protojson.Marshal(res)
-			if err != nil {
-				t.Fatalf("%s: %v", kind, err)
-			}
-			var v any
-			if err := json.Unmarshal(js, &v); err != nil {
-				t.Fatal(err)
-			}
-			doc[kind] = append(doc[kind], v)
-		}
-	}
-	return toYAML(t, doc)
-}
-
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
+	out := make([]any, 0, len(list))
+	for _, res := range list {
+		js, err := protojson.Marshal(res)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return
+		var v any
+		if err := json.Unmarshal(js, &v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
 	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if string(want) != string(got) {
-		t.Errorf("%s differs from the output; diff with go test -update and git diff\n--- got:\n%s", path, got)
-	}
+	return golden.YAML(t, out)
 }
 
 // requireConsistent checks the snapshot the server would set: every
 // cluster's endpoints and every listener's routes are present.
-func requireConsistent(t *testing.T, r *translate.Resources) {
+func requireConsistent(t *testing.T, r *xdsresources.Set) {
 	t.Helper()
 	snap, err := cachev3.NewSnapshot("golden", map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: r.Listeners,

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/portico-mesh/portico/edge/controlplane/translate"
+	"github.com/portico-mesh/portico/edge/controlplane/xdsresources"
 )
 
 // Node clusters (Envoy's --service-cluster, or the node's cluster field)
@@ -128,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Update sets the snapshots of both groups from res, each only when its
 // content differs from what is set. It returns the ingress version.
-func (s *Server) Update(ctx context.Context, res *translate.Resources) (string, error) {
+func (s *Server) Update(ctx context.Context, res *xdsresources.Set) (string, error) {
 	ingress := map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: res.Listeners,
 		resourcev3.RouteType:    res.Routes,

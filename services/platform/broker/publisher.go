@@ -1,5 +1,6 @@
 // Package broker talks to RabbitMQ: a publisher with confirms for the
-// outbox relay, and the topology both publishers and consumers declare.
+// outbox relay, a consumer that hands each event of a queue to a handler,
+// and the topology both declare.
 package broker
 
 import (

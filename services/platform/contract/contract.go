@@ -48,7 +48,9 @@ func ClaimHeaders() []ClaimHeader {
 const HeaderUpstream = "X-Portico-Upstream"
 
 // HeaderForwardedPrefix is the path prefix the ingress serves a service
-// under (for example /api/products); services build links with it.
+// under (for example /api/products); the edge cache keys entries on it.
+// Services do not read it: their Location and Link headers are relative
+// references (web.SetLocation, page.NextLink), right under any prefix.
 const HeaderForwardedPrefix = "X-Forwarded-Prefix"
 
 // HeaderSurrogateKey tags a cacheable response with the keys that purge

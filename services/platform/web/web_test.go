@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -263,5 +264,25 @@ func TestReadiness(t *testing.T) {
 				t.Errorf("checks = %v, want one entry per check", r.Checks)
 			}
 		})
+	}
+}
+
+func TestChildReferenceResolvesUnderTheClientsPath(t *testing.T) {
+	for _, tt := range []struct{ served, client, want string }{
+		{"/products", "https://x.example/api/products/products", "/api/products/products/7"},
+		{"/products/", "https://x.example/api/products/products/", "/api/products/products/7"},
+		{"/users", "http://127.0.0.1:1/users", "/users/7"},
+	} {
+		base, err := url.Parse(tt.client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := url.Parse(ChildReference(tt.served, "7"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := base.ResolveReference(ref).Path; got != tt.want {
+			t.Errorf("served %s, client %s: resolves to %s, want %s", tt.served, tt.client, got, tt.want)
+		}
 	}
 }

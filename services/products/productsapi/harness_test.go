@@ -25,10 +25,8 @@ import (
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/service"
-	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/services/products/productsapi"
+	"github.com/portico-mesh/portico/services/products"
 	"github.com/portico-mesh/portico/services/products/productsbus"
-	"github.com/portico-mesh/portico/services/products/productsdb"
 )
 
 func TestMain(m *testing.M) {
@@ -60,7 +58,8 @@ type testService struct {
 	events  *eventStream
 }
 
-// startService runs the service the way main does, on a fresh database.
+// startService runs the service as its command does (products.Build on a
+// service runtime), on a fresh database.
 // The relay publishes to an exchange of the test's own, and events lists
 // what it published.
 func startService(t *testing.T) *testService {
@@ -79,22 +78,21 @@ func startService(t *testing.T) *testService {
 		ShutdownTimeout: 10 * time.Second,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	rt, err := service.Open(ctx, cfg, "products", "test", migrations.Products(), log)
+	rt, err := service.Open(ctx, cfg, products.Name, "test", migrations.Products(), log)
 	if err != nil {
 		cancel()
 		t.Fatalf("open service: %v", err)
 	}
-	openAPI, err := productsapi.OpenAPIJSON()
+	srv, err := products.Build(ctx, products.Deps{
+		Pool:   rt.Pool,
+		Web:    rt.WebConfig(nil),
+		Config: products.Config{CacheMaxAge: testCacheMaxAge},
+	})
 	if err != nil {
 		cancel()
+		_ = rt.Close(context.Background())
 		t.Fatal(err)
 	}
-	srv := web.New(rt.WebConfig(productsapi.Classify))
-	srv.Mount(productsapi.Routes(productsapi.Config{
-		Business:    productsbus.NewBusiness(productsdb.NewStore(rt.Pool, rt.Tracing.Propagator)),
-		CacheMaxAge: testCacheMaxAge,
-		OpenAPI:     openAPI,
-	})...)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cancel()

@@ -1,11 +1,9 @@
 package productsapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -13,6 +11,11 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portico-mesh/portico/services/platform/etag"
+	"github.com/portico-mesh/portico/services/platform/jsonbody"
+	"github.com/portico-mesh/portico/services/platform/page"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/products/productsbus"
 )
@@ -80,45 +83,6 @@ func toAppProducts(ps []productsbus.Product) []productResponse {
 	return out
 }
 
-// productMembers is a decoded request body: each member present, as raw JSON.
-type productMembers map[string]json.RawMessage
-
-// decodeMembers reads a JSON object without interpreting its members, so
-// that every offending member can be reported at once.
-func decodeMembers(body []byte) (productMembers, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, problem.Malformed("the request body is empty; send a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	var members productMembers
-	if err := dec.Decode(&members); err != nil {
-		return nil, problem.Malformed("the request body is not a valid JSON object: " + jsonErrorDetail(err))
-	}
-	if members == nil {
-		return nil, problem.Malformed("the request body must be a JSON object, not null")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, problem.Malformed("the request body has data after the JSON object")
-	}
-	return members, nil
-}
-
-// jsonErrorDetail describes a decoding error without echoing Go types.
-func jsonErrorDetail(err error) string {
-	var syntax *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax):
-		return fmt.Sprintf("%s (at byte %d)", syntax.Error(), syntax.Offset)
-	case errors.As(err, &typeErr):
-		return "expected an object, got " + typeErr.Value
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "unexpected end of input"
-	default:
-		return "malformed JSON"
-	}
-}
-
 // productInput collects the validated members of a create or update body.
 type productInput struct {
 	name          *string
@@ -127,19 +91,11 @@ type productInput struct {
 	stockQuantity *int
 }
 
-// validate checks every member and reports all offending ones together.
-// required lists members that must be present.
-func (m productMembers) validate(required ...string) (productInput, error) {
-	var (
-		in   productInput
-		errs []problem.FieldError
-	)
-	fail := func(member, detail string) { errs = append(errs, problem.Field(member, detail)) }
-	for _, member := range required {
-		if _, ok := m[member]; !ok {
-			fail(member, "is required")
-		}
-	}
+// validate checks every member of a create or update body and reports all
+// offending ones together. required lists members that must be present.
+func validate(m jsonbody.Members, required ...string) (productInput, error) {
+	var in productInput
+	errs := m.Missing(required...)
 	for member, raw := range m {
 		var err error
 		switch member {
@@ -159,13 +115,11 @@ func (m productMembers) validate(required ...string) (productInput, error) {
 			}
 		}
 		if err != nil {
-			fail(member, err.Error())
+			errs = append(errs, jsonbody.MemberError(member, err.Error()))
 		}
 	}
-	if len(errs) > 0 {
-		// Map order is random; clients and tests deserve a stable list.
-		slices.SortFunc(errs, func(a, b problem.FieldError) int { return strings.Compare(a.Field, b.Field) })
-		return productInput{}, problem.Validation(errs...)
+	if err := jsonbody.Validation(errs); err != nil {
+		return productInput{}, err
 	}
 	return in, nil
 }
@@ -261,4 +215,33 @@ func stockQuantityMember(raw json.RawMessage) (*int, error) {
 	}
 	q := int(n)
 	return &q, nil
+}
+
+// toBusPrecondition is If-Match as the business layer reads it.
+func toBusPrecondition(m etag.IfMatch) productsbus.Precondition {
+	return productsbus.Precondition{Present: m.Present, Any: m.Any, Versions: m.Versions}
+}
+
+// Query parameters of the list route besides page's.
+const paramName = "name"
+
+// listQuery is the validated query of the list route.
+type listQuery struct {
+	filter productsbus.QueryFilter
+	page   page.Request
+}
+
+func parseListQuery(c *fiber.Ctx) (listQuery, error) {
+	p, errs := page.Parse(c)
+	q := listQuery{filter: productsbus.QueryFilter{NameContains: c.Query(paramName)}, page: p}
+	switch name := q.filter.NameContains; {
+	case !utf8.ValidString(name) || strings.ContainsRune(name, 0):
+		errs = append(errs, problem.Field(paramName, "must be UTF-8 text without NUL characters"))
+	case utf8.RuneCountInString(name) > maxNameLength:
+		errs = append(errs, problem.Field(paramName, fmt.Sprintf("must be at most %d characters", maxNameLength)))
+	}
+	if err := jsonbody.Validation(errs); err != nil {
+		return listQuery{}, err
+	}
+	return q, nil
 }

@@ -6,17 +6,17 @@ package productsapi
 import (
 	"context"
 	"errors"
-	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
-	"net/url"
-	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/portico-mesh/portico/services/platform/contract"
+	"github.com/portico-mesh/portico/services/platform/etag"
 	"github.com/portico-mesh/portico/services/platform/identity"
+	"github.com/portico-mesh/portico/services/platform/jsonbody"
+	"github.com/portico-mesh/portico/services/platform/page"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/products/productsbus"
@@ -101,14 +101,11 @@ func (h handlers) create(c *fiber.Ctx) error {
 	if err := productsbus.AuthorizeWrite(caller); err != nil {
 		return err
 	}
-	if err := requireJSON(c); err != nil {
-		return err
-	}
-	members, err := decodeMembers(c.Body())
+	members, err := jsonbody.Decode(c)
 	if err != nil {
 		return err
 	}
-	in, err := members.validate(memberName, memberPrice)
+	in, err := validate(members, memberName, memberPrice)
 	if err != nil {
 		return err
 	}
@@ -118,8 +115,8 @@ func (h handlers) create(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	c.Location(servicePath(c, "/products/"+strconv.FormatInt(p.ID, 10)))
-	c.Set(fiber.HeaderETag, etag(p.Version))
+	web.SetLocation(c, strconv.FormatInt(p.ID, 10))
+	c.Set(fiber.HeaderETag, etag.Format(p.Version))
 	return c.Status(http.StatusCreated).JSON(toAppProduct(p))
 }
 
@@ -134,10 +131,10 @@ func (h handlers) get(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	c.Set(fiber.HeaderETag, etag(p.Version))
+	c.Set(fiber.HeaderETag, etag.Format(p.Version))
 	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
 	c.Set(contract.HeaderSurrogateKey, contract.ProductTags.ItemTag(p.ID))
-	if noneMatch(c.Get(fiber.HeaderIfNoneMatch), p.Version) {
+	if etag.NoneMatch(c.Get(fiber.HeaderIfNoneMatch), p.Version) {
 		return c.SendStatus(http.StatusNotModified)
 	}
 	return c.JSON(toAppProduct(p))
@@ -151,23 +148,19 @@ func (h handlers) list(c *fiber.Ctx) error {
 	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
 	defer cancel()
 	// One extra row tells whether a next page exists.
-	page := q.page
-	page.Limit++
-	ps, err := h.bus.Query(ctx, q.filter, page)
+	ps, err := h.bus.Query(ctx, q.filter, productsbus.Page{AfterID: q.page.AfterID, Limit: q.page.Limit + 1})
 	if err != nil {
 		return err
 	}
 	resp := pageResponse{}
 	if len(ps) > q.page.Limit {
 		ps = ps[:q.page.Limit]
-		resp.NextCursor = encodeCursor(ps[len(ps)-1].ID)
-		next := url.Values{}
-		next.Set(paramLimit, strconv.Itoa(q.page.Limit))
-		next.Set(paramCursor, resp.NextCursor)
+		cursor, next := page.Next(q.page, ps[len(ps)-1].ID)
 		if q.filter.NameContains != "" {
 			next.Set(paramName, q.filter.NameContains)
 		}
-		c.Set(fiber.HeaderLink, fmt.Sprintf(`<%s?%s>; rel="next"`, servicePath(c, "/products"), next.Encode()))
+		resp.NextCursor = cursor
+		page.SetNextLink(c, next)
 	}
 	resp.Items = toAppProducts(ps)
 	c.Set(fiber.HeaderCacheControl, h.readCacheControl)
@@ -184,24 +177,21 @@ func (h handlers) update(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := requireJSON(c); err != nil {
-		return err
-	}
-	members, err := decodeMembers(c.Body())
+	members, err := jsonbody.Decode(c)
 	if err != nil {
 		return err
 	}
-	in, err := members.validate()
+	in, err := validate(members)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
 	defer cancel()
-	p, err := h.bus.Update(ctx, caller, id, in.toBusUpdateProduct(), toBusPrecondition(c.Get(fiber.HeaderIfMatch)))
+	p, err := h.bus.Update(ctx, caller, id, in.toBusUpdateProduct(), toBusPrecondition(etag.ParseIfMatch(c.Get(fiber.HeaderIfMatch))))
 	if err != nil {
 		return err
 	}
-	c.Set(fiber.HeaderETag, etag(p.Version))
+	c.Set(fiber.HeaderETag, etag.Format(p.Version))
 	return c.JSON(toAppProduct(p))
 }
 
@@ -236,16 +226,4 @@ func productID(c *fiber.Ctx) (int64, error) {
 		return 0, productsbus.ErrNotFound
 	}
 	return id, nil
-}
-
-// safePrefix is what a forwarded path prefix may look like.
-var safePrefix = regexp.MustCompile(`^(/[A-Za-z0-9._~-]+)+$`)
-
-// servicePath returns path as the client addresses it: behind the ingress
-// under its X-Forwarded-Prefix, if it sent a well-formed one.
-func servicePath(c *fiber.Ctx, path string) string {
-	if prefix := c.Get(contract.HeaderForwardedPrefix); safePrefix.MatchString(prefix) {
-		return prefix + path
-	}
-	return path
 }

@@ -27,6 +27,9 @@ type generateOptions struct {
 	now      func() time.Time // names the key file
 	lockWait time.Duration    // how long to wait for another generator
 	poll     time.Duration
+	// lockBusy, if set, is called each time the lock is found held by
+	// another generator, before waiting for it.
+	lockBusy func()
 }
 
 func defaultGenerateOptions() generateOptions {
@@ -76,6 +79,9 @@ func loadOrGenerate(dir string, opt generateOptions) (*Keyring, bool, error) {
 			return kr, generated, err
 		}
 		// Another generator holds the lock: wait for it to finish.
+		if opt.lockBusy != nil {
+			opt.lockBusy()
+		}
 		if time.Now().After(deadline) {
 			return nil, false, fmt.Errorf("token: waited %v for key generation lock %s; if no other process is starting, delete it",
 				opt.lockWait, filepath.Join(dir, lockName))

@@ -180,17 +180,24 @@ func TestLoadOrGenerateWaitsForLockHolder(t *testing.T) {
 		err       error
 	}
 	done := make(chan result, 1)
+	waiting := make(chan struct{})
+	var once sync.Once
 	go func() {
 		opt := testGenerateOptions()
 		opt.lockWait = 10 * time.Second
+		opt.lockBusy = func() { once.Do(func() { close(waiting) }) }
 		kr, gen, err := loadOrGenerate(dir, opt)
 		done <- result{kr, gen, err}
 	}()
 
-	// Act as the other process: publish the key atomically as the real
-	// generator does (the waiter keeps scanning the directory), then release
-	// the lock.
-	time.Sleep(50 * time.Millisecond)
+	// Once the starter has found the lock taken, act as the other process:
+	// publish the key atomically as the real generator does (the waiter
+	// keeps scanning the directory), then release the lock.
+	select {
+	case <-waiting:
+	case r := <-done:
+		t.Fatalf("returned without waiting for the lock holder: generated=%v err=%v", r.generated, r.err)
+	}
 	key := newKey(t)
 	writePrivate(t, dir, ".staging", key)
 	if err := os.Rename(filepath.Join(dir, ".staging"), filepath.Join(dir, "20261125T060000Z.pem")); err != nil {

@@ -1,11 +1,16 @@
 package usersapi
 
 import (
-	"encoding/base64"
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/portico-mesh/portico/services/platform/jsonbody"
+	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/users/usersbus"
 )
 
@@ -57,8 +62,8 @@ type registerRequest struct {
 	Password string
 }
 
-func (r *registerRequest) members() members {
-	return members{"username": &r.Username, "email": &r.Email, "password": &r.Password}
+func (r *registerRequest) members() map[string]any {
+	return map[string]any{"username": &r.Username, "email": &r.Email, "password": &r.Password}
 }
 
 func toBusNewUser(r registerRequest) usersbus.NewUser {
@@ -71,8 +76,8 @@ type loginRequest struct {
 	Password string
 }
 
-func (r *loginRequest) members() members {
-	return members{"email": &r.Email, "password": &r.Password}
+func (r *loginRequest) members() map[string]any {
+	return map[string]any{"email": &r.Email, "password": &r.Password}
 }
 
 // updateRequest is the body of PUT /users/{id}; every member is optional.
@@ -84,8 +89,8 @@ type updateRequest struct {
 	Roles    []string
 }
 
-func (r *updateRequest) members() members {
-	return members{
+func (r *updateRequest) members() map[string]any {
+	return map[string]any{
 		"username": &r.Username, "email": &r.Email, "is_active": &r.IsActive,
 		"password": &r.Password, "roles": &r.Roles,
 	}
@@ -115,20 +120,72 @@ func toBusUpdateUser(r updateRequest, present map[string]bool) usersbus.UpdateUs
 	return uu
 }
 
-// Cursors are opaque to clients: base64url of the last id of a page.
+// Request bodies are decoded strictly (see jsonbody): a typo never goes
+// unnoticed, and every offending member is named in one 422.
 
-func encodeCursor(lastID int64) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(lastID, 10)))
+func decodeRegister(c *fiber.Ctx) (registerRequest, error) {
+	members, err := jsonbody.Decode(c)
+	if err != nil {
+		return registerRequest{}, err
+	}
+	var req registerRequest
+	present, errs := members.Into(req.members())
+	errs = append(errs, members.Missing("username", "email", "password")...)
+	errs = append(errs, checkMember(present, "username", req.Username, usersbus.CheckUsername)...)
+	errs = append(errs, checkMember(present, "email", req.Email, usersbus.CheckEmail)...)
+	errs = append(errs, checkMember(present, "password", req.Password, usersbus.CheckPassword)...)
+	if err := jsonbody.Validation(errs); err != nil {
+		return registerRequest{}, err
+	}
+	return req, nil
 }
 
-func decodeCursor(cursor string) (int64, bool) {
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
+func decodeLogin(c *fiber.Ctx) (loginRequest, error) {
+	members, err := jsonbody.Decode(c)
 	if err != nil {
-		return 0, false
+		return loginRequest{}, err
 	}
-	id, err := strconv.ParseInt(string(raw), 10, 64)
-	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != string(raw) {
-		return 0, false
+	var req loginRequest
+	_, errs := members.Into(req.members())
+	errs = append(errs, members.Missing("email", "password")...)
+	if err := jsonbody.Validation(errs); err != nil {
+		return loginRequest{}, err
 	}
-	return id, true
+	return req, nil
+}
+
+func decodeUpdate(c *fiber.Ctx) (usersbus.UpdateUser, error) {
+	members, err := jsonbody.Decode(c)
+	if err != nil {
+		return usersbus.UpdateUser{}, err
+	}
+	var req updateRequest
+	present, errs := members.Into(req.members())
+	errs = append(errs, checkMember(present, "username", req.Username, usersbus.CheckUsername)...)
+	errs = append(errs, checkMember(present, "email", req.Email, usersbus.CheckEmail)...)
+	errs = append(errs, checkMember(present, "password", req.Password, usersbus.CheckPassword)...)
+	if present["roles"] {
+		for _, i := range usersbus.UnknownRoles(req.Roles) {
+			errs = append(errs, problem.FieldError{
+				Field:   "roles",
+				Pointer: jsonbody.Pointer("roles", strconv.Itoa(i)),
+				Detail:  fmt.Sprintf("%q is not a known role (known: %s)", req.Roles[i], strings.Join(usersbus.KnownRoles, ", ")),
+			})
+		}
+	}
+	if err := jsonbody.Validation(errs); err != nil {
+		return usersbus.UpdateUser{}, err
+	}
+	return toBusUpdateUser(req, present), nil
+}
+
+// checkMember applies a business rule to a member that was sent.
+func checkMember(present map[string]bool, name, value string, check func(string) error) []problem.FieldError {
+	if !present[name] {
+		return nil
+	}
+	if err := check(value); err != nil {
+		return []problem.FieldError{jsonbody.MemberError(name, err.Error())}
+	}
+	return nil
 }

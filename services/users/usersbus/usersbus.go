@@ -21,8 +21,9 @@ var (
 	ErrNotFound       = errors.New("user not found")
 	ErrUniqueEmail    = errors.New("email already registered")
 	ErrUniqueUsername = errors.New("username already taken")
-	// ErrStale means the user changed between read and write.
-	ErrStale = errors.New("user changed concurrently")
+	// ErrConflict: concurrent writers kept changing the user while an
+	// update was re-applied.
+	ErrConflict = errors.New("the user was changed concurrently; retry the request")
 	// ErrLastAdmin guards against locking everyone out: the last active
 	// admin can lose neither the role, nor the account's activity, nor the
 	// account.
@@ -35,6 +36,11 @@ var (
 	// already (its own validation names the members).
 	ErrInvalid = errors.New("invalid user")
 )
+
+// ErrVersionChanged is returned by a Storer when the row no longer has the
+// version the write was based on. The business layer retries or reports
+// ErrConflict; it never reaches a client as such.
+var ErrVersionChanged = errors.New("user version changed")
 
 // User is an account as the business layer sees it.
 type User struct {
@@ -85,7 +91,7 @@ type Storer interface {
 	// stored row. ErrUniqueEmail, ErrUniqueUsername.
 	Create(ctx context.Context, u User, ev EventFunc) (User, error)
 	// Update stores u over the row with u.ID, provided that row still has
-	// u.Version; the stored version is incremented. ErrNotFound, ErrStale,
+	// u.Version; the stored version is incremented. ErrNotFound, ErrVersionChanged,
 	// ErrUniqueEmail, ErrUniqueUsername, ErrLastAdmin.
 	Update(ctx context.Context, u User, ev EventFunc) (User, error)
 	// Delete removes the user with id. ErrNotFound, ErrLastAdmin.
@@ -111,8 +117,8 @@ type Business struct {
 	now       func() time.Time
 }
 
-// New returns the business layer over store.
-func New(store Storer, cfg Config) (*Business, error) {
+// NewBusiness returns the use cases over storer.
+func NewBusiness(storer Storer, cfg Config) (*Business, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -123,7 +129,7 @@ func New(store Storer, cfg Config) (*Business, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Business{store: store, passwords: pw, log: cfg.Log, now: cfg.Now}, nil
+	return &Business{store: storer, passwords: pw, log: cfg.Log, now: cfg.Now}, nil
 }
 
 // Register creates an active account without roles. Anyone may register.
@@ -196,9 +202,9 @@ func (b *Business) Query(ctx context.Context, actor Actor, page Page) (users []U
 	return users, false, nil
 }
 
-// staleRetries bounds how often an update is re-applied to a fresh read
+// updateAttempts bounds how often an update is re-applied to a fresh read
 // when another write got in between.
-const staleRetries = 3
+const updateAttempts = 3
 
 // Update applies uu to the user with id on behalf of actor. A change that
 // changes nothing is not stored and emits nothing.
@@ -220,7 +226,7 @@ func (b *Business) Update(ctx context.Context, actor Actor, id int64, uu UpdateU
 			return User{}, err
 		}
 	}
-	for attempt := 1; ; attempt++ {
+	for range updateAttempts {
 		current, err := b.store.QueryByID(ctx, id)
 		if err != nil {
 			return User{}, err
@@ -233,11 +239,11 @@ func (b *Business) Update(ctx context.Context, actor Actor, id int64, uu UpdateU
 			return current, nil
 		}
 		stored, err := b.store.Update(ctx, next, b.updatedEvent)
-		if errors.Is(err, ErrStale) && attempt < staleRetries {
-			continue
+		if !errors.Is(err, ErrVersionChanged) {
+			return stored, err
 		}
-		return stored, err
 	}
+	return User{}, ErrConflict
 }
 
 // apply returns u with uu's members set and whether anything changed.
@@ -319,7 +325,7 @@ func (b *Business) EnsureAdmin(ctx context.Context, nu NewUser) (User, Bootstrap
 			next := u
 			next.Roles = NormalizeRoles(append(slices.Clone(u.Roles), RoleAdmin))
 			stored, err := b.store.Update(ctx, next, b.updatedEvent)
-			if errors.Is(err, ErrStale) || errors.Is(err, ErrNotFound) {
+			if errors.Is(err, ErrVersionChanged) || errors.Is(err, ErrNotFound) {
 				continue
 			}
 			return stored, BootstrapGranted, err

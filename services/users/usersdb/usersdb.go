@@ -37,9 +37,9 @@ type Store struct {
 
 var _ usersbus.Storer = (*Store)(nil)
 
-// New returns a store over pool; propagator carries trace context into
+// NewStore returns a store over pool; propagator carries trace context into
 // the events.
-func New(pool *pgxpool.Pool, propagator propagation.TextMapPropagator) *Store {
+func NewStore(pool *pgxpool.Pool, propagator propagation.TextMapPropagator) *Store {
 	return &Store{pool: pool, propagator: propagator}
 }
 
@@ -130,7 +130,7 @@ func (s *Store) Update(ctx context.Context, u usersbus.User, ev usersbus.EventFu
 			return err
 		}
 		if current.Version != u.Version {
-			return usersbus.ErrStale
+			return usersbus.ErrVersionChanged
 		}
 		if err := keepAnAdmin(ctx, tx, current, u.IsActiveAdmin()); err != nil {
 			return err

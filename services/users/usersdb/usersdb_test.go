@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 func newStore(t *testing.T) (*Store, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t, migrations.Users())
-	return New(pool, propagation.TraceContext{}), pool
+	return NewStore(pool, propagation.TraceContext{}), pool
 }
 
 // eventOf builds events the way the business layer does, with a fixed type.
@@ -232,8 +232,8 @@ func TestUpdateChecksVersion(t *testing.T) {
 
 	stale := bob // still version 1
 	stale.Email = "stale@example.com"
-	if _, err := s.Update(ctx, stale, eventOf(usersbus.EventUserUpdated)); !errors.Is(err, usersbus.ErrStale) {
-		t.Errorf("Update(stale) = %v, want ErrStale", err)
+	if _, err := s.Update(ctx, stale, eventOf(usersbus.EventUserUpdated)); !errors.Is(err, usersbus.ErrVersionChanged) {
+		t.Errorf("Update(stale) = %v, want ErrVersionChanged", err)
 	}
 	missing := bob
 	missing.ID = bob.ID + 100

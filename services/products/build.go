@@ -1,0 +1,77 @@
+// Package products wires the products service: Build turns a database
+// pool and the process's HTTP configuration into the service's server.
+// The command (services/cmd/products), the service's own tests and the
+// whole-stack tests all call Build, so they run the same service.
+//
+// The service itself is three layers, each in its own package:
+// productsapi (HTTP), productsbus (rules, owning its Storer) and
+// productsdb (PostgreSQL).
+package products
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portico-mesh/portico/services/platform/web"
+	"github.com/portico-mesh/portico/services/products/productsapi"
+	"github.com/portico-mesh/portico/services/products/productsbus"
+	"github.com/portico-mesh/portico/services/products/productsdb"
+)
+
+// Name names the service in the mesh, logs, metrics and spans.
+const Name = "products"
+
+// Config is the service's own configuration; its command reads it from
+// the environment next to service.BaseConfig.
+type Config struct {
+	// CacheMaxAge is how long clients and caches may reuse product reads.
+	CacheMaxAge time.Duration `env:"PRODUCTS_CACHE_MAX_AGE" envDefault:"30s"`
+}
+
+// Validate reports what is wrong with c.
+func (c Config) Validate() error {
+	if c.CacheMaxAge < 0 {
+		return errors.New("PRODUCTS_CACHE_MAX_AGE must not be negative")
+	}
+	return nil
+}
+
+// Deps is what the service is built from. Everything is passed in, so a
+// test builds the service without Consul, a broker or a process around it.
+type Deps struct {
+	// Pool is the service's database, migrated.
+	Pool *pgxpool.Pool
+	// Web is the process's HTTP configuration: logger, metrics registry,
+	// tracing (its propagator also carries trace context into stored
+	// events) and readiness checks. Build sets Classify.
+	Web    web.Config
+	Config Config
+}
+
+// Build returns the service's HTTP server with its routes mounted.
+func Build(_ context.Context, deps Deps) (*web.Server, error) {
+	if deps.Pool == nil {
+		return nil, errors.New("products: Deps.Pool is required")
+	}
+	if err := deps.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("products: %w", err)
+	}
+	openAPI, err := productsapi.OpenAPIJSON()
+	if err != nil {
+		return nil, err
+	}
+	bus := productsbus.NewBusiness(productsdb.NewStore(deps.Pool, deps.Web.Tracing.Propagator))
+	cfg := deps.Web
+	cfg.Classify = productsapi.Classify
+	srv := web.New(cfg)
+	srv.Mount(productsapi.Routes(productsapi.Config{
+		Business:    bus,
+		CacheMaxAge: deps.Config.CacheMaxAge,
+		OpenAPI:     openAPI,
+	})...)
+	return srv, nil
+}
