@@ -11,8 +11,8 @@ import (
 // repository root: the one place that names them for devstack and the
 // end-to-end suites (the Makefile's BINARIES names them for `make build`).
 const (
-	UsersCommand        = "./services/users"
-	ProductsCommand     = "./services/products"
+	UsersCommand        = "./services/cmd/users"
+	ProductsCommand     = "./services/cmd/products"
 	EdgeCommand         = "./edge/cmd/edge"
 	ControlPlaneCommand = "./edge/cmd/controlplane"
 )
