@@ -48,6 +48,15 @@ bench-xds: ## Time catalog change -> ingress Envoy ACK -> first request (median,
 bench-cache: ## Edge cache hit vs miss latency through an ingress (median, p99, ratio)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkCacheThroughIngress -benchtime 1x ./e2e/system/
 
+# Flags of mesh/cmd/bench, e.g. BENCH_FLAGS='-rates 100,200 -duration 3s',
+# -reuse to measure a running `make up`, -compare .run/bench/<old>.json.
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: deps build ## Request path hop by hop: p50/p90/p99, capacity, CPU and RSS per process (BENCH_FLAGS)
+	@$(GO) build -trimpath -o $(BIN)/bench ./mesh/cmd/bench
+	@$(BIN)/bench $(BENCH_FLAGS)
+
 .PHONY: up
 up: deps build ## Run the whole system locally in the background (Consul mesh, servers, services)
 	@$(BIN)/devstack up

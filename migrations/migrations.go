@@ -1,5 +1,9 @@
-// Package migrations embeds each service's goose SQL migrations. Each
-// service owns its database and applies only its own folder.
+// Package migrations embeds the goose SQL migrations of Portico's
+// databases, one folder per line: each service's own schema (users,
+// products; a service applies only its own folder), and the outbox's,
+// which every service database carries beside its own and which pgstore
+// versions apart (its own version table), so that neither numbering
+// constrains the other.
 package migrations
 
 import (
@@ -13,11 +17,18 @@ var users embed.FS
 //go:embed products/*.sql
 var products embed.FS
 
+//go:embed outbox/*.sql
+var outbox embed.FS
+
 // Users returns the users service's migrations.
 func Users() fs.FS { return sub(users, "users") }
 
 // Products returns the products service's migrations.
 func Products() fs.FS { return sub(products, "products") }
+
+// Outbox returns the transactional outbox's migrations, the schema of
+// services/platform/outbox (see outbox.Migrations).
+func Outbox() fs.FS { return sub(outbox, "outbox") }
 
 func sub(fsys embed.FS, dir string) fs.FS {
 	s, err := fs.Sub(fsys, dir)

@@ -1,11 +1,9 @@
 package apidocs
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -20,18 +18,19 @@ type ConsulCatalog struct {
 }
 
 // Sources runs a blocking query on the catalog's service list and reads
-// the meta of each service's instances. Sidecar proxies are skipped.
-func (c ConsulCatalog) Sources(ctx context.Context, index uint64, wait time.Duration) ([]Source, uint64, error) {
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+// the meta of each service's instances. Sidecar proxies are skipped. The
+// index is the service list's: it moves with every registration change.
+func (c ConsulCatalog) Sources(q *api.QueryOptions) ([]Source, *api.QueryMeta, error) {
 	names, meta, err := c.Client.Catalog().Services(q)
 	if err != nil {
-		return nil, 0, fmt.Errorf("consul catalog services: %w", err)
+		return nil, nil, fmt.Errorf("consul catalog services: %w", err)
 	}
 	var sources []Source
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		entries, _, err := c.Client.Catalog().Service(name, "", (&api.QueryOptions{}).WithContext(ctx))
+		// Not blocking: only the list above waits for a change.
+		entries, _, err := c.Client.Catalog().Service(name, "", (&api.QueryOptions{}).WithContext(q.Context()))
 		if err != nil {
-			return nil, 0, fmt.Errorf("consul catalog service %s: %w", name, err)
+			return nil, nil, fmt.Errorf("consul catalog service %s: %w", name, err)
 		}
 		for _, e := range entries {
 			if e.ServiceProxy != nil && e.ServiceProxy.DestinationServiceName != "" {
@@ -43,5 +42,5 @@ func (c ConsulCatalog) Sources(ctx context.Context, index uint64, wait time.Dura
 			}
 		}
 	}
-	return sources, meta.LastIndex, nil
+	return sources, meta, nil
 }

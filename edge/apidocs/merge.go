@@ -11,13 +11,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"maps"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // Spec is one service's own OpenAPI document.

@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-mesh/portico/services/platform/backoff"
+	"github.com/portico-mesh/portico/services/platform/consulwatch"
 )
 
 // Source is a service that publishes its document at Path.
@@ -21,12 +25,13 @@ type Source struct {
 	Path    string
 }
 
-// Catalog lists the services that publish a document.
+// Catalog lists the services that publish a document, as one Consul
+// blocking query (a consulwatch.Fetch): it answers when the list may
+// differ from the one at q.WaitIndex (0 answers at once), q.WaitTime
+// passes or q's context ends, with the list's index in the QueryMeta. The
+// list is sorted by service, so equal catalogs give equal lists.
 type Catalog interface {
-	// Sources blocks until the list may differ from the one at index
-	// (0 answers at once), wait passes or ctx ends, and returns the list
-	// with its new index.
-	Sources(ctx context.Context, index uint64, wait time.Duration) ([]Source, uint64, error)
+	Sources(q *api.QueryOptions) ([]Source, *api.QueryMeta, error)
 }
 
 // Fetcher fetches a service's document through the mesh.
@@ -46,11 +51,13 @@ type WatcherConfig struct {
 	Log     *slog.Logger
 	// Wait is how long one blocking catalog query may wait (default 5m).
 	Wait time.Duration
-	// MinInterval separates catalog queries (default 100ms, plus up to
-	// as much jitter), so a flapping catalog cannot spin the watcher.
+	// MinInterval separates catalog queries (default 100ms, plus some
+	// jitter), so a flapping catalog cannot spin the watcher.
 	MinInterval time.Duration
-	// MaxBackoff caps the wait after errors (default 30s).
-	MaxBackoff time.Duration
+	// MinBackoff and MaxBackoff bound the waits between retries of a
+	// failed catalog query or of documents that could not be fetched
+	// (defaults 250ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
 	// FetchTimeout bounds fetching one document (default 5s).
 	FetchTimeout time.Duration
 }
@@ -59,7 +66,8 @@ type WatcherConfig struct {
 type Watcher struct {
 	cfg     WatcherConfig
 	current atomic.Pointer[Document]
-	// last known good document of each service, kept when a refetch fails
+	// last known good document of each service, kept when a refetch
+	// fails; only the refresh loop touches it
 	specs map[string]Spec
 }
 
@@ -77,9 +85,13 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 	if cfg.MinInterval <= 0 {
 		cfg.MinInterval = 100 * time.Millisecond
 	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
+	cfg.MinBackoff = min(cfg.MinBackoff, cfg.MaxBackoff)
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = 5 * time.Second
 	}
@@ -89,82 +101,78 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 // Document returns the current merged document, nil before the first.
 func (w *Watcher) Document() *Document { return w.current.Load() }
 
-// Run watches the catalog until ctx ends, in the manner of
-// consul-template's views: blocking queries on the catalog index, an
-// index that goes backwards resets to 0, no work when nothing changed,
-// a minimum interval with jitter between queries, and capped quadratic
-// back-off on errors. Documents that failed to fetch are retried with
-// back-off even when the catalog stays the same.
+// Run watches the catalog until ctx ends. Two loops share the work: a
+// consulwatch.Watch follows the catalog (blocking queries, index resets,
+// backoff on errors, a minimum interval between queries) and hands each
+// new list of sources to the refresh loop, which fetches and merges the
+// documents when the list changed, and retries documents that failed to
+// fetch with backoff even while the catalog stays the same.
 func (w *Watcher) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The latest list only: a list the refresh loop has not taken yet is
+	// replaced by a newer one, so a slow refresh never holds up the watch.
+	lists := make(chan []Source, 1)
+	watch := &consulwatch.Watch[[]Source]{
+		Name:  "apidocs",
+		Fetch: w.cfg.Catalog.Sources,
+		Deliver: func(sources []Source) {
+			select {
+			case <-lists:
+			default:
+			}
+			lists <- sources
+		},
+		Log:         w.cfg.Log,
+		WaitTime:    w.cfg.Wait,
+		Backoff:     w.backoff(),
+		MinInterval: w.cfg.MinInterval,
+	}
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- watch.Run(ctx) }()
+	w.refreshLoop(ctx, lists)
+	cancel()
+	return <-watchErr
+}
+
+func (w *Watcher) backoff() backoff.Policy {
+	return backoff.Policy{Min: w.cfg.MinBackoff, Max: w.cfg.MaxBackoff}
+}
+
+// refreshLoop refreshes the document from each new list of sources until
+// ctx ends. An equal list after a complete refresh is no news; after an
+// incomplete one the current list is refreshed again with backoff.
+func (w *Watcher) refreshLoop(ctx context.Context, lists <-chan []Source) {
 	var (
-		index    uint64
-		last     []Source
-		failures int // consecutive catalog errors
-		retries  int // consecutive incomplete refreshes
-		complete = false
+		current  []Source
+		complete = true // nothing to retry before the first list
+		seen     bool   // a list arrived
+		retries  int    // consecutive incomplete refreshes
 	)
+	policy := w.backoff()
+	retry := time.NewTimer(0)
+	retry.Stop()
+	defer retry.Stop()
 	for {
-		wait := w.cfg.Wait
-		if !complete && index > 0 {
-			wait = w.backoff(retries)
+		if !complete {
+			retry.Reset(policy.Delay(retries))
 		}
-		sources, next, err := w.cfg.Catalog.Sources(ctx, index, wait)
-		if stopped(ctx) {
-			return nil // an error now is only the cancellation
-		}
-		if err != nil {
-			failures++
-			d := w.backoff(failures)
-			w.cfg.Log.Warn("catalog query failed", "error", err.Error(), "retry_in", d.String())
-			if !sleep(ctx, d) {
-				return nil
+		select {
+		case <-ctx.Done():
+			return
+		case sources := <-lists:
+			retry.Stop()
+			if seen && complete && slices.Equal(sources, current) {
+				continue
 			}
-			continue
+			current, seen = sources, true
+		case <-retry.C:
 		}
-		failures = 0
-		if next < index {
-			next = 0 // the catalog was reset (e.g. a new Consul leader)
+		if complete = w.refresh(ctx, current); complete {
+			retries = 0
+		} else {
+			retries++
 		}
-		index = next
-		if !complete || !slices.Equal(sources, last) {
-			complete = w.refresh(ctx, sources)
-			last = sources
-			if complete {
-				retries = 0
-			} else {
-				retries++
-			}
-		}
-		jitter := time.Duration(rand.Int64N(int64(w.cfg.MinInterval) + 1)) //nolint:gosec // jitter needs no cryptographic randomness
-		if !sleep(ctx, w.cfg.MinInterval+jitter) {
-			return nil
-		}
-	}
-}
-
-// backoff is quadratic in n, capped: 1s, 4s, 9s, ...
-func (w *Watcher) backoff(n int) time.Duration {
-	n = max(n, 1)
-	return min(time.Duration(n*n)*time.Second, w.cfg.MaxBackoff)
-}
-
-func stopped(ctx context.Context) bool {
-	select {
-	case <-ctx.Done():
-		return true
-	default:
-		return false
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
@@ -261,11 +269,11 @@ func HTTPFetcher(client *http.Client, address func(service string) (string, bool
 // StaticCatalog is a fixed list, for running without Consul.
 type StaticCatalog []Source
 
-// Sources returns the list at once the first time, then waits: a fixed
-// list never changes.
-func (s StaticCatalog) Sources(ctx context.Context, index uint64, wait time.Duration) ([]Source, uint64, error) {
-	if index > 0 {
-		sleep(ctx, wait)
+// Sources returns the list at once the first time (index 0), then waits
+// like a blocking query that sees no change: a fixed list never changes.
+func (s StaticCatalog) Sources(q *api.QueryOptions) ([]Source, *api.QueryMeta, error) {
+	if q.WaitIndex > 0 {
+		backoff.Wait(q.Context(), q.WaitTime)
 	}
-	return slices.Clone(s), 1, nil
+	return slices.Clone(s), &api.QueryMeta{LastIndex: 1}, nil
 }

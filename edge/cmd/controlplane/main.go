@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
 	"github.com/portico-mesh/portico/edge/controlplane"
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
 	"github.com/portico-mesh/portico/services/platform/command"
@@ -61,8 +59,8 @@ func spec() command.Spec[config] {
 // checks the addresses, so a bad one is a configuration error (exit 78),
 // not a failed run.
 func loadConfig(environ []string) (config, error) {
-	var cfg config
-	if err := env.ParseWithOptions(&cfg, env.Options{Environment: env.ToMap(environ)}); err != nil {
+	cfg, err := command.ParseEnv[config](environ, nil)
+	if err != nil {
 		return config{}, err
 	}
 	host, port, err := hostPort(cfg.IngressListenAddr)

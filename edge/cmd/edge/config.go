@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portico-mesh/portico/edge/apidocs"
 	"github.com/portico-mesh/portico/edge/upstream"
+	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/process"
 	"github.com/portico-mesh/portico/services/platform/registry"
 )
@@ -53,8 +53,8 @@ type config struct {
 
 // loadConfig reads the configuration from environ (KEY=value entries).
 func loadConfig(environ []string) (config, error) {
-	var cfg config
-	if err := env.ParseWithOptions(&cfg, env.Options{Environment: env.ToMap(environ)}); err != nil {
+	cfg, err := command.ParseEnv[config](environ, nil)
+	if err != nil {
 		return config{}, err
 	}
 	if cfg.SwaggerUIDir == "" {
@@ -69,13 +69,17 @@ func loadConfig(environ []string) (config, error) {
 	if _, err := redis.ParseURL(cfg.RedisURL); err != nil {
 		return config{}, fmt.Errorf("REDIS_URL: %w", err)
 	}
-	for name, d := range map[string]time.Duration{
-		"EDGE_ORIGIN_TIMEOUT": cfg.OriginTimeout, "EDGE_REDIS_TIMEOUT": cfg.RedisTimeout,
-		"EDGE_REDIS_RETRY_AFTER": cfg.RedisRetryAfter, "EDGE_PURGE_DEDUPE_TTL": cfg.PurgeDedupeTTL,
-		"SHUTDOWN_TIMEOUT": cfg.ShutdownTimeout,
+	// A slice, not a map: the first bad setting named is always the same.
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{
+		{"EDGE_ORIGIN_TIMEOUT", cfg.OriginTimeout}, {"EDGE_REDIS_TIMEOUT", cfg.RedisTimeout},
+		{"EDGE_REDIS_RETRY_AFTER", cfg.RedisRetryAfter}, {"EDGE_PURGE_DEDUPE_TTL", cfg.PurgeDedupeTTL},
+		{"SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout},
 	} {
-		if d <= 0 {
-			return config{}, fmt.Errorf("%s must be positive", name)
+		if d.value <= 0 {
+			return config{}, fmt.Errorf("%s must be positive", d.name)
 		}
 	}
 	if cfg.CacheMaxEntry <= 0 || cfg.MaxResponseBytes <= 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
@@ -175,12 +176,15 @@ func TestServiceLifecycle(t *testing.T) {
 		_, ok := service(s, name)
 		return !ok
 	})
-	deadline := time.Now().Add(publishWithin)
-	for int(r.metric(t, "portico_catalog_watched_services")) != servicesBefore {
-		if time.Now().After(deadline) {
-			t.Fatalf("watched services = %v, want %d after the deregistration", r.metric(t, "portico_catalog_watched_services"), servicesBefore)
+	ctx, cancel := context.WithTimeout(t.Context(), publishWithin)
+	defer cancel()
+	if err := localenv.Poll(ctx, 20*time.Millisecond, func(context.Context) error {
+		if got := int(r.metric(t, "portico_catalog_watched_services")); got != servicesBefore {
+			return fmt.Errorf("watched services = %d, want %d after the deregistration", got, servicesBefore)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if got := r.metric(t, "portico_catalog_snapshot_publishes_total"); got < 7 {
 		t.Errorf("publishes metric = %v, want at least 7", got)
@@ -292,12 +296,15 @@ func TestNoPublishWithoutChange(t *testing.T) {
 
 func waitMetricAbove(t *testing.T, r *running, name, kind string, above float64) {
 	t.Helper()
-	deadline := time.Now().Add(publishWithin)
-	for r.metric(t, name, "watch", kind) <= above {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s{watch=%q} stayed at %v: the change never reached the watcher", name, kind, above)
+	ctx, cancel := context.WithTimeout(t.Context(), publishWithin)
+	defer cancel()
+	if err := localenv.Poll(ctx, 10*time.Millisecond, func(context.Context) error {
+		if r.metric(t, name, "watch", kind) <= above {
+			return fmt.Errorf("%s{watch=%q} stayed at %v: the change never reached the watcher", name, kind, above)
 		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

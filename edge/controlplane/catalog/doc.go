@@ -23,14 +23,15 @@
 //
 // # Blocking queries
 //
-// watch.go holds the whole discipline, once, for every query: wait on the
-// last answer's index; an unchanged index is a timeout, not news; an index
-// that goes backwards or is 0 resets the wait to 0 (with a pause, so a
-// broken index cannot make a busy loop); after a failure the next query
-// also starts from 0, because the agent may come back with lower indexes;
-// failures are retried with capped, jittered exponential backoff, reset by
-// a success; every query carries the Run context and a deadline, so
-// shutdown interrupts it.
+// Every query is a services/platform/consulwatch Watch (queries.go builds
+// them), so the blocking-query discipline lives once for the whole
+// platform: wait on the last answer's index; an unchanged index is a
+// timeout, not news; an index that goes backwards or is 0 resets the wait
+// to 0 (with a pause, so a broken index cannot make a busy loop); after a
+// failure the next query also starts from 0, because the agent may come
+// back with lower indexes; failures are retried with the platform's
+// capped, jittered exponential backoff, reset by a success; every query
+// carries the Run context and a deadline, so shutdown interrupts it.
 //
 // # Publishing
 //

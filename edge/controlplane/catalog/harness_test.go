@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // running is a Watcher running for a test, its publishes on snapshots.
@@ -274,7 +275,7 @@ func watcherGoroutines() string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var leaked []string
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		for _, frame := range []string{"catalog.(*blockingWatch", "catalog.(*Watcher).", "catalog.(*state)."} {
+		for _, frame := range []string{"consulwatch.(*Watch[", "catalog.(*Watcher).", "catalog.(*state)."} {
 			if strings.Contains(g, frame) {
 				leaked = append(leaked, g)
 				break
@@ -282,4 +283,22 @@ func watcherGoroutines() string {
 		}
 	}
 	return strings.Join(leaked, "\n\n")
+}
+
+// metricValue reads a counter or gauge. (client_golang's testutil would do,
+// but brings a module the project does not otherwise need.)
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case out.Counter != nil:
+		return out.Counter.GetValue()
+	case out.Gauge != nil:
+		return out.Gauge.GetValue()
+	}
+	t.Fatalf("metric %v is neither a counter nor a gauge", m.Desc())
+	return 0
 }

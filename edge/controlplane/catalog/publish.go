@@ -3,6 +3,8 @@ package catalog
 import (
 	"context"
 	"crypto/sha256"
+
+	"github.com/portico-mesh/portico/services/platform/backoff"
 )
 
 // publishLoop turns state changes into publishes: it waits for a change,
@@ -22,7 +24,7 @@ func (w *Watcher) publishLoop(ctx context.Context, st *state, publish func(Snaps
 			return
 		case <-st.changed:
 		}
-		if !sleep(ctx, w.cfg.Coalesce) {
+		if !backoff.Wait(ctx, w.cfg.Coalesce) {
 			return
 		}
 		// Changes signalled during the window are in the snapshot built

@@ -11,6 +11,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portico-mesh/portico/services/platform/backoff"
+	"github.com/portico-mesh/portico/services/platform/consulwatch"
 )
 
 // Config configures a Watcher. Zero values take the defaults below.
@@ -46,10 +49,9 @@ const (
 	DefaultIngressService = "ingress"
 	DefaultConfigKey      = "portico/edge/config"
 	DefaultCoalesce       = 25 * time.Millisecond
-	DefaultMinBackoff     = 250 * time.Millisecond
-	DefaultMaxBackoff     = 30 * time.Second
-	DefaultWaitTime       = 5 * time.Minute
-	maxWaitTime           = 10 * time.Minute
+	DefaultMinBackoff     = consulwatch.DefaultMinBackoff
+	DefaultMaxBackoff     = consulwatch.DefaultMaxBackoff
+	DefaultWaitTime       = consulwatch.DefaultWaitTime
 )
 
 func (c Config) withDefaults() Config {
@@ -75,7 +77,7 @@ func (c Config) withDefaults() Config {
 	if c.WaitTime <= 0 {
 		c.WaitTime = DefaultWaitTime
 	}
-	c.WaitTime = min(c.WaitTime, maxWaitTime)
+	c.WaitTime = min(c.WaitTime, consulwatch.MaxWaitTime)
 	return c
 }
 
@@ -128,10 +130,10 @@ func (w *Watcher) Run(ctx context.Context, publish func(Snapshot)) error {
 	// all of them end with ctx: Run returns only when they have.
 	var wg sync.WaitGroup
 	wg.Go(func() { w.fetchDatacenter(ctx, st) })
-	wg.Go(func() { w.leafWatch(st).run(ctx) })
-	wg.Go(func() { w.rootsWatch(st).run(ctx) })
-	wg.Go(func() { w.configWatch(st).run(ctx) })
-	wg.Go(func() { w.servicesWatch(ctx, &wg, st).run(ctx) })
+	wg.Go(func() { w.run(ctx, kindLeaf, w.leafWatch(st).Run) })
+	wg.Go(func() { w.run(ctx, kindRoots, w.rootsWatch(st).Run) })
+	wg.Go(func() { w.run(ctx, kindConfig, w.configWatch(st).Run) })
+	wg.Go(func() { w.run(ctx, kindServices, w.servicesWatch(ctx, &wg, st).Run) })
 	wg.Go(func() { w.publishLoop(ctx, st, publish) })
 	w.log.Info("catalog watcher started", "ingress_service", w.cfg.IngressService, "config_key", w.cfg.ConfigKey)
 	wg.Wait()
@@ -139,16 +141,33 @@ func (w *Watcher) Run(ctx context.Context, publish func(Snapshot)) error {
 	return nil
 }
 
-// newWatch makes a blockingWatch with the watcher's settings.
-func newWatch[T any](w *Watcher, kind string, log *slog.Logger, fetch fetchFunc[T], deliver func(T)) *blockingWatch[T] {
-	return &blockingWatch[T]{
-		kind:       kind,
-		log:        log,
-		metrics:    w.metrics,
-		fetch:      fetch,
-		deliver:    deliver,
-		waitTime:   w.cfg.WaitTime,
-		backoff:    backoff{min: w.cfg.MinBackoff, max: w.cfg.MaxBackoff},
-		resetPause: w.cfg.MinBackoff,
+// newWatch makes a Consul watch with the watcher's settings, counted in
+// its metrics under kind.
+func newWatch[T any](w *Watcher, kind string, log *slog.Logger, fetch consulwatch.Fetch[T], deliver func(T)) *consulwatch.Watch[T] {
+	return &consulwatch.Watch[T]{
+		Name:       kind,
+		Log:        log,
+		Fetch:      fetch,
+		Deliver:    deliver,
+		WaitTime:   w.cfg.WaitTime,
+		Backoff:    w.backoff(),
+		ResetPause: w.cfg.MinBackoff,
+		Hooks: consulwatch.Hooks{
+			Failed:    w.metrics.queryErrors.WithLabelValues(kind).Inc,
+			Delivered: w.metrics.updates.WithLabelValues(kind).Inc,
+			Reset:     w.metrics.indexResets.WithLabelValues(kind).Inc,
+		},
+	}
+}
+
+// backoff spaces out the retries of every failing query of the watcher.
+func (w *Watcher) backoff() backoff.Policy {
+	return backoff.Policy{Min: w.cfg.MinBackoff, Max: w.cfg.MaxBackoff}
+}
+
+// run runs a watch, which fails only when it is built wrong.
+func (w *Watcher) run(ctx context.Context, kind string, run func(context.Context) error) {
+	if err := run(ctx); err != nil {
+		w.log.Error("consul watch did not start", "watch", kind, "err", err)
 	}
 }

@@ -2,11 +2,14 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 func TestNewNeedsAClient(t *testing.T) {
@@ -58,12 +61,20 @@ func TestRunRefusesBadUse(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, func(Snapshot) { t.Error("published without Consul") }) }()
-	time.Sleep(100 * time.Millisecond)
+	// A counted failure shows that the first Run is running (and that
+	// failing queries are counted), so a second one must be refused.
+	counted, stopPolling := context.WithTimeout(ctx, 10*time.Second)
+	defer stopPolling()
+	if err := localenv.Poll(counted, 10*time.Millisecond, func(context.Context) error {
+		if metricValue(t, w.metrics.queryErrors.WithLabelValues(kindRoots)) == 0 {
+			return errors.New("no failed roots query counted")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("failing queries are not counted: %v", err)
+	}
 	if err := w.Run(ctx, func(Snapshot) {}); err == nil {
 		t.Error("a second concurrent Run succeeded")
-	}
-	if got := metricValue(t, w.metrics.queryErrors.WithLabelValues(kindRoots)); got == 0 {
-		t.Error("failing queries are not counted")
 	}
 	cancel()
 	select {

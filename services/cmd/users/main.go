@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/caarlos0/env/v11"
-
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/service"
@@ -38,12 +36,8 @@ func main() {
 
 // loadConfig reads the configuration from environ (KEY=value entries).
 func loadConfig(environ []string) (config, error) {
-	vars := env.ToMap(environ)
-	if _, ok := vars["HTTP_ADDR"]; !ok {
-		vars["HTTP_ADDR"] = defaultHTTPAddr
-	}
-	var cfg config
-	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
+	cfg, err := command.ParseEnv[config](environ, map[string]string{"HTTP_ADDR": defaultHTTPAddr})
+	if err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
 	if err := cfg.Validate(); err != nil { // the service's own settings (users.Config)

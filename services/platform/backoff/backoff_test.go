@@ -20,6 +20,7 @@ func TestDelayGrowsThenCaps(t *testing.T) {
 		{4, 800 * time.Millisecond},
 		{5, time.Second}, // 1.6 s capped
 		{64, time.Second},
+		{1 << 20, time.Second}, // no overflow however long the outage
 	}
 	for _, tc := range tests {
 		if got := lowest.Delay(tc.failures); got != tc.step/2 {

@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/caarlos0/env/v11"
+
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
@@ -57,4 +59,23 @@ func Execute[C any](ctx context.Context, spec Spec[C], environ []string, out io.
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// ParseEnv reads a configuration struct from environ (KEY=value entries)
+// by its env struct tags. defaults gives values for variables environ does
+// not set: a process's own defaults for a setting its embedded shared
+// configuration declares (each service's port in the local port plan for
+// HTTP_ADDR, say), which a struct tag could not give per process.
+func ParseEnv[C any](environ []string, defaults map[string]string) (C, error) {
+	vars := env.ToMap(environ)
+	for k, v := range defaults {
+		if _, ok := vars[k]; !ok {
+			vars[k] = v
+		}
+	}
+	var cfg C
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
 }

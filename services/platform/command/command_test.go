@@ -115,3 +115,24 @@ func TestSignalEndsTheRun(t *testing.T) {
 		t.Fatalf("code %d: %s", code, out.String())
 	}
 }
+
+func TestParseEnvDefaultsOnlyWhatIsUnset(t *testing.T) {
+	type settings struct {
+		Addr  string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8080"`
+		Level string `env:"LOG_LEVEL" envDefault:"info"`
+	}
+	defaults := map[string]string{"HTTP_ADDR": "127.0.0.1:8082"}
+	got, err := command.ParseEnv[settings]([]string{"LOG_LEVEL=debug"}, defaults)
+	if err != nil || got.Addr != "127.0.0.1:8082" || got.Level != "debug" {
+		t.Fatalf("unset HTTP_ADDR: %+v, %v; want the process default and the set level", got, err)
+	}
+	got, err = command.ParseEnv[settings]([]string{"HTTP_ADDR=0.0.0.0:9000"}, defaults)
+	if err != nil || got.Addr != "0.0.0.0:9000" {
+		t.Fatalf("set HTTP_ADDR: %+v, %v; want the environment's value", got, err)
+	}
+	if _, err := command.ParseEnv[struct {
+		N int `env:"N"`
+	}]([]string{"N=x"}, nil); err == nil {
+		t.Fatal("a malformed value parsed")
+	}
+}

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portico-mesh/portico/services/platform/backoff"
 	"github.com/portico-mesh/portico/services/platform/events"
 )
 
@@ -34,8 +34,9 @@ type RelayConfig struct {
 	// PollInterval is how often the relay looks for events when no
 	// notification arrives (default 1s); notifications make it immediate.
 	PollInterval time.Duration
-	// MaxBackoff caps the wait after a failed publish (default 15s).
-	MaxBackoff time.Duration
+	// MinBackoff and MaxBackoff bound the wait after a failed publish or
+	// a lost listener connection (defaults 100ms and 15s).
+	MinBackoff, MaxBackoff time.Duration
 	// BatchTimeout bounds one batch: publish, confirms and delete
 	// (default 10s).
 	BatchTimeout time.Duration
@@ -67,9 +68,13 @@ func NewRelay(cfg RelayConfig) *Relay {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 15 * time.Second
 	}
+	cfg.MinBackoff = min(cfg.MinBackoff, cfg.MaxBackoff)
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = 10 * time.Second
 	}
@@ -116,7 +121,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			failures++
 			r.metrics.failures.Inc()
-			wait = backoffDelay(failures, r.cfg.MaxBackoff)
+			wait = r.backoff().Delay(failures)
 			r.cfg.Log.WarnContext(ctx, "outbox publish failed; will retry", "error", err.Error(), "retry_in", wait.String())
 		} else {
 			failures = 0
@@ -130,10 +135,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			timer.Stop()
 			if failures > 0 {
 				// A notification doesn't mean the broker is back: keep the backoff.
-				select {
-				case <-ctx.Done():
+				if !backoff.Wait(ctx, wait) {
 					return nil
-				case <-time.After(wait):
 				}
 			}
 		case <-timer.C:
@@ -253,12 +256,10 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 			return
 		}
 		failures++
-		delay := backoffDelay(failures, r.cfg.MaxBackoff)
+		delay := r.backoff().Delay(failures)
 		r.cfg.Log.DebugContext(ctx, "outbox listener reconnecting", "error", fmt.Sprint(err), "retry_in", delay.String())
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, delay) {
 			return
-		case <-time.After(delay):
 		}
 	}
 }
@@ -288,12 +289,8 @@ func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 	}
 }
 
-// backoffDelay grows quadratically with the number of consecutive failures,
-// is capped, and carries up to 25% jitter so instances don't retry in step.
-func backoffDelay(failures int, maxDelay time.Duration) time.Duration {
-	d := time.Duration(failures*failures) * 100 * time.Millisecond
-	if d > maxDelay || d <= 0 {
-		d = maxDelay
-	}
-	return d + time.Duration(rand.Int64N(int64(d)/4+1)) //nolint:gosec // jitter needs no cryptographic randomness
+// backoff spaces out retries with the platform's policy: exponential,
+// capped, jittered so that instances don't retry in step.
+func (r *Relay) backoff() backoff.Policy {
+	return backoff.Policy{Min: r.cfg.MinBackoff, Max: r.cfg.MaxBackoff}
 }

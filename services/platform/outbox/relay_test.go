@@ -17,6 +17,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/broker"
@@ -127,9 +128,7 @@ func TestNoEventLostAcrossBrokerOutage(t *testing.T) {
 		t.Fatalf("stop rabbitmq: %v", err)
 	}
 	// Let writes pile up while the broker is away; they must all succeed.
-	waitFor(t, ctx, 30*time.Second, "events to pile up in the outbox", func() bool {
-		return backlog(t, ctx, pool) >= 20
-	})
+	waitForBacklog(t, ctx, pool, 30*time.Second, "at least 20 piled up", func(n int) bool { return n >= 20 })
 	if err := rmq.Start(ctx); err != nil {
 		t.Fatalf("start rabbitmq again: %v", err)
 	}
@@ -140,7 +139,7 @@ func TestNoEventLostAcrossBrokerOutage(t *testing.T) {
 		t.Fatalf("a write failed: %v", err)
 	}
 
-	waitFor(t, ctx, 60*time.Second, "the outbox to drain", func() bool { return backlog(t, ctx, pool) == 0 })
+	waitForBacklog(t, ctx, pool, 60*time.Second, "it drained", func(n int) bool { return n == 0 })
 
 	received := consumeAll(t, ctx, rmq.URL(), queue, len(committed))
 	duplicates := 0
@@ -180,14 +179,20 @@ func backlog(t *testing.T, ctx context.Context, pool *pgxpool.Pool) int {
 	return n
 }
 
-func waitFor(t *testing.T, ctx context.Context, limit time.Duration, what string, cond func() bool) {
+// waitForBacklog polls the outbox until its size satisfies ok, failing
+// the test after limit.
+func waitForBacklog(t *testing.T, ctx context.Context, pool *pgxpool.Pool, limit time.Duration, want string, ok func(int) bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+		if n := backlog(t, ctx, pool); !ok(n) {
+			return fmt.Errorf("the outbox holds %d events, want %s", n, want)
 		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

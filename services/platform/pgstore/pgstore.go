@@ -1,16 +1,16 @@
 // Package pgstore connects services to PostgreSQL with pgx and applies their
-// embedded goose migrations.
+// embedded goose migrations, as independent lines (Line).
 package pgstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,11 +19,13 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/portico-mesh/portico/services/platform/backoff"
 )
 
-// Connect opens a pool and waits, with jittered exponential backoff, until
-// the database answers or ctx ends: services tolerate starting before
-// PostgreSQL does.
+// Connect opens a pool and waits, with the platform's jittered
+// exponential backoff, until the database answers or ctx ends: services
+// tolerate starting before PostgreSQL does.
 func Connect(ctx context.Context, url string, tp trace.TracerProvider, log *slog.Logger) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -36,53 +38,88 @@ func Connect(ctx context.Context, url string, tp trace.TracerProvider, log *slog
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
 	}
-	ping := func() (struct{}, error) {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		if err := pool.Ping(pctx); err != nil {
-			log.WarnContext(ctx, "database not reachable yet", "error", err.Error())
-			return struct{}{}, err
+	retry := backoff.Policy{Min: 200 * time.Millisecond, Max: 5 * time.Second}
+	for failures := 1; ; failures++ {
+		err := ping(ctx, pool)
+		if err == nil {
+			return pool, nil
 		}
-		return struct{}{}, nil
+		delay := retry.Delay(failures)
+		log.WarnContext(ctx, "database not reachable yet", "error", err.Error(), "failures", failures, "retry_in", delay.String())
+		if !backoff.Wait(ctx, delay) {
+			pool.Close()
+			return nil, fmt.Errorf("database: %w", errors.Join(ctx.Err(), err))
+		}
 	}
-	if _, err := backoff.Retry(ctx, ping, backoff.WithBackOff(startupBackoff()), backoff.WithMaxElapsedTime(0)); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("database: %w", err)
-	}
-	return pool, nil
 }
 
-func startupBackoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 200 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	return b
+// ping asks the database once, within pingTimeout.
+func ping(ctx context.Context, pool *pgxpool.Pool) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	return pool.Ping(ctx)
+}
+
+const pingTimeout = 3 * time.Second
+
+// A Line is one independent sequence of goose migrations with a version
+// table of its own, after River's migration lines (rivermigrate's
+// Config.Line): a package that owns tables (the outbox) numbers its
+// migrations apart from the service that uses it, so that neither's
+// numbering constrains the other and one migration never has two copies.
+type Line struct {
+	// Name identifies the line and names its version table,
+	// goose_db_version_<Name>. The empty name is the service's own line,
+	// kept in goose's default table, goose_db_version, as it was before
+	// there were lines.
+	Name string
+	// Migrations holds goose SQL files at its root.
+	Migrations fs.FS
+}
+
+// VersionTable is where the line's applied versions are recorded.
+func (l Line) VersionTable() string {
+	if l.Name == "" {
+		return goose.DefaultTablename
+	}
+	return goose.DefaultTablename + "_" + l.Name
 }
 
 // migrationLockID is the advisory lock key under which migrations run, so
 // that instances starting together apply each migration exactly once.
 const migrationLockID int64 = 0x706f727469636f // "portico"
 
-// Migrate applies every pending migration in fsys (goose SQL files at its
-// root) under a session-level advisory lock.
-func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, log *slog.Logger) error {
+// Migrate applies every pending migration of each line, in the order
+// given, each under the session-level advisory lock. A line that a later
+// one depends on comes first (the outbox before a service whose
+// migrations might write events).
+func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, lines ...Line) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	for _, line := range lines {
+		if err := migrateLine(ctx, db, line, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func migrateLine(ctx context.Context, db *sql.DB, line Line, log *slog.Logger) error {
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID), lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return fmt.Errorf("migration lock: %w", err)
 	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, line.Migrations,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true), goose.WithTableName(line.VersionTable()))
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return fmt.Errorf("migrations of line %q: %w", line.Name, err)
 	}
 	results, err := provider.Up(ctx)
 	if err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
+		return fmt.Errorf("apply migrations of line %q: %w", line.Name, err)
 	}
 	for _, r := range results {
-		log.InfoContext(ctx, "migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration.String())
+		log.InfoContext(ctx, "migration applied", "line", line.Name, "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration.String())
 	}
 	return nil
 }

@@ -2,8 +2,11 @@ package pgstore_test
 
 import (
 	"context"
+	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
+	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
 )
@@ -36,7 +40,7 @@ func TestConcurrentMigrationsApplyOnce(t *testing.T) {
 				return
 			}
 			defer pool.Close()
-			errs[i] = pgstore.Migrate(ctx, pool, migrations.Users(), slog.New(slog.DiscardHandler))
+			errs[i] = pgstore.Migrate(ctx, pool, slog.New(slog.DiscardHandler), outbox.Migrations(), pgstore.Line{Migrations: migrations.Users()})
 		})
 	}
 	wg.Wait()
@@ -51,29 +55,125 @@ func TestConcurrentMigrationsApplyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	rows, err := pool.Query(ctx, `SELECT version_id, count(*) FROM goose_db_version
+	// Each line has its own version table, each version recorded once.
+	if got, want := versions(t, ctx, pool, "goose_db_version"), []int64{1, 2}; !slices.Equal(got, want) {
+		t.Errorf("the users line recorded versions %v, want every file of migrations/users once: %v", got, want)
+	}
+	if got, want := versions(t, ctx, pool, "goose_db_version_outbox"), []int64{1}; !slices.Equal(got, want) {
+		t.Errorf("the outbox line recorded versions %v, want %v", got, want)
+	}
+	requireSchema(t, ctx, pool)
+}
+
+// A database migrated before the outbox had its own line (the users line
+// then created the outbox in its version 2) migrates cleanly: the outbox
+// line adopts the existing table, events in it stay, and the users line
+// keeps its versions.
+func TestOutboxLineAdoptsTheOutboxOfOlderDatabases(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, pgtest.NewDatabase(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	log := slog.New(slog.DiscardHandler)
+	before, err := fs.Sub(os.DirFS("testdata"), "before-outbox-line")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pgstore.Migrate(ctx, pool, log, pgstore.Line{Migrations: before}); err != nil {
+		t.Fatalf("migrate the old way: %v", err)
+	}
+	const pending = `INSERT INTO outbox (event_id, event_type, payload) VALUES (gen_random_uuid(), 'user.created', '{}')`
+	if _, err := pool.Exec(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+
+	for range 2 { // and again: nothing is left to do
+		if err := pgstore.Migrate(ctx, pool, log, outbox.Migrations(), pgstore.Line{Migrations: migrations.Users()}); err != nil {
+			t.Fatalf("migrate with the outbox line: %v", err)
+		}
+	}
+	if got, want := versions(t, ctx, pool, "goose_db_version"), []int64{1, 2}; !slices.Equal(got, want) {
+		t.Errorf("the users line recorded versions %v, want %v", got, want)
+	}
+	if got, want := versions(t, ctx, pool, "goose_db_version_outbox"), []int64{1}; !slices.Equal(got, want) {
+		t.Errorf("the outbox line recorded versions %v, want %v", got, want)
+	}
+	var events int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&events); err != nil {
+		t.Fatal(err)
+	}
+	if events != 1 {
+		t.Errorf("the outbox holds %d events after the migration, want the 1 written before", events)
+	}
+	requireSchema(t, ctx, pool)
+}
+
+// The services' lines keep version 2 (now empty) so it never changes
+// meaning: every file of a line is numbered once, and number 2 of both
+// services is the retired outbox.
+func TestServiceLinesKeepTheRetiredOutboxVersion(t *testing.T) {
+	for name, fsys := range map[string]fs.FS{"users": migrations.Users(), "products": migrations.Products()} {
+		matches, err := fs.Glob(fsys, "00002_*.sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(matches) != 1 || matches[0] != "00002_outbox_moved.sql" {
+			t.Errorf("%s: version 2 is %v, want only 00002_outbox_moved.sql", name, matches)
+			continue
+		}
+		body, err := fs.ReadFile(fsys, matches[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.ToUpper(string(body)), "CREATE ") {
+			t.Errorf("%s: the retired version 2 creates something again", name)
+		}
+	}
+}
+
+func TestVersionTables(t *testing.T) {
+	if got := (pgstore.Line{}).VersionTable(); got != "goose_db_version" {
+		t.Errorf("the service line's version table is %q, want goose's default, where older databases have it", got)
+	}
+	if got := outbox.Migrations().VersionTable(); got != "goose_db_version_outbox" {
+		t.Errorf("the outbox line's version table is %q", got)
+	}
+}
+
+// versions lists the versions recorded in a line's table, failing the
+// test if one is recorded twice.
+func versions(t *testing.T, ctx context.Context, pool *pgxpool.Pool, table string) []int64 {
+	t.Helper()
+	rows, err := pool.Query(ctx, `SELECT version_id, count(*) FROM `+table+`
 		WHERE version_id > 0 GROUP BY version_id ORDER BY version_id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	applied := 0
+	var out []int64
 	for rows.Next() {
 		var version, n int64
 		if err := rows.Scan(&version, &n); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
-			t.Errorf("migration %d recorded %d times, want once", version, n)
+			t.Errorf("%s: version %d recorded %d times, want once", table, version, n)
 		}
-		applied++
+		out = append(out, version)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if applied < 2 {
-		t.Fatalf("%d migrations applied, want every file of migrations/users", applied)
-	}
+	return out
+}
+
+// requireSchema checks the users table, the outbox table and the one
+// trigger that wakes the relay when an event is written.
+func requireSchema(t *testing.T, ctx context.Context, pool *pgxpool.Pool) {
+	t.Helper()
 	var tables int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables
 		WHERE table_schema = 'public' AND table_name IN ('users', 'outbox')`).Scan(&tables); err != nil {
@@ -81,6 +181,14 @@ func TestConcurrentMigrationsApplyOnce(t *testing.T) {
 	}
 	if tables != 2 {
 		t.Fatalf("found %d of the tables users and outbox", tables)
+	}
+	var triggers int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger
+		WHERE tgrelid = 'outbox'::regclass AND NOT tgisinternal`).Scan(&triggers); err != nil {
+		t.Fatal(err)
+	}
+	if triggers != 1 {
+		t.Fatalf("the outbox has %d triggers, want the one that wakes the relay", triggers)
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-mesh/portico/services/platform/backoff"
 )
 
 // Config describes one instance and how it is registered.
@@ -79,22 +80,24 @@ const (
 	DefaultResync          = 10 * time.Second
 )
 
-// Backoff between failed attempts: from minBackoff, doubling, capped at
-// maxBackoff, each wait drawn at random from its upper half so that
-// instances started together do not retry in lockstep.
+// Failed attempts are spaced out with the platform's backoff: from
+// minBackoff, doubling, capped at maxBackoff, jittered so that instances
+// started together do not retry in lockstep.
 const (
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 10 * time.Second
-	// callTimeout bounds one call to the agent, which is local and quick
-	// when it answers at all.
-	callTimeout = 5 * time.Second
 )
+
+// callTimeout bounds one call to the agent, which is local and quick when
+// it answers at all.
+const callTimeout = 5 * time.Second
 
 // Registrar keeps one instance registered while Run runs.
 type Registrar struct {
 	cfg    Config
 	client *api.Client
 	id     string
+	retry  backoff.Policy
 }
 
 // New checks cfg and returns a Registrar. It does not contact the agent.
@@ -132,7 +135,7 @@ func New(cfg Config) (*Registrar, error) {
 	if id == "" {
 		id = DefaultID(cfg.Name, cfg.Port)
 	}
-	return &Registrar{cfg: cfg, client: client, id: id}, nil
+	return &Registrar{cfg: cfg, client: client, id: id, retry: backoff.Policy{Min: minBackoff, Max: maxBackoff}}, nil
 }
 
 // clientConfig accepts "host:port", "http://host:port" or
@@ -186,34 +189,22 @@ func (r *Registrar) Run(ctx context.Context) {
 		if !registered && err == nil {
 			if err = r.register(ctx); err == nil {
 				registered = true
-				attempt = 0
 				r.cfg.Log.InfoContext(ctx, "registered with consul", "id", r.id, "consul", r.cfg.ConsulAddr)
 			}
 		}
 		wait := r.cfg.Resync
-		if err != nil && ctx.Err() == nil {
+		if err == nil {
+			attempt = 0 // the agent answered: the backoff starts over
+		} else if ctx.Err() == nil {
 			attempt++
-			wait = backoff(attempt)
+			wait = r.retry.Delay(attempt)
 			r.cfg.Log.WarnContext(ctx, "consul registration failed; retrying", "id", r.id, "attempt", attempt,
 				"retry_in", wait.Round(time.Millisecond).String(), "error", err.Error())
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Wait(ctx, wait) {
 			return
-		case <-t.C:
 		}
 	}
-}
-
-// backoff returns the wait before retry n (1-based).
-func backoff(n int) time.Duration {
-	d := maxBackoff
-	if n < 16 {
-		d = min(minBackoff<<(n-1), maxBackoff)
-	}
-	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter needs no cryptographic randomness
 }
 
 // present reports whether the agent still has the registration; a dev

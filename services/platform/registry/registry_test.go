@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,11 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/registry"
 )
@@ -62,25 +65,42 @@ func run(t *testing.T, r *registry.Registrar) {
 	})
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor polls check until it returns nil, failing the test with its
+// last error after d.
+func waitFor(t *testing.T, d time.Duration, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	if err := localenv.Poll(ctx, 50*time.Millisecond, func(context.Context) error { return check() }); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func status(t *testing.T, client *api.Client, id string) string {
-	t.Helper()
-	s, _, err := client.Agent().AgentHealthServiceByID(id)
-	if err != nil {
-		return "error: " + err.Error()
+// hasStatus checks that the agent reports status for id.
+func hasStatus(client *api.Client, id, want string) func() error {
+	return func() error {
+		s, _, err := client.Agent().AgentHealthServiceByID(id)
+		if err != nil {
+			return err
+		}
+		if s != want {
+			return fmt.Errorf("%s is %s, want %s", id, s, want)
+		}
+		return nil
 	}
-	return s
+}
+
+// attemptCounter counts the registrar's failed attempts from its logs.
+type attemptCounter struct{ failed atomic.Int64 }
+
+func (c *attemptCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *attemptCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *attemptCounter) WithGroup(string) slog.Handler            { return c }
+func (c *attemptCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn && strings.Contains(r.Message, "registration failed") {
+		c.failed.Add(1)
+	}
+	return nil
 }
 
 func TestRegisterAndDeregister(t *testing.T) {
@@ -102,9 +122,7 @@ func TestRegisterAndDeregister(t *testing.T) {
 	}
 	run(t, r)
 
-	waitFor(t, 10*time.Second, "the service to pass its check", func() bool {
-		return status(t, client, r.ID()) == api.HealthPassing
-	})
+	waitFor(t, 10*time.Second, hasStatus(client, r.ID(), api.HealthPassing))
 	svc, _, err := client.Agent().Service(r.ID(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -132,12 +150,8 @@ func TestRegisterAndDeregister(t *testing.T) {
 
 	// An unready instance turns critical, and so does its sidecar (alias).
 	setReady(false)
-	waitFor(t, 10*time.Second, "the service to turn critical", func() bool {
-		return status(t, client, r.ID()) == api.HealthCritical
-	})
-	waitFor(t, 10*time.Second, "the sidecar to follow", func() bool {
-		return status(t, client, r.SidecarID()) == api.HealthCritical
-	})
+	waitFor(t, 10*time.Second, hasStatus(client, r.ID(), api.HealthCritical))
+	waitFor(t, 10*time.Second, hasStatus(client, r.SidecarID(), api.HealthCritical)) // the sidecar follows
 	setReady(true)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -174,9 +188,15 @@ func TestFixedSidecarPortAndID(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, r)
-	waitFor(t, 10*time.Second, "registration", func() bool {
+	waitFor(t, 10*time.Second, func() error {
 		proxy, _, err := client.Agent().Service(id+"-sidecar-proxy", nil)
-		return err == nil && proxy.Port == sidecarPort
+		if err != nil {
+			return err
+		}
+		if proxy.Port != sidecarPort {
+			return fmt.Errorf("sidecar registered on port %d, want %d", proxy.Port, sidecarPort)
+		}
+		return nil
 	})
 	t.Cleanup(func() { _ = r.Deregister(context.Background()) })
 }
@@ -193,15 +213,24 @@ func TestStartOrderAndAgentRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	port, _ := readyServer(t)
+	attempts := &attemptCounter{}
 	r, err := registry.New(registry.Config{
 		ConsulAddr: consul.HTTPAddr(), Name: "late", Address: "127.0.0.1", Port: port,
 		Resync: 200 * time.Millisecond, CheckInterval: 200 * time.Millisecond,
+		Log: slog.New(attempts),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, r)
-	time.Sleep(time.Second) // a few failed attempts
+	// The registrar keeps trying while the agent is down: wait for a few
+	// failed attempts (200ms, 400ms, 800ms apart at most).
+	waitFor(t, 15*time.Second, func() error {
+		if n := attempts.failed.Load(); n < 3 {
+			return fmt.Errorf("%d failed registration attempts while the agent was down, want at least 3", n)
+		}
+		return nil
+	})
 	if err := consul.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -209,12 +238,12 @@ func TestStartOrderAndAgentRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	registered := func() bool {
+	registered := func() error {
 		_, _, err := client.Agent().Service(r.ID(), nil)
-		return err == nil
+		return err
 	}
 	// Backoff is at most 10 s after many failures; here a few hundred ms.
-	waitFor(t, 15*time.Second, "registration after the agent came up", registered)
+	waitFor(t, 15*time.Second, registered) // after the agent came up
 
 	if err := consul.Stop(stopCtx); err != nil {
 		t.Fatal(err)
@@ -222,7 +251,7 @@ func TestStartOrderAndAgentRestart(t *testing.T) {
 	if err := consul.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "registration after the agent restarted", registered)
+	waitFor(t, 15*time.Second, registered) // after the agent restarted
 }
 
 func TestNewRejects(t *testing.T) {

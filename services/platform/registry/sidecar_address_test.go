@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -87,10 +88,12 @@ func TestSidecarPublishedAtTheAgentsNodeAddress(t *testing.T) {
 
 			var reg api.AgentServiceRegistration
 			var selfAsked bool
-			waitFor(t, 10*time.Second, "the registration", func() bool {
+			waitFor(t, 10*time.Second, func() error {
 				var ok bool
-				reg, selfAsked, ok = agent.last()
-				return ok
+				if reg, selfAsked, ok = agent.last(); !ok {
+					return errors.New("no registration reached the agent")
+				}
+				return nil
 			})
 			if selfAsked != tc.wantSelfAsked {
 				t.Errorf("agent asked for its node address: %v, want %v", selfAsked, tc.wantSelfAsked)

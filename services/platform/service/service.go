@@ -74,7 +74,9 @@ func Open(ctx context.Context, cfg BaseConfig, name, version string, migrations 
 		return nil, errors.Join(err, p.Close(context.WithoutCancel(ctx)))
 	}
 	p.OnClose("database pool", func(context.Context) error { pool.Close(); return nil })
-	if err := pgstore.Migrate(ctx, pool, migrations, log); err != nil {
+	// The outbox's line first: the relay below needs its table, and a
+	// service migration may write events.
+	if err := pgstore.Migrate(ctx, pool, log, outbox.Migrations(), pgstore.Line{Migrations: migrations}); err != nil {
 		return nil, errors.Join(err, p.Close(context.WithoutCancel(ctx)))
 	}
 	publisher := broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, Source: name})

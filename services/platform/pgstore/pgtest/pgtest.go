@@ -21,11 +21,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 )
 
-// NewDatabase creates a database migrated with fsys (empty when fsys is
-// nil), returns its URL and drops it when the test ends.
+// NewDatabase creates a service's database, migrated like service.Open
+// does it: the outbox's line, then fsys as the service's own line (empty,
+// without the outbox, when fsys is nil). It returns its URL and drops it
+// when the test ends.
 func NewDatabase(tb testing.TB, fsys fs.FS) string {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -39,7 +42,8 @@ func NewDatabase(tb testing.TB, fsys fs.FS) string {
 
 	template := "template0"
 	if fsys != nil {
-		if template, err = ensureTemplate(ctx, admin, adminURL, fsys); err != nil {
+		lines := []pgstore.Line{outbox.Migrations(), {Migrations: fsys}}
+		if template, err = ensureTemplate(ctx, admin, adminURL, lines); err != nil {
 			tb.Fatalf("template database: %v", err)
 		}
 	}
@@ -76,12 +80,17 @@ func NewPool(tb testing.TB, fsys fs.FS) *pgxpool.Pool {
 
 // ensureTemplate builds, once per set of migrations, a database to clone.
 // Test binaries run in parallel, so creation is serialized by an advisory
-// lock and keyed by a hash of the migration files.
-func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL string, fsys fs.FS) (string, error) {
-	sum, err := hashFS(fsys)
-	if err != nil {
-		return "", err
+// lock and keyed by a hash of the lines' names and files.
+func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL string, lines []pgstore.Line) (string, error) {
+	h := sha256.New()
+	for _, l := range lines {
+		sum, err := hashFS(l.Migrations)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00%s\x00", l.Name, sum)
 	}
+	sum := hex.EncodeToString(h.Sum(nil))
 	name := "tmpl_" + sum[:16]
 	if _, err := admin.Exec(ctx, "SELECT pg_advisory_lock(7001)"); err != nil {
 		return "", err
@@ -105,7 +114,7 @@ func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL string, fsys 
 	if err != nil {
 		return "", err
 	}
-	err = pgstore.Migrate(ctx, pool, fsys, slog.New(slog.DiscardHandler))
+	err = pgstore.Migrate(ctx, pool, slog.New(slog.DiscardHandler), lines...)
 	pool.Close()
 	if err != nil {
 		return "", err

@@ -8,10 +8,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-mesh/portico/services/platform/backoff"
+	"github.com/portico-mesh/portico/services/platform/consulwatch"
 )
 
-// The watches of a Watcher, one blocking query each, and the one-shot
-// datacenter lookup.
+// The Consul queries a Watcher follows, each one consulwatch.Watch, and
+// the one-shot datacenter lookup.
 
 // Watch kinds, the label of the per-watch metrics.
 const (
@@ -32,7 +35,7 @@ const connectServicesFilter = `ServiceKind == ""`
 // Consul's own servers register as "consul".
 func excluded(name string) bool { return name == "consul" }
 
-func (w *Watcher) leafWatch(st *state) *blockingWatch[*api.LeafCert] {
+func (w *Watcher) leafWatch(st *state) *consulwatch.Watch[*api.LeafCert] {
 	agent := w.cfg.Client.Agent()
 	return newWatch(w, kindLeaf, w.log,
 		func(q *api.QueryOptions) (*api.LeafCert, *api.QueryMeta, error) {
@@ -46,7 +49,7 @@ func (w *Watcher) leafWatch(st *state) *blockingWatch[*api.LeafCert] {
 		})
 }
 
-func (w *Watcher) rootsWatch(st *state) *blockingWatch[*api.CARootList] {
+func (w *Watcher) rootsWatch(st *state) *consulwatch.Watch[*api.CARootList] {
 	agent := w.cfg.Client.Agent()
 	return newWatch(w, kindRoots, w.log, agent.ConnectCARoots,
 		func(list *api.CARootList) {
@@ -55,7 +58,7 @@ func (w *Watcher) rootsWatch(st *state) *blockingWatch[*api.CARootList] {
 		})
 }
 
-func (w *Watcher) configWatch(st *state) *blockingWatch[*api.KVPair] {
+func (w *Watcher) configWatch(st *state) *consulwatch.Watch[*api.KVPair] {
 	kv := w.cfg.Client.KV()
 	return newWatch(w, kindConfig, w.log,
 		func(q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error) {
@@ -67,13 +70,13 @@ func (w *Watcher) configWatch(st *state) *blockingWatch[*api.KVPair] {
 // servicesWatch follows the catalog's service list and keeps one health
 // watch per service in it. The health watches run in wg under ctx, each
 // with its own cancel for when its service leaves the catalog.
-func (w *Watcher) servicesWatch(ctx context.Context, wg *sync.WaitGroup, st *state) *blockingWatch[map[string][]string] {
+func (w *Watcher) servicesWatch(ctx context.Context, wg *sync.WaitGroup, st *state) *consulwatch.Watch[map[string][]string] {
 	catalog := w.cfg.Client.Catalog()
 	start := func(name string) *serviceWatch {
 		sctx, cancel := context.WithCancel(ctx)
 		sw := &serviceWatch{cancel: cancel}
 		hw := w.healthWatch(name, sw, st)
-		wg.Go(func() { hw.run(sctx) })
+		wg.Go(func() { w.run(sctx, kindHealth, hw.Run) })
 		w.log.Debug("watching service", "service", name)
 		return sw
 	}
@@ -98,7 +101,7 @@ func (w *Watcher) servicesWatch(ctx context.Context, wg *sync.WaitGroup, st *sta
 // whose sidecars are all failing is still a Connect service (with no
 // endpoints), which a passing-only answer could not tell from a service
 // without Connect.
-func (w *Watcher) healthWatch(name string, sw *serviceWatch, st *state) *blockingWatch[[]*api.ServiceEntry] {
+func (w *Watcher) healthWatch(name string, sw *serviceWatch, st *state) *consulwatch.Watch[[]*api.ServiceEntry] {
 	health := w.cfg.Client.Health()
 	return newWatch(w, kindHealth, w.log.With("service", name),
 		func(q *api.QueryOptions) ([]*api.ServiceEntry, *api.QueryMeta, error) {
@@ -113,7 +116,7 @@ func (w *Watcher) healthWatch(name string, sw *serviceWatch, st *state) *blockin
 // fetchDatacenter asks the agent for its datacenter once, retrying with
 // backoff until it answers: it does not change during the agent's life.
 func (w *Watcher) fetchDatacenter(ctx context.Context, st *state) {
-	b := backoff{min: w.cfg.MinBackoff, max: w.cfg.MaxBackoff}
+	b := w.backoff()
 	for failures := 1; ; failures++ {
 		dc, err := w.datacenter(ctx)
 		if err == nil {
@@ -124,9 +127,9 @@ func (w *Watcher) fetchDatacenter(ctx context.Context, st *state) {
 			return
 		}
 		w.metrics.queryErrors.WithLabelValues(kindAgent).Inc()
-		delay := b.delay(failures)
+		delay := b.Delay(failures)
 		w.log.Warn("consul query failed", "watch", kindAgent, "failures", failures, "retry_in", delay, "err", err)
-		if !sleep(ctx, delay) {
+		if !backoff.Wait(ctx, delay) {
 			return
 		}
 	}

@@ -1,0 +1,11 @@
+-- Version 2 of the products schema created the outbox table until the outbox
+-- got a migration line of its own (migrations/outbox, applied by pgstore
+-- with its own version table). The version stays, empty, so that it keeps
+-- one meaning: databases migrated before the move recorded it when it made
+-- the outbox (which the outbox line then adopts as it is), new ones record
+-- it doing nothing, and no later file may reuse the number, which the old
+-- databases would skip as applied. The next migration here is 00003.
+--
+-- Its Down does nothing either: the outbox is the outbox line's to drop.
+-- +goose Up
+-- +goose Down
