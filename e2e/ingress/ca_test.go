@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // TestCARotationUnderTraffic rotates the Connect CA (a new root key) while
@@ -44,7 +46,7 @@ func TestCARotationUnderTraffic(t *testing.T) {
 	// Consul re-issues leaves within a jittered window after a rotation
 	// (up to 30 s); the ingress must then present the new one.
 	var switched time.Duration
-	eventually(t, 90*time.Second, "the ingress presents a leaf of the new root", func() error {
+	localenvtest.Eventually(t, 90*time.Second, 50*time.Millisecond, "the ingress presents a leaf of the new root", func(context.Context) error {
 		roots, _, err := env.consulAPI.Connect().CARoots(nil)
 		if err != nil {
 			return err

@@ -62,22 +62,6 @@ func get(t *testing.T, path string, header map[string]string) response {
 
 func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
 
-// eventually retries check until it passes or the deadline ends.
-func eventually(t *testing.T, within time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // requireProblem checks an RFC 9457 body of the given status and type.
 func requireProblem(t *testing.T, r response, status int, typ string) {
 	t.Helper()

@@ -15,11 +15,13 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/edge/controlplane/reconcile"
 	"github.com/portico-mesh/portico/edge/controlplane/xdsserver"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
+// The control plane's KV keys (its command's defaults).
 const (
-	configKey = "portico/edge/config"
-	statusKey = "portico/edge/config-status"
+	configKey = stack.ConfigKey
+	statusKey = stack.ConfigStatusKey
 )
 
 // baseDocument is the default configuration without the edge service

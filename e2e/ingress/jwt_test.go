@@ -1,6 +1,7 @@
 package ingress_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -15,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/users/token"
 )
@@ -213,7 +215,7 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	eventually(t, 3*refresh, "the new key is honoured", func() error {
+	localenvtest.Eventually(t, 3*refresh, 50*time.Millisecond, "the new key is honoured", func(context.Context) error {
 		if r := get(t, "/api/users/users/1", bearer(newToken)); r.Status != http.StatusOK {
 			return errStatus(r)
 		}

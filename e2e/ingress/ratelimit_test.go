@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
 // TestLocalRateLimit: a burst over a route's bucket gets 429 problems with
@@ -56,7 +58,7 @@ func TestLocalRateLimit(t *testing.T) {
 	if limited.Header.Get("X-Ratelimit-Limit") == "" {
 		t.Fatalf("no X-RateLimit-Limit header: %v", limited.Header)
 	}
-	eventually(t, 5*time.Second, "bucket refilled", func() error {
+	localenvtest.Eventually(t, 5*time.Second, 50*time.Millisecond, "bucket refilled", func(context.Context) error {
 		if r := get(t, "/api/users/.well-known/jwks.json", nil); r.Status != http.StatusOK {
 			return errStatus(r)
 		}
@@ -117,21 +119,26 @@ func startSecondIngress(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cp, port, stopCP, err := startControlPlane(ctx, "controlplane-2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stopCP(context.Background()) })
-	e, err := startIngress(ctx, cp, "ingress-2")
+	// A stack of the test's own stops the second pair when it ends.
+	st, err := stack.New(stack.Config{Root: env.stack.Root(), Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_ = e.Stop(ctx)
+		if err := st.Stop(ctx); err != nil {
+			t.Errorf("stop the second ingress: %v", err)
+		}
 	})
-	return "http://127.0.0.1:" + strconv.Itoa(port)
+	cp, err := st.RunControlPlane(ctx, controlPlaneConfig("controlplane-2", env.rateLimitPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StartIngress(ctx, ingressConfig("ingress-2", cp)); err != nil {
+		t.Fatal(err)
+	}
+	return cp.IngressURL()
 }
 
 // TestGlobalLimitsFailOpen: when the rate-limit service or its Redis is

@@ -4,19 +4,25 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/portico-mesh/portico/edge/controlplane/xdsserver"
+	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // waitServing waits until each instance has answered through the ingress.
 func waitServing(t *testing.T, tok string, instances ...*upstream) {
 	t.Helper()
-	eventually(t, 15*time.Second, "every instance serves", func() error {
+	localenvtest.Eventually(t, 15*time.Second, 50*time.Millisecond, "every instance serves", func(context.Context) error {
 		for _, u := range instances {
 			before := u.requests.Load()
 			for range 10 {
@@ -89,27 +95,28 @@ func TestRetryPastFailingInstance(t *testing.T) {
 }
 
 // TestNewInstanceServesWithinASecond: once a new instance is healthy in
-// Consul, the ingress sends it traffic within a second.
+// Consul, the ingress sends it traffic within a second; while it is
+// critical, it gets none.
 func TestNewInstanceServesWithinASecond(t *testing.T) {
 	tok := validToken(t)
 	first := startUpstream(t, "products")
 	waitServing(t, tok, first)
 	fresh := startUpstream(t, "products")
+	// The instance registers passing; the ingress serves it first, so that
+	// its removal below is observed rather than assumed.
+	waitServing(t, tok, first, fresh)
 	fresh.setHealth(t, api.HealthCritical)
-	// Let the critical state reach the ingress before the clock starts.
-	time.Sleep(500 * time.Millisecond)
-	if fresh.requests.Load() != 0 {
-		before := fresh.requests.Load()
-		for range 20 {
-			get(t, "/api/products/products", bearer(tok))
-		}
-		if fresh.requests.Load() != before {
-			t.Fatal("an unhealthy instance received traffic")
-		}
+	waitIngressWithout(t, fresh)
+	before := fresh.requests.Load()
+	for range 20 {
+		get(t, "/api/products/products", bearer(tok))
+	}
+	if got := fresh.requests.Load() - before; got != 0 {
+		t.Fatalf("an unhealthy instance received %d of 20 requests", got)
 	}
 	start := time.Now()
 	fresh.setHealth(t, api.HealthPassing)
-	for fresh.requests.Load() == 0 {
+	for fresh.requests.Load() == before {
 		if time.Since(start) > 5*time.Second {
 			t.Fatal("the new instance got no traffic within 5s")
 		}
@@ -148,7 +155,7 @@ func TestIntentionDeniesIngress(t *testing.T) {
 	}
 	t.Cleanup(remove)
 	start := time.Now()
-	eventually(t, 10*time.Second, "products denied", func() error {
+	localenvtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "products denied", func(context.Context) error {
 		if r := get(t, "/api/products/products", bearer(tok)); r.Status != http.StatusForbidden {
 			return errStatus(r)
 		}
@@ -159,10 +166,63 @@ func TestIntentionDeniesIngress(t *testing.T) {
 		t.Fatalf("users affected by a products intention: %d: %s", r.Status, r.Body)
 	}
 	remove()
-	eventually(t, 10*time.Second, "products allowed again", func() error {
+	localenvtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "products allowed again", func(context.Context) error {
 		if r := get(t, "/api/products/products", bearer(tok)); r.Status != http.StatusOK {
 			return errStatus(r)
 		}
 		return nil
 	})
+}
+
+// waitIngressWithout waits until the ingress Envoy acknowledged a
+// configuration whose products cluster no longer holds u's endpoint.
+func waitIngressWithout(t *testing.T, u *upstream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	endpoint := net.JoinHostPort("127.0.0.1", strconv.Itoa(u.SidecarPort))
+	err := localenv.Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
+		version := env.cp.Server().Version(xdsserver.IngressGroup)
+		if err := env.cp.Server().WaitAcked(ctx, "ingress-1", version); err != nil {
+			return err
+		}
+		hosts, err := clusterHosts(ctx, "products")
+		if err != nil {
+			return err
+		}
+		if slices.Contains(hosts, endpoint) {
+			return fmt.Errorf("ingress acked %s and still routes to %s", version, endpoint)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s leaving the ingress: %v", u.ID, err)
+	}
+}
+
+// clusterHosts lists the endpoints of one cluster as the ingress Envoy
+// holds them (its admin /clusters, one "cluster::host:port::field::value"
+// line per field).
+func clusterHosts(ctx context.Context, cluster string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, env.ingress.AdminURL()+"/clusters", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	var hosts []string
+	for line := range strings.Lines(string(b)) {
+		parts := strings.Split(strings.TrimSpace(line), "::")
+		if len(parts) == 4 && parts[0] == cluster && parts[2] == "health_flags" {
+			hosts = append(hosts, parts[1])
+		}
+	}
+	return hosts, nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,13 +31,16 @@ type seenRequest struct {
 // request, can be told to fail, and serves the test's JWKS (the ingress
 // fetches keys from the "users" service).
 type upstream struct {
-	Service  string
-	ID       string
-	Port     int
-	Sidecar  *localenv.Sidecar
-	server   *http.Server
-	fail     atomic.Bool
-	requests atomic.Int64
+	Service string
+	ID      string
+	Port    int
+	// SidecarPort is the sidecar's public listener: the instance's
+	// endpoint in the ingress's clusters.
+	SidecarPort int
+	Sidecar     *localenv.Sidecar
+	server      *http.Server
+	fail        atomic.Bool
+	requests    atomic.Int64
 
 	mu   sync.Mutex
 	seen []seenRequest
@@ -84,6 +86,7 @@ func newUpstream(ctx context.Context, service, id string) (*upstream, error) {
 	if err != nil {
 		return nil, errors.Join(err, u.Close(ctx))
 	}
+	u.SidecarPort = sidecarPort
 	reg := &api.AgentServiceRegistration{
 		ID: id, Name: service, Address: "127.0.0.1", Port: u.Port,
 		// A TTL check the test controls; it starts passing so the
@@ -100,7 +103,7 @@ func newUpstream(ctx context.Context, service, id string) (*upstream, error) {
 		return nil, errors.Join(fmt.Errorf("register %s: %w", id, err), u.Close(ctx))
 	}
 	sc, err := localenv.StartSidecar(ctx, localenv.SidecarOptions{
-		Consul: env.consul, SidecarFor: id, Dir: filepath.Join(env.dir, "sidecars"),
+		Consul: env.consul, SidecarFor: id, Dir: env.stack.Path("sidecars"),
 	})
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("sidecar for %s: %w", id, err), u.Close(ctx))

@@ -9,11 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,11 +17,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/jackc/pgx/v5"
 
-	"github.com/portico-mesh/portico/mesh/entries"
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
 const (
@@ -36,25 +31,17 @@ const (
 	checkInterval = 500 * time.Millisecond
 )
 
-// instance is a service process registered in Consul, with its sidecar.
+// instance is a service in the mesh with its sidecar: a Portico binary
+// (svc) or an in-process echo server (svc nil).
 type instance struct {
 	id      string
 	service string
-	port    int // the service's own port, loopback only
-	cmd     localenv.Command
-
-	mu      sync.Mutex
-	proc    *localenv.Process
-	sidecar *localenv.Sidecar
+	port    int               // the service's own port, loopback only
+	svc     *stack.Instance   // nil for an echo server
+	sidecar *localenv.Sidecar // set once started
 }
 
-func (i *instance) url() string { return "http://" + loopback(i.port) }
-
-func (i *instance) process() *localenv.Process {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.proc
-}
+func (i *instance) process() *localenv.Process { return i.svc.Process() }
 
 // client is a test service in the mesh: no process of its own, only a
 // registration and a sidecar whose upstream listeners the test calls.
@@ -71,11 +58,11 @@ func (c *client) upstream(destination string) string {
 	return "http://" + loopback(c.upstreams[destination])
 }
 
-// meshEnv is the whole topology of a test run.
+// meshEnv is the whole topology of a test run; stack owns its processes.
 type meshEnv struct {
+	stack    *stack.Stack
 	consul   *localenv.Consul
 	api      *api.Client
-	dir      string
 	users    *instance
 	products []*instance
 	echo     *instance // an httptest server with a sidecar, protocol http
@@ -83,35 +70,9 @@ type meshEnv struct {
 	ingress  *client   // upstreams users, products, users_service
 	edge     *client   // upstreams users, products
 	probe    *client   // "meshclient", upstreams echo and tcpecho
-
-	mu   sync.Mutex
-	pids []int // every process started, checked for leftovers at the end
 }
 
-func (e *meshEnv) started(pid int) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.pids = append(e.pids, pid)
-}
-
-// requireAllStopped runs after every other cleanup: none of the processes
-// the test started may still run.
-func (e *meshEnv) requireAllStopped(t *testing.T) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, pid := range e.pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue // gone
-		}
-		// The state follows the command name in parentheses.
-		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && !strings.HasPrefix(strings.TrimSpace(string(b[i+1:])), "Z") {
-			t.Errorf("process %d still runs after the test: %s", pid, b)
-		}
-	}
-}
-
-func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+var loopback = localenv.Loopback
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -122,41 +83,73 @@ func freePort(t *testing.T) int {
 	return p
 }
 
-// setup starts everything; t.Cleanup stops it in reverse order.
+// setup starts everything on a stack that t.Cleanup stops, in reverse
+// order, checking that no process is left.
 func setup(t *testing.T) *meshEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), setupTimeout)
 	defer cancel()
 	begin := time.Now()
 
-	e := &meshEnv{}
-	// Registered first, so it runs last.
-	t.Cleanup(func() { e.requireAllStopped(t) })
-	bins := buildServices(ctx, t)
-	e.dir = t.TempDir()
-	e.consul = localenvtest.StartConsul(t)
-	e.started(e.consul.Pid())
-	var err error
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := stack.New(stack.Config{Root: root, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*stopTimeout)
+		defer cancel()
+		if err := st.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	e := &meshEnv{stack: st}
+	bins := st.Path("bin")
+	if err := stack.Build(ctx, root, bins, stack.UsersCommand, stack.ProductsCommand); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("setup: built users and products in %v", time.Since(begin).Round(time.Millisecond))
+	if e.consul, err = st.StartConsul(ctx, localenv.ConsulOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if e.api, err = e.consul.Client(); err != nil {
 		t.Fatal(err)
 	}
-	if err := entries.Apply(ctx, e.api); err != nil {
+	if err := stack.ApplyMeshEntries(ctx, e.consul); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("setup: consul and mesh entries ready after %v", time.Since(begin).Round(time.Millisecond))
 
-	usersDB := createDatabase(ctx, t, "users")
-	productsDB := createDatabase(ctx, t, "products")
-	e.users = e.newInstance(t, bins, "users", "users-1", usersDB, "JWT_KEYS_DIR="+filepath.Join(e.dir, "keys"))
-	e.products = []*instance{
-		e.newInstance(t, bins, "products", "products-1", productsDB),
-		e.newInstance(t, bins, "products", "products-2", productsDB),
+	usersDB := ownDatabase(ctx, t, "users")
+	productsDB := ownDatabase(ctx, t, "products")
+	configOf := func(command, id, databaseURL string, extraEnv ...string) stack.InstanceConfig {
+		return stack.InstanceConfig{
+			ID: id, Binary: stack.Binary(bins, command), Consul: e.consul, AMQPURL: localenvtest.AMQPURL(t),
+			CheckInterval: checkInterval, LogLevel: "warn",
+			Env: append([]string{"DATABASE_URL=" + databaseURL, "SHUTDOWN_TIMEOUT=5s"}, extraEnv...),
+		}
 	}
 	// users first: it and products migrate different databases, but two
 	// products instances starting together take turns on the lock.
-	for _, inst := range append([]*instance{e.users}, e.products...) {
-		e.startProcess(ctx, t, inst)
+	var services []*instance
+	for _, want := range []struct {
+		service string
+		cfg     stack.InstanceConfig
+	}{
+		{"users", configOf(stack.UsersCommand, "users-1", usersDB, "JWT_KEYS_DIR="+st.Path("keys"))},
+		{"products", configOf(stack.ProductsCommand, "products-1", productsDB)},
+		{"products", configOf(stack.ProductsCommand, "products-2", productsDB)},
+	} {
+		svc, err := st.StartInstance(ctx, want.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		services = append(services, &instance{id: svc.ID(), service: want.service, port: svc.Port(), svc: svc})
 	}
+	e.users, e.products = services[0], services[1:]
 	t.Logf("setup: services ready after %v", time.Since(begin).Round(time.Millisecond))
 
 	e.echo = e.startEcho(t, "echo", "http")
@@ -169,13 +162,24 @@ func setup(t *testing.T) *meshEnv {
 	// round, mostly idle.
 	var wg sync.WaitGroup
 	errs := make(chan error, 9)
-	for _, inst := range []*instance{e.users, e.products[0], e.products[1], e.echo, e.tcpEcho} {
-		wg.Go(func() { errs <- e.startInstanceSidecar(ctx, t, inst) })
+	for _, inst := range services {
+		wg.Go(func() {
+			sc, err := st.StartSidecar(ctx, inst.svc)
+			inst.sidecar = sc
+			errs <- err
+		})
+	}
+	for _, inst := range []*instance{e.echo, e.tcpEcho} {
+		wg.Go(func() {
+			sc, err := st.StartProxy(ctx, localenv.SidecarOptions{Consul: e.consul, SidecarFor: inst.id})
+			inst.sidecar = sc
+			errs <- err
+		})
 	}
 	for _, c := range []*client{e.ingress, e.edge, e.probe} {
 		wg.Go(func() {
-			s, err := e.startSidecar(ctx, t, c.id)
-			c.sidecar = s
+			sc, err := st.StartProxy(ctx, localenv.SidecarOptions{Consul: e.consul, SidecarFor: c.id})
+			c.sidecar = sc
 			errs <- err
 		})
 	}
@@ -217,31 +221,9 @@ func setup(t *testing.T) *meshEnv {
 	return e
 }
 
-// buildServices builds the users and products binaries of this checkout.
-func buildServices(ctx context.Context, t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go toolchain not on PATH: %v", err)
-	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	begin := time.Now()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", dir+string(filepath.Separator), "./services/cmd/users", "./services/cmd/products")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build services: %v\n%s", err, out)
-	}
-	t.Logf("setup: built users and products in %v", time.Since(begin).Round(time.Millisecond))
-	return dir
-}
-
-// createDatabase creates a database of its own for this run and drops it
-// at cleanup.
-func createDatabase(ctx context.Context, t *testing.T, prefix string) string {
+// ownDatabase creates a database of its own for this run in the
+// shared PostgreSQL, dropped when the stack stops.
+func ownDatabase(ctx context.Context, t *testing.T, prefix string) string {
 	t.Helper()
 	adminURL := localenvtest.PostgresURL(t)
 	raw := make([]byte, 4)
@@ -249,118 +231,27 @@ func createDatabase(ctx context.Context, t *testing.T, prefix string) string {
 		t.Fatal(err)
 	}
 	name := "mesh_" + prefix + "_" + hex.EncodeToString(raw)
-	conn, err := pgx.Connect(ctx, adminURL)
+	url, err := stack.CreateDatabase(ctx, adminURL, name)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, adminURL)
-		if err != nil {
-			t.Errorf("drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop %s: %v", name, err)
+		if err := stack.DropDatabase(ctx, adminURL, name); err != nil {
+			t.Error(err)
 		}
 	})
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return url
 }
 
-func (e *meshEnv) newInstance(t *testing.T, bins, service, id, databaseURL string, extraEnv ...string) *instance {
-	t.Helper()
-	inst := &instance{id: id, service: service, port: freePort(t)}
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + e.dir,
-		"HTTP_ADDR=" + loopback(inst.port),
-		"DATABASE_URL=" + databaseURL,
-		"AMQP_URL=" + localenvtest.AMQPURL(t),
-		"LOG_LEVEL=warn",
-		"CONSUL_HTTP_ADDR=" + e.consul.HTTPAddr(),
-		"SERVICE_ID=" + id,
-		"SIDECAR_PORT=" + strconv.Itoa(freePort(t)),
-		"CONSUL_CHECK_INTERVAL=" + checkInterval.String(),
-		"SHUTDOWN_TIMEOUT=5s",
-	}
-	inst.cmd = localenv.Command{
-		Name: id, Path: filepath.Join(bins, service), Env: append(env, extraEnv...), Dir: e.dir,
-		LogPath: filepath.Join(e.dir, id+".log"),
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		if p := inst.process(); p != nil {
-			if err := p.Stop(ctx); err != nil {
-				t.Errorf("stop %s: %v", id, err)
-			}
-		}
-	})
-	return inst
-}
-
-// startProcess starts inst's process and waits until it is ready and has
-// registered itself.
+// startProcess starts inst's process again and waits until it is ready
+// and has registered itself.
 func (e *meshEnv) startProcess(ctx context.Context, t *testing.T, inst *instance) {
 	t.Helper()
-	p, err := localenv.StartProcess(inst.cmd)
-	if err != nil {
+	if err := inst.svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	inst.mu.Lock()
-	inst.proc = p
-	inst.mu.Unlock()
-	e.started(p.Pid())
-	err = localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
-		select {
-		case <-p.Done():
-			return localenv.StopPolling(fmt.Errorf("%s exited: %w\n%s", inst.id, p.Err(), p.LogTail(30)))
-		default:
-		}
-		if status, _, err := request(ctx, http.MethodGet, inst.url()+"/readyz"); err != nil || status != http.StatusOK {
-			return fmt.Errorf("%s not ready: %d: %w", inst.id, status, err)
-		}
-		_, _, err := e.api.Agent().Service(inst.id+"-sidecar-proxy", (&api.QueryOptions{}).WithContext(ctx))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("start %s: %v\n%s", inst.id, err, p.LogTail(30))
-	}
-}
-
-func (e *meshEnv) startInstanceSidecar(ctx context.Context, t *testing.T, inst *instance) error {
-	s, err := e.startSidecar(ctx, t, inst.id)
-	inst.mu.Lock()
-	inst.sidecar = s
-	inst.mu.Unlock()
-	return err
-}
-
-func (e *meshEnv) startSidecar(ctx context.Context, t *testing.T, id string) (*localenv.Sidecar, error) {
-	s, err := localenv.StartSidecar(ctx, localenv.SidecarOptions{Consul: e.consul, SidecarFor: id, Dir: e.dir})
-	if err != nil {
-		return nil, err
-	}
-	e.started(s.Pid())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Errorf("stop sidecar of %s: %v", id, err)
-		}
-	})
-	return s, nil
 }
 
 // startEcho runs an in-process HTTP server registered as name, speaking
@@ -430,17 +321,7 @@ func (e *meshEnv) registerClient(t *testing.T, name string, destinations ...stri
 // service, the endpoints its callers' sidecars route to.
 func (e *meshEnv) waitHealthyEndpoints(ctx context.Context, t *testing.T, service string, n int) {
 	t.Helper()
-	err := localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
-		got, _, err := e.api.Health().Connect(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		if len(got) != n {
-			return fmt.Errorf("%d of %d %s endpoints passing", len(got), n, service)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := stack.WaitPassing(ctx, e.api, service, n); err != nil {
 		t.Fatal(err)
 	}
 }

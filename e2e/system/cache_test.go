@@ -53,6 +53,16 @@ func TestProductReadIsCachedAndRevalidated(t *testing.T) {
 	if string(hit.body) != string(miss.body) {
 		t.Errorf("HIT body differs from the MISS body:\n%s\n%s", hit.body, miss.body)
 	}
+	// The cache's tags are the edge's business, never the client's.
+	for _, r := range []reply{miss, hit} {
+		if sk := r.header.Get("Surrogate-Key"); sk != "" {
+			t.Errorf("Surrogate-Key %q reached the client (X-Cache %s)", sk, r.xcache())
+		}
+	}
+	// A public response is shared: another user's read is a HIT too.
+	if shared := expect(t, http.StatusOK, request{method: http.MethodGet, path: productPath(p.ID), token: sys.bob.Token}); shared.xcache() != "HIT" {
+		t.Errorf("bob's read of alice's cached product: X-Cache %q, want HIT", shared.xcache())
+	}
 	etag := miss.header.Get("ETag")
 	if etag == "" {
 		t.Fatal("product read without an ETag")
@@ -60,6 +70,9 @@ func TestProductReadIsCachedAndRevalidated(t *testing.T) {
 	notModified := call(t, request{method: http.MethodGet, path: productPath(p.ID), token: sys.bob.Token, header: map[string]string{"If-None-Match": etag}})
 	if notModified.status != http.StatusNotModified || len(notModified.body) != 0 {
 		t.Fatalf("If-None-Match %s: %s, want 304 without a body", etag, notModified)
+	}
+	if notModified.xcache() != "HIT" {
+		t.Errorf("304: X-Cache %q, want HIT (answered from the cache)", notModified.xcache())
 	}
 	if notModified.header.Get("ETag") != etag {
 		t.Errorf("304 ETag %q, want %q", notModified.header.Get("ETag"), etag)

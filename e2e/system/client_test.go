@@ -116,26 +116,3 @@ func decode[T any](t *testing.T, b []byte) T {
 	}
 	return v
 }
-
-// eventually retries check every 20 ms until it passes or within ends.
-func eventually(t *testing.T, within time.Duration, what string, check func() error) {
-	t.Helper()
-	eventuallyEvery(t, within, 20*time.Millisecond, what, check)
-}
-
-// eventuallyEvery is eventually at a chosen pace: polls through the
-// ingress count against its rate limits (600 a minute per user).
-func eventuallyEvery(t *testing.T, within, every time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(every)
-	}
-}

@@ -30,6 +30,9 @@ func TestSwaggerUILoadsThroughIngress(t *testing.T) {
 	for _, ref := range refs {
 		name := ref[1]
 		r := expect(t, http.StatusOK, request{method: http.MethodGet, path: "/docs/" + name})
+		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("/docs/%s: X-Content-Type-Options %q, want nosniff", name, got)
+		}
 		for ext, ct := range wantType {
 			if strings.HasSuffix(name, ext) && !strings.HasPrefix(r.header.Get("Content-Type"), ct) {
 				t.Errorf("/docs/%s: Content-Type %q, want %s", name, r.header.Get("Content-Type"), ct)
@@ -49,6 +52,18 @@ func TestSwaggerUILoadsThroughIngress(t *testing.T) {
 	r := call(t, request{method: http.MethodGet, path: "/docs"})
 	if r.status != http.StatusOK && (r.status/100 != 3 || !strings.HasSuffix(r.header.Get("Location"), "docs/")) {
 		t.Errorf("/docs: %s, want the page or a redirect to docs/", r)
+	}
+}
+
+// /docs/ serves its own assets and nothing else: an escaped path out of
+// the assets directory finds nothing.
+func TestDocsServeNothingOutsideTheirAssets(t *testing.T) {
+	r := call(t, request{method: http.MethodGet, path: "/docs/..%2f..%2fgo.mod"})
+	if r.status != http.StatusNotFound && r.status != http.StatusBadRequest {
+		t.Errorf("/docs/..%%2f..%%2fgo.mod: %s, want 404 (or the ingress's 400)", r)
+	}
+	if strings.Contains(string(r.body), "module github.com/") {
+		t.Errorf("/docs/ served a file outside its assets: %.200s", r.body)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/edge/controlplane/reconcile"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
 // defaultDocument is the built-in edge configuration the system runs.
@@ -34,21 +35,21 @@ func useEdgeConfig(tb testing.TB, doc edgeconfig.Document) {
 		tb.Fatal(err)
 	}
 	kv := sys.consulAPI.KV()
-	if _, err := kv.Put(&api.KVPair{Key: edgeConfigKey, Value: raw}, (&api.WriteOptions{}).WithContext(tb.Context())); err != nil {
+	if _, err := kv.Put(&api.KVPair{Key: stack.ConfigKey, Value: raw}, (&api.WriteOptions{}).WithContext(tb.Context())); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
-		if _, err := kv.Delete(edgeConfigKey, nil); err != nil {
+		if _, err := kv.Delete(stack.ConfigKey, nil); err != nil {
 			tb.Errorf("restore the default edge configuration: %v", err)
 		}
 	})
-	pair, _, err := kv.Get(edgeConfigKey, (&api.QueryOptions{}).WithContext(tb.Context()))
+	pair, _, err := kv.Get(stack.ConfigKey, (&api.QueryOptions{}).WithContext(tb.Context()))
 	if err != nil || pair == nil {
-		tb.Fatalf("read back %s: %v", edgeConfigKey, err)
+		tb.Fatalf("read back %s: %v", stack.ConfigKey, err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		status, _, err := kv.Get(edgeConfigStatusKey, (&api.QueryOptions{}).WithContext(tb.Context()))
+		status, _, err := kv.Get(stack.ConfigStatusKey, (&api.QueryOptions{}).WithContext(tb.Context()))
 		if err == nil && status != nil {
 			var st reconcile.ConfigStatus
 			if err := json.Unmarshal(status.Value, &st); err == nil && st.ModifyIndex == pair.ModifyIndex {

@@ -48,7 +48,7 @@ func run(m *testing.M) int {
 		code, keep = 1, true
 	}
 	if keep {
-		fmt.Fprintln(os.Stderr, "e2e/system: logs kept in", s.dir)
+		fmt.Fprintln(os.Stderr, "e2e/system: logs kept in", s.stack.Dir())
 	}
 	return code
 }

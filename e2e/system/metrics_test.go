@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // edgeMetric sums the samples of the edge's Prometheus series whose name
@@ -76,7 +78,7 @@ func appliedPurges(t *testing.T) float64 {
 // waitPurgesAfter waits until the edge applied more than before events.
 func waitPurgesAfter(t *testing.T, before float64, what string) {
 	t.Helper()
-	eventually(t, 20*time.Second, what, func() error {
+	localenvtest.Eventually(t, 20*time.Second, 20*time.Millisecond, what, func(context.Context) error {
 		if n := appliedPurges(t); n <= before {
 			return fmt.Errorf("%v events applied, want more than %v", n, before)
 		}

@@ -1,11 +1,14 @@
 package system_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // The merged document validates as OpenAPI 3, and every operation it
@@ -27,6 +30,8 @@ func TestEveryDocumentedOperationAnswersAsDocumented(t *testing.T) {
 	created := c.call(t, http.StatusCreated, request{method: http.MethodPost, path: "/api/users/users",
 		body: fmt.Sprintf(`{"username": %q, "email": %q, "password": %q}`, carol.Username, carol.Email, carol.Password)})
 	carol.ID = decode[user](t, created.body).ID
+	c.call(t, http.StatusUnauthorized, request{method: http.MethodPost, path: "/api/users/login",
+		body: fmt.Sprintf(`{"email": %q, "password": "wrong-password"}`, carol.Email)})
 	login := c.call(t, http.StatusOK, request{method: http.MethodPost, path: "/api/users/login",
 		body: fmt.Sprintf(`{"email": %q, "password": %q}`, carol.Email, carol.Password)})
 	carol.Token = decode[struct {
@@ -48,13 +53,20 @@ func TestEveryDocumentedOperationAnswersAsDocumented(t *testing.T) {
 	etag := item.header.Get("ETag")
 	c.call(t, http.StatusNotModified, request{method: http.MethodGet, path: productPath(p.ID), token: carol.Token,
 		header: map[string]string{"If-None-Match": etag}})
+	c.call(t, http.StatusNotFound, request{method: http.MethodGet, path: productPath(1 << 40), token: carol.Token})
+	// A price the document already forbids: the service refuses it too.
+	if r := expect(t, http.StatusUnprocessableEntity, request{method: http.MethodPut, path: productPath(p.ID), token: carol.Token,
+		header: map[string]string{"If-Match": etag}, body: `{"price": "-1"}`}); !strings.HasPrefix(r.header.Get("Content-Type"), "application/problem+json") {
+		t.Errorf("422 is not problem+json: %s", r)
+	}
 	c.call(t, http.StatusOK, request{method: http.MethodPut, path: productPath(p.ID), token: carol.Token,
 		header: map[string]string{"If-Match": etag}, body: `{"stock_quantity": 2}`})
+	c.call(t, http.StatusForbidden, request{method: http.MethodDelete, path: productPath(p.ID), token: carol.Token})
 	c.call(t, http.StatusNoContent, request{method: http.MethodDelete, path: productPath(p.ID), token: sys.admin.Token})
 	// Writes go straight to products, so the cached item goes only when
 	// the edge consumes the deletion event; then the read is a 404.
 	gone := request{method: http.MethodGet, path: productPath(p.ID), token: carol.Token}
-	eventually(t, 10*time.Second, "the deletion event to purge the cached product", func() error {
+	localenvtest.Eventually(t, 10*time.Second, 20*time.Millisecond, "the deletion event to purge the cached product", func(context.Context) error {
 		if r := call(t, gone); r.status != http.StatusNotFound {
 			return fmt.Errorf("still %s", r)
 		}

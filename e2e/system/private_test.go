@@ -1,11 +1,14 @@
 package system_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 type user struct {
@@ -59,7 +62,7 @@ func TestPrivateReadsAreNeverStored(t *testing.T) {
 			t.Fatal("the default edge configuration has no route named users")
 		}
 		useEdgeConfig(t, doc)
-		eventuallyEvery(t, 20*time.Second, 100*time.Millisecond, "user reads to pass the edge", func() error {
+		localenvtest.Eventually(t, 20*time.Second, 100*time.Millisecond, "user reads to pass the edge", func(context.Context) error {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: userPath(sys.alice.ID), token: sys.alice.Token})
 			if r.xcache() == "" {
 				return fmt.Errorf("no X-Cache yet: %s", r)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // view is one cached read of a product: the item or a list holding it.
@@ -64,7 +66,7 @@ func TestProductUpdatePurgesEveryCachedView(t *testing.T) {
 	// Every view cached (MISS then HIT) and showing the old name.
 	var etag string
 	for _, v := range views {
-		eventuallyEvery(t, 10*time.Second, 100*time.Millisecond, v.name+" cached", func() error {
+		localenvtest.Eventually(t, 10*time.Second, 100*time.Millisecond, v.name+" cached", func(context.Context) error {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: v.path, token: token})
 			if got := nameOf(t, v, r); got != p.Name {
 				t.Fatalf("%s shows %q before the update, want %q", v.name, got, p.Name)
@@ -118,9 +120,15 @@ func TestProductUpdatePurgesEveryCachedView(t *testing.T) {
 	t.Logf("PUT response -> fresh data on all %d views: %v (%s); edge purge lag (commit -> purge): %.1f ms",
 		len(views), all.Round(100*time.Microsecond), strings.Join(perView, ", "), lag*1000)
 
+	// The update changed the representation: the old ETag matches no more.
+	if r := expect(t, http.StatusOK, request{method: http.MethodGet, path: productPath(p.ID), token: token,
+		header: map[string]string{"If-None-Match": etag}}); r.header.Get("ETag") == etag {
+		t.Errorf("the ETag before the update %s still matches after it", etag)
+	}
+
 	// After the purge the views are cached again, with the new data.
 	for _, v := range views {
-		eventuallyEvery(t, 5*time.Second, 50*time.Millisecond, v.name+" cached again", func() error {
+		localenvtest.Eventually(t, 5*time.Second, 50*time.Millisecond, v.name+" cached again", func(context.Context) error {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: v.path, token: token})
 			if got := nameOf(t, v, r); got != newName {
 				t.Fatalf("%s shows %q after the purge, want %q", v.name, got, newName)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // With Redis stopped, cached routes still answer 200, with X-Cache:
@@ -13,11 +15,11 @@ import (
 // rate-limit service loses its Redis too and the ingress lets requests
 // pass (fail open).
 func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
-	p, _ := createProduct(t, sys.alice, "Outage "+randomHex(4))
+	p, etag := createProduct(t, sys.alice, "Outage "+randomHex(4))
 	token := sys.alice.Token
 	paths := []string{productPath(p.ID), "/api/products/products?limit=5"}
 	for _, path := range paths {
-		eventuallyEvery(t, 10*time.Second, 100*time.Millisecond, path+" cached", func() error {
+		localenvtest.Eventually(t, 10*time.Second, 100*time.Millisecond, path+" cached", func(context.Context) error {
 			if r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token}); r.xcache() != "HIT" {
 				return fmt.Errorf("X-Cache %q", r.xcache())
 			}
@@ -59,6 +61,20 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 	}
 	t.Logf("without Redis: %d requests, all 200 BYPASS, slowest %v; rate limits failed open: %v", 20*len(paths), slowest.Round(100*time.Microsecond), failOpen)
 
+	// Events keep coming while Redis is away: their purges fail and are
+	// requeued, not lost.
+	failedBefore := edgeMetric(t, "edge_purge_events_total", `result="failed"`)
+	appliedBefore := appliedPurges(t)
+	newName := p.Name + " v2"
+	expect(t, http.StatusOK, request{method: http.MethodPut, path: productPath(p.ID), token: token,
+		header: map[string]string{"If-Match": etag}, body: fmt.Sprintf(`{"name": %q}`, newName)})
+	localenvtest.Eventually(t, 20*time.Second, 100*time.Millisecond, "a purge to fail without Redis", func(context.Context) error {
+		if n := edgeMetric(t, "edge_purge_events_total", `result="failed"`); n <= failedBefore {
+			return fmt.Errorf("%v failed purges", n)
+		}
+		return nil
+	})
+
 	startCtx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := sys.redis.Start(startCtx); err != nil {
@@ -66,10 +82,11 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 	}
 	restarted = true
 	back := time.Now()
+	waitPurgesAfter(t, appliedBefore, "the requeued event to be applied")
 	// The restarted Redis is empty: each path is a MISS, then a HIT.
 	for _, path := range paths {
 		var seen []string
-		eventuallyEvery(t, 10*time.Second, 50*time.Millisecond, path+": MISS then HIT after Redis returned", func() error {
+		localenvtest.Eventually(t, 10*time.Second, 50*time.Millisecond, path+": MISS then HIT after Redis returned", func(context.Context) error {
 			r := expect(t, http.StatusOK, request{method: http.MethodGet, path: path, token: token})
 			seen = append(seen, r.xcache())
 			n := len(seen)
@@ -81,10 +98,13 @@ func TestCachedRoutesSurviveRedisOutage(t *testing.T) {
 		t.Logf("%s after Redis returned: %v", path, seen)
 	}
 	t.Logf("caching resumed %v after Redis answered again", time.Since(back).Round(time.Millisecond))
+	if r := expect(t, http.StatusOK, request{method: http.MethodGet, path: paths[0], token: token}); decode[product](t, r.body).Name != newName {
+		t.Errorf("after the outage the item shows %s, want the name %q", r, newName)
+	}
 
 	// The global limits count again: the rate-limit service answers (its
 	// X-RateLimit-Remaining header) instead of the ingress failing open.
-	eventuallyEvery(t, 15*time.Second, 200*time.Millisecond, "the rate-limit service to count again", func() error {
+	localenvtest.Eventually(t, 15*time.Second, 200*time.Millisecond, "the rate-limit service to count again", func(context.Context) error {
 		r := expect(t, http.StatusOK, request{method: http.MethodGet, path: paths[0], token: token})
 		if r.header.Get("X-Ratelimit-Remaining") == "" {
 			return fmt.Errorf("no X-RateLimit-Remaining: %v", r.header)

@@ -6,32 +6,34 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/portico-mesh/portico/edge/controlplane"
+	"github.com/portico-mesh/portico/edge/apidocs"
 	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
-// system is everything the package started, and how to stop it.
-type system struct {
-	dir  string // private directory: data, logs, keys, binaries
-	root string // the repository checkout under test
+// checkInterval paces the Consul checks of every instance and sidecar:
+// short, so that instances join the catalog quickly.
+const checkInterval = 500 * time.Millisecond
 
-	postgres  *localenv.Postgres
-	rabbitMQ  *localenv.RabbitMQ
+// system is everything the package started (owned by stack), and what
+// the tests read of it.
+type system struct {
+	stack     *stack.Stack
 	redis     *localenv.Redis
-	consul    *localenv.Consul
 	consulAPI *api.Client
-	cp        *controlplane.ControlPlane
-	rateLimit *localenv.RateLimit
-	ingress   *localenv.Envoy
+	// amqpURL is the broker the services publish their events to.
+	amqpURL string
+	// users is the users instance (a test stops and restarts it).
+	users *stack.Instance
 
 	// ingressURL is where clients call the system.
 	ingressURL string
@@ -43,82 +45,167 @@ type system struct {
 	// admin, alice and bob are logged in once for the whole run: the
 	// ingress allows only 10 logins a minute per client address.
 	admin, alice, bob account
-
-	mu    sync.Mutex
-	stops []stopStep // in start order; stopped in reverse
-	pids  []int      // every process started, checked after the stop
 }
 
-// stepStopTimeout bounds the graceful stop of one step.
-const stepStopTimeout = 15 * time.Second
+// startSystem starts the whole system on the stack builder and returns
+// once a client can log in through the ingress. On failure it returns
+// the partly started system (or nil if nothing started), which the caller
+// stops.
+func startSystem(ctx context.Context) (*system, error) {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return nil, err
+	}
+	// /tmp rather than $TMPDIR keeps PostgreSQL's socket path short; 0755
+	// lets PostgreSQL, which runs as another user under root, enter it.
+	dir, err := os.MkdirTemp("/tmp", "portico-system-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, errors.Join(err, os.RemoveAll(dir))
+	}
+	st, err := stack.New(stack.Config{Root: root, Dir: dir})
+	if err != nil {
+		return nil, errors.Join(err, os.RemoveAll(dir))
+	}
+	s := &system{stack: st, adminEmail: "admin@portico.test", adminPassword: "admin-" + randomHex(12)}
 
-// stopStep undoes one start.
-type stopStep struct {
-	name string
-	stop func(context.Context) error
+	var servers *stack.Servers
+	steps := []struct {
+		name  string
+		start func(context.Context) error
+	}{
+		{"servers and binaries", func(ctx context.Context) (err error) {
+			servers, err = st.StartServers(ctx, stack.ServersConfig{
+				Databases: []string{"users", "products"},
+				Build: func(ctx context.Context) error {
+					return stack.Build(ctx, root, st.Path("bin"), stack.UsersCommand, stack.ProductsCommand, stack.EdgeCommand)
+				},
+			})
+			if err == nil {
+				s.redis, s.consulAPI, s.amqpURL = servers.Redis, servers.ConsulAPI, servers.RabbitMQ.URL()
+			}
+			return err
+		}},
+		{"services", func(ctx context.Context) error { return s.startServices(ctx, servers) }},
+		{"ingress", func(ctx context.Context) error { return s.startIngress(ctx, servers) }},
+		{"client accounts", s.createAccounts},
+	}
+	for _, step := range steps {
+		begin := time.Now()
+		if err := step.start(ctx); err != nil {
+			return s, fmt.Errorf("%s: %w", step.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "e2e/system: %s ready in %v\n", step.name, time.Since(begin).Round(time.Millisecond))
+	}
+	return s, nil
 }
 
-func (s *system) onStop(name string, stop func(context.Context) error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stops = append(s.stops, stopStep{name, stop})
+// startServices starts users, two products instances and the edge, each
+// with its sidecar, and returns once the edge reaches both services
+// through its own sidecar.
+func (s *system) startServices(ctx context.Context, sv *stack.Servers) error {
+	keys := s.stack.Path("keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return err
+	}
+	instance := func(id, command string, env ...string) stack.InstanceConfig {
+		return stack.InstanceConfig{
+			ID: id, Binary: stack.Binary(s.stack.Path("bin"), command), Consul: sv.Consul, AMQPURL: sv.RabbitMQ.URL(),
+			CheckInterval: checkInterval,
+			// Stops are quick: nothing calls a stopping test system.
+			Env: append([]string{"CONSUL_DRAIN_DELAY=200ms", "SHUTDOWN_TIMEOUT=5s"}, env...),
+		}
+	}
+	products := []string{"DATABASE_URL=" + sv.DatabaseURL("products"), "PRODUCTS_CACHE_MAX_AGE=60s"}
+	started, err := s.stack.StartInstances(ctx,
+		instance("users-1", stack.UsersCommand,
+			"DATABASE_URL="+sv.DatabaseURL("users"),
+			"JWT_KEYS_DIR="+keys,
+			"BOOTSTRAP_ADMIN_EMAIL="+s.adminEmail,
+			"BOOTSTRAP_ADMIN_PASSWORD="+s.adminPassword,
+		),
+		instance("products-1", stack.ProductsCommand, products...),
+		instance("products-2", stack.ProductsCommand, products...),
+	)
+	if err != nil {
+		return err
+	}
+	s.users = started[0]
+	edgeInstance := instance("edge-1", stack.EdgeCommand,
+		"EDGE_REDIS_RETRY_AFTER=500ms",
+		"EDGE_SWAGGER_UI_DIR="+filepath.Join(s.stack.Root(), apidocs.DefaultAssetsDir),
+	)
+	// The edge is ready without Redis or the broker; the tests need both.
+	edgeInstance.ReadyBody = `"status":"ready"`
+	edge, err := s.stack.StartEdge(ctx, stack.EdgeConfig{Instance: edgeInstance, RedisAddr: sv.Redis.Addr()})
+	if err != nil {
+		return err
+	}
+	s.edgeURL = edge.URL()
+	return nil
 }
 
-func (s *system) started(pid int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.pids = append(s.pids, pid)
+// startIngress runs the control plane in-process, the rate-limit service
+// it configures, and one ingress Envoy, and returns once the ingress
+// routes to every service. It comes after the services so that the
+// ingress's first JWKS fetch through the mesh finds users.
+func (s *system) startIngress(ctx context.Context, sv *stack.Servers) error {
+	cp, err := s.stack.RunControlPlane(ctx, stack.ControlPlaneConfig{Consul: sv.Consul, LogLevel: slog.LevelInfo})
+	if err != nil {
+		return err
+	}
+	if _, err := s.stack.StartRateLimit(ctx, localenv.RateLimitOptions{
+		RedisAddr: sv.Redis.Addr(), XDSAddr: cp.XDSAddr(), GRPCPort: cp.RateLimitPort(),
+	}); err != nil {
+		return err
+	}
+	if _, err := s.stack.StartIngress(ctx, stack.IngressConfig{XDSAddr: cp.XDSAddr(), LogLevel: "info"}); err != nil {
+		return err
+	}
+	s.ingressURL = cp.IngressURL()
+
+	// Public routes first (they do not count against the login limit):
+	// the JWKS proves ingress -> users, the merged document proves
+	// ingress -> edge and the edge's view of both services.
+	if err := stack.WaitOK(ctx, s.ingressURL+"/api/users/.well-known/jwks.json", `"keys"`); err != nil {
+		return fmt.Errorf("ingress -> users: %w", err)
+	}
+	return localenv.Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+		doc, err := s.fetch(ctx, "/openapi.json")
+		if err != nil {
+			return err
+		}
+		for _, path := range []string{`"/api/users/login"`, `"/api/products/products"`} {
+			if !strings.Contains(string(doc), path) {
+				return fmt.Errorf("merged document lacks %s", path)
+			}
+		}
+		return nil
+	})
 }
 
-// stop stops everything in reverse start order, then checks that no
-// process the run started is left, and removes the directory if asked.
+// stop stops everything in reverse start order (the stack checks that no
+// process is left), and removes the directory if asked.
 func (s *system) stop(ctx context.Context, removeDir bool) error {
-	s.mu.Lock()
-	steps := s.stops
-	s.stops = nil
-	s.mu.Unlock()
-	var errs []error
-	for i := len(steps) - 1; i >= 0; i-- {
-		// Each step gets a bounded share, so one that hangs leaves the
-		// others their graceful stop.
-		stepCtx, cancel := context.WithTimeout(ctx, stepStopTimeout)
-		err := steps[i].stop(stepCtx)
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stop %s: %w", steps[i].name, err))
-		}
+	err := s.stack.Stop(ctx)
+	if removeDir && err == nil {
+		err = os.RemoveAll(s.stack.Dir())
 	}
-	if left := s.leftovers(); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("processes still running after the stop: %s", strings.Join(left, "; ")))
-	}
-	if removeDir && len(errs) == 0 {
-		errs = append(errs, os.RemoveAll(s.dir))
-	}
-	return errors.Join(errs...)
+	return err
 }
 
-// leftovers describes every started process that still runs (zombies do
-// not run anything and do not count).
-func (s *system) leftovers() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, pid := range s.pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue
-		}
-		stat := string(b)
-		if i := strings.LastIndexByte(stat, ')'); i >= 0 && strings.HasPrefix(strings.TrimSpace(stat[i+1:]), "Z") {
-			continue
-		}
-		out = append(out, strings.TrimSpace(stat))
+// fetch GETs a path of the ingress and returns the body of a 200.
+func (s *system) fetch(ctx context.Context, path string) ([]byte, error) {
+	r, err := s.send(ctx, request{method: http.MethodGet, path: path})
+	if err != nil {
+		return nil, err
 	}
-	return out
-}
-
-func (s *system) path(elem ...string) string {
-	return filepath.Join(append([]string{s.dir}, elem...)...)
+	if r.status != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %d %.200s", path, r.status, r.body)
+	}
+	return r.body, nil
 }
 
 // randomHex returns n random bytes as hex, for unique names and secrets.

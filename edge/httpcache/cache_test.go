@@ -3,7 +3,6 @@ package httpcache_test
 import (
 	"context"
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
 	"sync"
@@ -12,7 +11,9 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // fixed answers every request with the same headers and body.
@@ -138,7 +139,17 @@ func TestConcurrentCallersNeverShareAPrivateResponse(t *testing.T) {
 			results[i], errs[i] = e.send(http.MethodGet, "/me", contract.HeaderUserID, fmt.Sprint("user-", i))
 		})
 	}
-	time.Sleep(200 * time.Millisecond) // let every request reach the cache
+	// Every request has reached the cache (and missed) before the origin
+	// answers, so that they are in flight together.
+	if err := localenv.Poll(t.Context(), 10*time.Millisecond, func(context.Context) error {
+		if got := counter(t, e.reg, "edge_cache_misses_total"); got != callers {
+			return fmt.Errorf("%v of %d requests reached the cache", got, callers)
+		}
+		return nil
+	}); err != nil {
+		close(release)
+		t.Fatal(err)
+	}
 	close(release)
 	wg.Wait()
 	for i := range callers {
@@ -224,32 +235,49 @@ func TestConcurrentMissesMakeOneOriginRequest(t *testing.T) {
 }
 
 func TestStaleWhileRevalidate(t *testing.T) {
+	// Entries age on a test clock, which the origin's Date header follows
+	// as a real origin's clock would.
+	clk := newClock()
 	var version atomic.Int64
 	o := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=1, stale-while-revalidate=30")
+		w.Header().Set("Date", clk.Now().UTC().Format(http.TimeFormat))
+		w.Header().Set("Cache-Control", "public, max-age=60, stale-while-revalidate=300")
 		_, _ = fmt.Fprintf(w, "v%d", version.Add(1))
 	})
-	e := newEdge(t, o)
+	e := newEdge(t, o, withClock(clk))
 	expect(t, "first", e.get(t, "/s"), 200, httpcache.Miss, "v1")
-	time.Sleep(1100 * time.Millisecond)
+	clk.Advance(61 * time.Second)
 	expect(t, "stale", e.get(t, "/s"), 200, httpcache.Stale, "v1")
-	waitFor(t, 5*time.Second, "the background refresh", func() bool {
-		r := e.get(t, "/s")
-		return r.xcache() == httpcache.Hit && r.body == "v2"
-	})
+	// The refresh runs in the background and stores a fresh v2.
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := localenv.Poll(ctx, 20*time.Millisecond, func(context.Context) error {
+		if r := e.get(t, "/s"); r.xcache() != httpcache.Hit || r.body != "v2" {
+			return fmt.Errorf("got %s %q", r.xcache(), r.body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the background refresh: %v", err)
+	}
 	if got := o.requests.Load(); got != 2 {
 		t.Errorf("origin answered %d requests, want 2", got)
 	}
 
 	// must-revalidate forbids serving stale.
+	clk2 := newClock()
 	o2 := newOrigin(t, func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=1, stale-while-revalidate=30, must-revalidate")
+		w.Header().Set("Date", clk2.Now().UTC().Format(http.TimeFormat))
+		w.Header().Set("Cache-Control", "public, max-age=60, stale-while-revalidate=300, must-revalidate")
 		_, _ = w.Write([]byte("x"))
 	})
-	e2 := newEdge(t, o2)
+	e2 := newEdge(t, o2, withClock(clk2))
 	expect(t, "first", e2.get(t, "/s"), 200, httpcache.Miss, "x")
-	time.Sleep(1100 * time.Millisecond)
+	expect(t, "fresh", e2.get(t, "/s"), 200, httpcache.Hit, "x")
+	clk2.Advance(61 * time.Second)
 	expect(t, "expired", e2.get(t, "/s"), 200, httpcache.Miss, "x")
+	if got := o2.requests.Load(); got != 2 {
+		t.Errorf("origin answered %d requests, want 2", got)
+	}
 }
 
 func TestRedisOutageBypassesAndRecovers(t *testing.T) {
@@ -275,9 +303,16 @@ func TestRedisOutageBypassesAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Redis came back empty; the store is tried again after RetryAfter.
-	waitFor(t, 5*time.Second, "caching to resume", func() bool {
-		return e.get(t, "/r").xcache() == httpcache.Hit
-	})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := localenv.Poll(ctx, 20*time.Millisecond, func(context.Context) error {
+		if got := e.get(t, "/r").xcache(); got != httpcache.Hit {
+			return fmt.Errorf("X-Cache %s", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("caching to resume: %v", err)
+	}
 }
 
 func TestPurgeByTagAndOncePerEvent(t *testing.T) {

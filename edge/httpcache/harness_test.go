@@ -2,7 +2,6 @@ package httpcache_test
 
 import (
 	"context"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/edge/upstream"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/web"
 )
 
@@ -60,7 +60,23 @@ type edge struct {
 type edgeOptions struct {
 	redisAddr  string
 	retryAfter time.Duration
+	// now is the cache's clock; nil is time.Now.
+	now func() time.Time
 }
+
+// clock is a test clock that moves only when told, so that entries age
+// without the test waiting in real time.
+type clock struct{ now atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.now.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *clock) Now() time.Time             { return time.Unix(0, c.now.Load()) }
+func (c *clock) Advance(d time.Duration)    { c.now.Add(int64(d)) }
+func withClock(c *clock) func(*edgeOptions) { return func(eo *edgeOptions) { eo.now = c.Now } }
 
 func newEdge(t *testing.T, o *origin, opts ...func(*edgeOptions)) *edge {
 	t.Helper()
@@ -84,7 +100,7 @@ func newEdge(t *testing.T, o *origin, opts ...func(*edgeOptions)) *edge {
 	proxy := upstream.New(upstream.Config{Addresses: upstream.Addresses{"svc": o.addr}})
 	t.Cleanup(proxy.CloseIdleConnections)
 	reg := prometheus.NewRegistry()
-	cache, err := httpcache.New(httpcache.Config{Store: store, Origin: proxy, Registerer: reg})
+	cache, err := httpcache.New(httpcache.Config{Store: store, Origin: proxy, Registerer: reg, Now: eo.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,18 +170,6 @@ func expect(t *testing.T, what string, r result, status int, xcache, body string
 	t.Helper()
 	if r.status != status || r.xcache() != xcache || (body != "*" && r.body != body) {
 		t.Fatalf("%s: got %d %s %q, want %d %s %q", what, r.status, r.xcache(), r.body, status, xcache, body)
-	}
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

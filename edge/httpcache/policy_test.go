@@ -38,6 +38,9 @@ func TestDecideStorage(t *testing.T) {
 		{name: "malformed max-age", respHdr: []string{"Cache-Control", "max-age=soon"}, reason: reasonNoFreshness},
 		{name: "no-store", respHdr: []string{"Cache-Control", "no-store, max-age=60"}, reason: reasonNoStore},
 		{name: "private", respHdr: []string{"Cache-Control", "max-age=60, private"}, reason: reasonPrivate},
+		// The users service's reads: no-store is the first rule they break
+		// (was asserted by edge/cmd/edge's TestUserReadsAreNeverStored).
+		{name: "private, no-store for a caller", reqHdr: []string{"X-Portico-User-Id", "7"}, respHdr: []string{"Cache-Control", "private, no-store"}, reason: reasonNoStore},
 		{name: "private with fields", respHdr: []string{"Cache-Control", `private="Set-Cookie, X-Foo", max-age=60`}, reason: reasonPrivate},
 		{name: "no-cache", respHdr: []string{"Cache-Control", "no-cache, max-age=60"}, reason: reasonNoCache},
 		{name: "vary star", respHdr: []string{"Cache-Control", "max-age=60", "Vary", "Accept, *"}, reason: reasonVaryStar},

@@ -124,14 +124,14 @@ func (c *Consul) choosePorts(httpPort int) error {
 }
 
 // HTTPAddr returns host:port of the HTTP API.
-func (c *Consul) HTTPAddr() string { return loopback(c.ports.http) }
+func (c *Consul) HTTPAddr() string { return Loopback(c.ports.http) }
 
 // HTTPURL returns the base URL of the HTTP API and UI.
 func (c *Consul) HTTPURL() string { return "http://" + c.HTTPAddr() }
 
 // GRPCAddr returns host:port of the plaintext gRPC (xDS) port that Envoy
 // sidecars connect to.
-func (c *Consul) GRPCAddr() string { return loopback(c.ports.grpc) }
+func (c *Consul) GRPCAddr() string { return Loopback(c.ports.grpc) }
 
 // Datacenter returns the agent's datacenter.
 func (c *Consul) Datacenter() string { return c.datacenter }
@@ -264,10 +264,11 @@ func consulReady(ctx context.Context, client *api.Client) error {
 	return errors.New("connect CA has no active root yet")
 }
 
-func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+// Loopback returns 127.0.0.1:port.
+func Loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 func udpFree(port int) bool {
-	conn, err := net.ListenPacket("udp", loopback(port))
+	conn, err := net.ListenPacket("udp", Loopback(port))
 	if err != nil {
 		return false
 	}
@@ -276,7 +277,7 @@ func udpFree(port int) bool {
 }
 
 func tcpFree(port int) bool {
-	l, err := net.Listen("tcp", loopback(port))
+	l, err := net.Listen("tcp", Loopback(port))
 	if err != nil {
 		return false
 	}

@@ -152,7 +152,7 @@ func TestSidecars(t *testing.T) {
 	bp, _ := strconv.Atoi(backendPort)
 
 	var apiPub, webPub, upstream int
-	if err := freePorts(&apiPub, &webPub, &upstream); err != nil {
+	if err := FreePorts(&apiPub, &webPub, &upstream); err != nil {
 		t.Fatal(err)
 	}
 	regs := []*api.AgentServiceRegistration{
@@ -160,14 +160,14 @@ func TestSidecars(t *testing.T) {
 			ID: "api", Name: "api", Address: "127.0.0.1", Port: bp,
 			Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
 				Address: "127.0.0.1", Port: apiPub,
-				Checks: api.AgentServiceChecks{{Name: "listening", TCP: loopback(apiPub), Interval: "1s"}},
+				Checks: api.AgentServiceChecks{{Name: "listening", TCP: Loopback(apiPub), Interval: "1s"}},
 			}},
 		},
 		{
 			ID: "web", Name: "web", Address: "127.0.0.1", Port: 1,
 			Connect: &api.AgentServiceConnect{SidecarService: &api.AgentServiceRegistration{
 				Address: "127.0.0.1", Port: webPub,
-				Checks: api.AgentServiceChecks{{Name: "listening", TCP: loopback(webPub), Interval: "1s"}},
+				Checks: api.AgentServiceChecks{{Name: "listening", TCP: Loopback(webPub), Interval: "1s"}},
 				Proxy: &api.AgentServiceConnectProxyConfig{Upstreams: []api.Upstream{{
 					DestinationName: "api", LocalBindAddress: "127.0.0.1", LocalBindPort: upstream,
 				}}},
@@ -196,8 +196,12 @@ func TestSidecars(t *testing.T) {
 		})
 	}
 
-	body, err := eventually(t, 30*time.Second, func(ctx context.Context) (string, error) {
-		return get(ctx, "http://"+loopback(upstream)+"/")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var body string
+	err := Poll(ctx, 100*time.Millisecond, func(ctx context.Context) (err error) {
+		body, err = get(ctx, "http://"+Loopback(upstream)+"/")
+		return err
 	})
 	if err != nil {
 		t.Fatalf("request through the mesh: %v", err)
@@ -206,7 +210,7 @@ func TestSidecars(t *testing.T) {
 		t.Errorf("through the mesh got %q", body)
 	}
 	// The public listener speaks mTLS only.
-	if got, err := get(t.Context(), "http://"+loopback(apiPub)+"/"); err == nil {
+	if got, err := get(t.Context(), "http://"+Loopback(apiPub)+"/"); err == nil {
 		t.Errorf("plaintext request to the public listener answered %q", got)
 	}
 
@@ -257,18 +261,4 @@ func get(ctx context.Context, url string) (string, error) {
 		return "", fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
 	}
 	return string(b), nil
-}
-
-// eventually retries f until it succeeds or d has passed, and returns the
-// last result.
-func eventually(t *testing.T, d time.Duration, f func(context.Context) (string, error)) (string, error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		v, err := f(t.Context())
-		if err == nil || time.Now().After(deadline) {
-			return v, err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -56,7 +56,7 @@ func StartEnvoy(ctx context.Context, opts EnvoyOptions) (*Envoy, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start envoy %s: %w", opts.Name, err)
 	}
-	if err := freePorts(&opts.AdminPort); err != nil {
+	if err := FreePorts(&opts.AdminPort); err != nil {
 		return nil, fmt.Errorf("start envoy %s: %w", opts.Name, err)
 	}
 	bootstrap, err := opts.Bootstrap(opts.AdminPort)
@@ -74,7 +74,7 @@ func StartEnvoy(ctx context.Context, opts EnvoyOptions) (*Envoy, error) {
 }
 
 // AdminURL is the base URL of the admin interface.
-func (e *Envoy) AdminURL() string { return "http://" + loopback(e.opts.AdminPort) }
+func (e *Envoy) AdminURL() string { return "http://" + Loopback(e.opts.AdminPort) }
 
 // LogPath is the file that receives Envoy's output.
 func (e *Envoy) LogPath() string { return filepath.Join(e.opts.Dir, e.opts.Name+".log") }

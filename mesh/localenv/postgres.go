@@ -79,7 +79,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		return nil, err
 	}
 	port := opts.Port
-	if err := freePorts(&port); err != nil {
+	if err := FreePorts(&port); err != nil {
 		return nil, err
 	}
 

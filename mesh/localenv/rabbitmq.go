@@ -91,7 +91,7 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 		return nil, fmt.Errorf("start rabbitmq: %w", err)
 	}
 	r := &RabbitMQ{server: server, epmd: epmd, dir: dir, port: opts.Port, mgmtPort: opts.ManagementPort}
-	if err := freePorts(&r.port, &r.distPort, &r.epmdPort); err != nil {
+	if err := FreePorts(&r.port, &r.distPort, &r.epmdPort); err != nil {
 		return nil, err
 	}
 	r.node = fmt.Sprintf("portico-%d@localhost", r.port)

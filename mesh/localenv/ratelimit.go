@@ -52,7 +52,7 @@ func StartRateLimit(ctx context.Context, opts RateLimitOptions) (*RateLimit, err
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start ratelimit: %w", err)
 	}
-	if err := freePorts(&opts.GRPCPort, &opts.HTTPPort, &opts.DebugPort, &opts.MetricsPort); err != nil {
+	if err := FreePorts(&opts.GRPCPort, &opts.HTTPPort, &opts.DebugPort, &opts.MetricsPort); err != nil {
 		return nil, fmt.Errorf("start ratelimit: %w", err)
 	}
 	r := &RateLimit{opts: opts, bin: bin}
@@ -63,7 +63,7 @@ func StartRateLimit(ctx context.Context, opts RateLimitOptions) (*RateLimit, err
 }
 
 // GRPCAddr is where Envoy sends rate-limit checks.
-func (r *RateLimit) GRPCAddr() string { return loopback(r.opts.GRPCPort) }
+func (r *RateLimit) GRPCAddr() string { return Loopback(r.opts.GRPCPort) }
 
 // GRPCPort is the port of GRPCAddr.
 func (r *RateLimit) GRPCPort() int { return r.opts.GRPCPort }
@@ -80,7 +80,7 @@ func (r *RateLimit) Env() []string {
 		"GRPC_HOST=127.0.0.1", "GRPC_PORT=" + strconv.Itoa(r.opts.GRPCPort),
 		"DEBUG_HOST=127.0.0.1", "DEBUG_PORT=" + strconv.Itoa(r.opts.DebugPort),
 		"USE_STATSD=false",
-		"USE_PROMETHEUS=true", "PROMETHEUS_ADDR=" + loopback(r.opts.MetricsPort),
+		"USE_PROMETHEUS=true", "PROMETHEUS_ADDR=" + Loopback(r.opts.MetricsPort),
 		"LOG_LEVEL=warn", "LOG_FORMAT=json",
 		"BACKEND_TYPE=redis", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL=" + r.opts.RedisAddr,
 		"CONFIG_TYPE=GRPC_XDS_SOTW",
@@ -94,7 +94,7 @@ func (r *RateLimit) Env() []string {
 
 // Start starts the service after Stop; it does nothing while it runs.
 func (r *RateLimit) Start(ctx context.Context) error {
-	health := "http://" + loopback(r.opts.HTTPPort) + "/healthcheck"
+	health := "http://" + Loopback(r.opts.HTTPPort) + "/healthcheck"
 	return r.startOnce(ctx, func(ctx context.Context) (*Process, error) {
 		return launchReady(ctx, Command{
 			Name: "ratelimit", Path: r.bin, Env: r.Env(), Dir: r.opts.Dir, LogPath: r.LogPath(),

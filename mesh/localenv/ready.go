@@ -44,8 +44,9 @@ func (s portSet) take(udpToo bool) (int, error) {
 	return 0, fmt.Errorf("find a free port in %d-%d: none in 200 tries", freePortLow, freePortHigh)
 }
 
-// freePorts resolves each zero in ports to a free port, all distinct.
-func freePorts(ports ...*int) error {
+// FreePorts resolves each zero in ports to a free TCP port on 127.0.0.1,
+// distinct from each other and from the ports already set; see FreePort.
+func FreePorts(ports ...*int) error {
 	return portSet{}.fill(false, ports...)
 }
 

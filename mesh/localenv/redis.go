@@ -55,7 +55,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
 	r := &Redis{bin: bin, dir: dir, port: opts.Port}
-	if err := freePorts(&r.port); err != nil {
+	if err := FreePorts(&r.port); err != nil {
 		return nil, err
 	}
 	if err := r.Start(ctx); err != nil {

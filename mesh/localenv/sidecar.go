@@ -82,7 +82,7 @@ func StartSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start sidecar for %s: %w", s.id, err)
 	}
-	if err := freePorts(&s.adminPort); err != nil {
+	if err := FreePorts(&s.adminPort); err != nil {
 		return nil, fmt.Errorf("start sidecar for %s: %w", s.id, err)
 	}
 	if err := s.Start(ctx); err != nil {
@@ -92,7 +92,7 @@ func StartSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 }
 
 // AdminAddr returns host:port of Envoy's admin interface.
-func (s *Sidecar) AdminAddr() string { return loopback(s.adminPort) }
+func (s *Sidecar) AdminAddr() string { return Loopback(s.adminPort) }
 
 // AdminURL returns the base URL of Envoy's admin interface (/ready, /stats,
 // /clusters, /config_dump).

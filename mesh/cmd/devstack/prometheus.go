@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
 // Prometheus scrapes the whole stack with observability/prometheus, on its
@@ -29,7 +30,7 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	url := "http://" + loopbackAddr(prometheusPort)
+	url := "http://" + localenv.Loopback(prometheusPort)
 	p := &prometheusProcess{
 		ready: url + "/-/ready",
 		cmd: localenv.Command{
@@ -38,7 +39,7 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 				"--config.file=" + filepath.Join(s.l.Root, "observability", "prometheus", "prometheus.yml"),
 				"--storage.tsdb.path=" + dir,
 				"--storage.tsdb.retention.time=2d",
-				"--web.listen-address=" + loopbackAddr(prometheusPort),
+				"--web.listen-address=" + localenv.Loopback(prometheusPort),
 				"--log.level=warn",
 			},
 		},
@@ -46,8 +47,10 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
-	stop := s.keep("prometheus", p)
-	s.track("prometheus", stop, componentState{
+	s.stack.Started(p.Pid())
+	s.stack.OnStop("prometheus", p.Stop)
+	s.keep("prometheus", p)
+	s.track(componentState{
 		Name: "prometheus", PID: p.Pid(), URL: url, Health: p.ready, Log: s.l.logFile("prometheus"),
 	})
 	return nil
@@ -78,7 +81,15 @@ func (p *prometheusProcess) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := waitHTTPReady(ctx, proc.Done(), proc.Err, p.ready); err != nil {
+	err = localenv.Poll(ctx, 200*time.Millisecond, func(ctx context.Context) error {
+		select {
+		case <-proc.Done():
+			return localenv.StopPolling(fmt.Errorf("exited before becoming ready: %w", proc.Err()))
+		default:
+		}
+		return stack.ExpectOK(ctx, p.ready, "")
+	})
+	if err != nil {
 		err = fmt.Errorf("prometheus (pid %d): %w", proc.Pid(), err)
 		stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 		defer stopCancel()

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,22 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-	"github.com/jackc/pgx/v5"
-
-	"github.com/portico-mesh/portico/mesh/entries"
 	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
 
 type adminCredentials struct {
 	Email    string
 	Password string
-}
-
-// stopper is anything the supervisor stops on the way down.
-type stopper struct {
-	name string
-	stop func(context.Context) error
 }
 
 type supervisor struct {
@@ -40,6 +29,9 @@ type supervisor struct {
 	// (keepers) run until then and belong to wg.
 	life context.Context
 	wg   sync.WaitGroup
+	// stack builds the topology and owns every process: it stops them
+	// in reverse start order.
+	stack *stack.Stack
 
 	// Set by the components as they start, for the ones after them.
 	pgURL  string
@@ -47,7 +39,6 @@ type supervisor struct {
 
 	mu    sync.Mutex
 	state stackState
-	stops []stopper // in start order; stopped in reverse
 }
 
 // supervise runs in the detached process: it starts the stack, reports
@@ -62,7 +53,13 @@ func supervise(ctx context.Context, l layout) error {
 	}
 	defer os.Remove(l.PIDFile)
 
-	s := &supervisor{l: l, log: log, life: ctx, state: stackState{Phase: phaseStarting}}
+	st, err := stack.New(stack.Config{
+		Root: l.Root, Dir: l.Run, Environ: os.Environ(), StepStopTimeout: 30 * time.Second, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	s := &supervisor{l: l, log: log, life: ctx, stack: st, state: stackState{Phase: phaseStarting}}
 	s.publish()
 	startErr := s.start(ctx)
 	if startErr != nil {
@@ -74,7 +71,11 @@ func supervise(ctx context.Context, l layout) error {
 		<-ctx.Done()
 	}
 	s.setPhase(phaseStopping, "")
-	s.stopAll()
+	// Services (each deregisters from Consul, drains, and then its
+	// sidecar stops) stop before Consul and the servers they use.
+	if err := st.Stop(context.Background()); err != nil {
+		log.Error("stop", "error", err)
+	}
 	s.wg.Wait()
 	_ = os.Remove(l.stateFile())
 	log.Info("stack stopped")
@@ -95,32 +96,32 @@ func (s *supervisor) start(ctx context.Context) error {
 }
 
 func (s *supervisor) startPostgres(ctx context.Context) error {
-	pg, err := localenv.StartPostgres(ctx, localenv.PostgresOptions{Dir: filepath.Join(s.l.Data, "postgres"), Port: postgresPort})
+	pg, err := s.stack.StartPostgres(ctx, localenv.PostgresOptions{Dir: filepath.Join(s.l.Data, "postgres"), Port: postgresPort})
 	if err != nil {
 		return err
 	}
 	s.pgURL = pg.URL("postgres")
-	s.track("postgres", pg.Stop, componentState{Name: "postgres", URL: s.pgURL, Log: filepath.Join(s.l.Data, "postgres")})
+	s.track(componentState{Name: "postgres", URL: s.pgURL, Log: filepath.Join(s.l.Data, "postgres")})
 	return nil
 }
 
 func (s *supervisor) startRabbitMQ(ctx context.Context) error {
-	rmq, err := localenv.StartRabbitMQ(ctx, localenv.RabbitMQOptions{
+	rmq, err := s.stack.StartRabbitMQ(ctx, localenv.RabbitMQOptions{
 		Dir: filepath.Join(s.l.Data, "rabbitmq"), Port: rabbitMQPort, ManagementPort: rabbitMQManagement,
 	})
 	if err != nil {
 		return err
 	}
-	s.track("rabbitmq", rmq.Close, componentState{Name: "rabbitmq", URL: rmq.ManagementURL(), Log: filepath.Join(s.l.Data, "rabbitmq", "rabbitmq.log")})
+	s.track(componentState{Name: "rabbitmq", URL: rmq.ManagementURL(), Log: filepath.Join(s.l.Data, "rabbitmq", "rabbitmq.log")})
 	return nil
 }
 
 func (s *supervisor) startRedis(ctx context.Context) error {
-	redis, err := localenv.StartRedis(ctx, localenv.RedisOptions{Dir: filepath.Join(s.l.Data, "redis"), Port: redisPort})
+	redis, err := s.stack.StartRedis(ctx, localenv.RedisOptions{Dir: filepath.Join(s.l.Data, "redis"), Port: redisPort})
 	if err != nil {
 		return err
 	}
-	s.track("redis", redis.Stop, componentState{Name: "redis", URL: "redis://" + redis.Addr(), Log: filepath.Join(s.l.Data, "redis", "redis.log")})
+	s.track(componentState{Name: "redis", URL: "redis://" + redis.Addr(), Log: filepath.Join(s.l.Data, "redis", "redis.log")})
 	return nil
 }
 
@@ -128,7 +129,7 @@ func (s *supervisor) startRedis(ctx context.Context) error {
 // memory (the services register again at every `make up`), the API and UI
 // on 127.0.0.1:8500 and every other port private.
 func (s *supervisor) startConsul(ctx context.Context) error {
-	c, err := localenv.StartConsul(ctx, localenv.ConsulOptions{
+	c, err := s.stack.StartConsul(ctx, localenv.ConsulOptions{
 		Dir: filepath.Join(s.l.Data, "consul"), HTTPPort: consulHTTPPort, Node: "portico-dev",
 	})
 	if err != nil {
@@ -138,8 +139,8 @@ func (s *supervisor) startConsul(ctx context.Context) error {
 	// A restarted dev agent has forgotten everything: the mesh entries are
 	// written again here, the services register again by themselves, and
 	// the sidecars reconnect to the same ports.
-	stop := s.keep("consul", consulProcess{c})
-	s.track("consul", stop, componentState{
+	s.keep("consul", consulProcess{c})
+	s.track(componentState{
 		Name: "consul", PID: c.Pid(), URL: c.HTTPURL() + "/ui/", Health: c.HTTPURL() + "/v1/status/leader", Log: c.LogPath(),
 	})
 	return nil
@@ -154,22 +155,14 @@ func (p consulProcess) Start(ctx context.Context) error {
 	if err := p.Consul.Start(ctx); err != nil {
 		return err
 	}
-	client, err := p.Client()
-	if err != nil {
-		return err
-	}
-	return entries.Apply(ctx, client)
+	return stack.ApplyMeshEntries(ctx, p.Consul)
 }
 
 // applyMeshConfig writes mesh/entries (defaults, resolvers, intentions with
 // default deny) before any sidecar starts, so that no request ever passes
 // without its intention.
 func (s *supervisor) applyMeshConfig(ctx context.Context) error {
-	client, err := s.consul.Client()
-	if err != nil {
-		return err
-	}
-	return entries.Apply(ctx, client)
+	return stack.ApplyMeshEntries(ctx, s.consul)
 }
 
 // startServices starts every service instance and its sidecar, then waits
@@ -184,85 +177,64 @@ func (s *supervisor) startServices(ctx context.Context) error {
 		return err
 	}
 	specs := services(s.l, admin)
+	count := map[string]int{}
 	for _, svc := range specs {
-		if err := createDatabase(ctx, s.pgURL, svc.Database); err != nil {
+		if _, err := stack.CreateDatabase(ctx, s.pgURL, svc.Database); err != nil {
 			return err
 		}
-		if err := s.startInstance(ctx, client, svc); err != nil {
+		if _, err := s.startInstance(ctx, svc); err != nil {
 			return err
 		}
+		count[svc.Service]++
 	}
-	for _, svc := range specs {
-		for _, id := range []string{svc.ID, svc.sidecarID()} {
-			if err := waitPassing(ctx, client, id); err != nil {
-				return err
-			}
+	for service, n := range count {
+		if err := stack.WaitPassing(ctx, client, service, n); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// startInstance starts a service instance, waits for its registration and
-// starts its sidecar. On the way down the instance stops first (it
-// deregisters and drains while its sidecar still forwards), then the
-// sidecar.
-func (s *supervisor) startInstance(ctx context.Context, client *api.Client, svc serviceSpec) error {
-	proc, err := s.startService(ctx, svc)
-	if err != nil {
-		return err
+// instanceConfig is the stack's view of a service spec.
+func (s *supervisor) instanceConfig(svc serviceSpec) stack.InstanceConfig {
+	env := svc.Env
+	if svc.Database != "" {
+		env = append([]string{"DATABASE_URL=" + databaseURL(svc.Database)}, env...)
 	}
-	stopService := s.keep(svc.ID, proc)
-	s.track(svc.ID, stopService, componentState{
-		Name: svc.ID, PID: proc.Pid(), URL: svc.URL(), Health: svc.URL() + "/readyz", Log: proc.cmd.LogPath,
-	})
-	// The sidecar serves the proxy the service registered.
-	if err := waitRegistered(ctx, client, svc.sidecarID()); err != nil {
-		return fmt.Errorf("%s: %w", svc.ID, err)
+	return stack.InstanceConfig{
+		ID: svc.ID, Binary: filepath.Join(s.l.Bin, svc.Binary), Consul: s.consul, AMQPURL: amqpURL(),
+		Port: svc.Port, SidecarPort: svc.SidecarPort, AdminPort: svc.AdminPort,
+		CheckInterval: checkInterval, LogLevel: "info", Env: env,
+		LogPath: s.l.logFile(svc.ID), SidecarDir: s.l.Logs, WorkDir: s.l.Root,
 	}
-	sc, err := localenv.StartSidecar(ctx, localenv.SidecarOptions{
-		Consul: s.consul, SidecarFor: svc.ID, AdminPort: svc.AdminPort, Dir: s.l.Logs, LogLevel: "warn",
-	})
-	if err != nil {
-		return fmt.Errorf("sidecar of %s: %w", svc.ID, err)
-	}
-	stopSidecar := s.keep(svc.ID+"-envoy", sidecarProcess{sc})
-	s.replaceStop(svc.ID, func(ctx context.Context) error {
-		return errors.Join(stopService(ctx), stopSidecar(ctx))
-	})
-	s.track(svc.ID+"-envoy", nil, componentState{
-		Name: svc.ID + "-envoy", PID: sc.Pid(), URL: svc.adminURL(), Health: svc.adminURL() + "/ready", Log: sc.LogPath(),
-	})
-	return nil
 }
 
-// startService runs one service instance, registered in Consul, and
-// returns once it is ready.
-func (s *supervisor) startService(ctx context.Context, svc serviceSpec) (*managedProcess, error) {
-	env := append(os.Environ(),
-		"HTTP_ADDR="+svc.Addr,
-		"DATABASE_URL="+databaseURL(svc.Database),
-		"AMQP_URL="+amqpURL(),
-		"LOG_LEVEL=info",
-		"CONSUL_HTTP_ADDR="+s.consul.HTTPAddr(),
-		"SERVICE_ID="+svc.ID,
-		"SIDECAR_PORT="+strconv.Itoa(svc.SidecarPort),
-		"CONSUL_CHECK_INTERVAL="+checkInterval,
-	)
-	env = append(env, svc.Env...)
-	proc := &managedProcess{cmd: localenv.Command{
-		Name: svc.ID, Path: filepath.Join(s.l.Bin, svc.Binary), Env: env, Dir: s.l.Root,
-		LogPath: s.l.logFile(svc.ID),
-	}}
-	if err := proc.Start(ctx); err != nil {
-		return nil, fmt.Errorf("%s: %w", svc.ID, err)
+// startInstance starts a service instance and its sidecar, each kept
+// running. On the way down the instance stops first (it deregisters and
+// drains while its sidecar still forwards), then the sidecar.
+func (s *supervisor) startInstance(ctx context.Context, svc serviceSpec) (*stack.Instance, error) {
+	inst, err := s.stack.StartInstance(ctx, s.instanceConfig(svc))
+	if err != nil {
+		return nil, err
 	}
-	if err := waitHTTPReady(ctx, proc.Done(), proc.Err, svc.URL()+"/readyz"); err != nil {
-		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
-		defer cancel()
-		_ = proc.Stop(stopCtx)
-		return nil, fmt.Errorf("%s: %w (log: %s)", svc.ID, err, rel(s.l, proc.cmd.LogPath))
+	if _, err := s.stack.StartSidecar(ctx, inst); err != nil {
+		return nil, err
 	}
-	return proc, nil
+	s.keepInstance(svc, inst)
+	return inst, nil
+}
+
+// keepInstance keeps an instance and its sidecar running and shows both.
+func (s *supervisor) keepInstance(svc serviceSpec, inst *stack.Instance) {
+	s.keep(svc.ID, inst)
+	s.track(componentState{
+		Name: svc.ID, PID: inst.Pid(), URL: inst.URL(), Health: inst.URL() + "/readyz", Log: inst.LogPath(),
+	})
+	sc := inst.Sidecar()
+	s.keep(svc.ID+"-envoy", sidecarProcess{sc})
+	s.track(componentState{
+		Name: svc.ID + "-envoy", PID: sc.Pid(), URL: sc.AdminURL(), Health: sc.AdminURL() + "/ready", Log: sc.LogPath(),
+	})
 }
 
 // restartable is a process the supervisor keeps running.
@@ -272,13 +244,13 @@ type restartable interface {
 	Pid() int
 	// Start starts it again after it exited.
 	Start(ctx context.Context) error
-	Stop(ctx context.Context) error
 }
 
-// keep restarts p whenever it exits, after a growing pause, and returns
-// the function that stops both. The restart loop belongs to s.wg and has
-// ended before p is stopped, so it cannot start p again behind Stop's back.
-func (s *supervisor) keep(name string, p restartable) (stop func(context.Context) error) {
+// keep restarts p whenever it exits, after a growing pause, until the
+// stack stops. The restart loop belongs to s.wg; the stack ends it before
+// it stops p (it stops what started later first), so it cannot start p
+// again behind the stop's back.
+func (s *supervisor) keep(name string, p restartable) {
 	keeperCtx, stopKeeper := context.WithCancel(context.WithoutCancel(s.life))
 	keeperDone := make(chan struct{})
 	s.wg.Go(func() {
@@ -308,43 +280,12 @@ func (s *supervisor) keep(name string, p restartable) (stop func(context.Context
 			s.updatePID(name, p.Pid())
 		}
 	})
-	return func(stopCtx context.Context) error {
+	s.stack.OnStop(name+" restarts", func(context.Context) error {
 		stopKeeper()
 		<-keeperDone
-		return p.Stop(stopCtx)
-	}
+		return nil
+	})
 }
-
-// managedProcess is a service process that can be started again with the
-// same command.
-type managedProcess struct {
-	cmd localenv.Command
-
-	mu  sync.Mutex
-	cur *localenv.Process
-}
-
-func (m *managedProcess) Start(context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	p, err := localenv.StartProcess(m.cmd)
-	if err != nil {
-		return err
-	}
-	m.cur = p
-	return nil
-}
-
-func (m *managedProcess) current() *localenv.Process {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.cur
-}
-
-func (m *managedProcess) Done() <-chan struct{}          { return m.current().Done() }
-func (m *managedProcess) Pid() int                       { return m.current().Pid() }
-func (m *managedProcess) Err() error                     { return m.current().Err() }
-func (m *managedProcess) Stop(ctx context.Context) error { return m.current().Stop(ctx) }
 
 // sidecarProcess adapts a Sidecar to restartable.
 type sidecarProcess struct{ *localenv.Sidecar }
@@ -360,78 +301,6 @@ func doneOrClosed(d <-chan struct{}) <-chan struct{} {
 	closed := make(chan struct{})
 	close(closed)
 	return closed
-}
-
-func waitHTTPReady(ctx context.Context, exited <-chan struct{}, exitErr func() error, url string) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not ready: %w", ctx.Err())
-		case <-exited:
-			return fmt.Errorf("exited before becoming ready: %w", exitErr())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// waitRegistered waits until the local agent knows service id.
-func waitRegistered(ctx context.Context, client *api.Client, id string) error {
-	return poll(ctx, "registration of "+id, func(ctx context.Context) error {
-		_, _, err := client.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
-		return err
-	})
-}
-
-// waitPassing waits until every check of service id passes.
-func waitPassing(ctx context.Context, client *api.Client, id string) error {
-	return poll(ctx, id+" passing its checks", func(ctx context.Context) error {
-		status, _, err := client.Agent().AgentHealthServiceByIDOpts(id, (&api.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		if status != api.HealthPassing {
-			return fmt.Errorf("%s is %s", id, status)
-		}
-		return nil
-	})
-}
-
-// poll calls f every 200 ms until it succeeds or ctx ends.
-func poll(ctx context.Context, what string, f func(context.Context) error) error {
-	if err := localenv.Poll(ctx, 200*time.Millisecond, f); err != nil {
-		return fmt.Errorf("waiting for %s: %w", what, err)
-	}
-	return nil
-}
-
-func createDatabase(ctx context.Context, adminURL, name string) error {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return err
-	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("create database %s: %w", name, err)
-	}
-	return nil
 }
 
 // adminCredentials returns the bootstrap admin of this checkout, generating
@@ -460,27 +329,12 @@ func (s *supervisor) adminCredentials() (adminCredentials, error) {
 	return creds, nil
 }
 
-// track records a component for `status` and, unless stop is nil, for
-// stopAll.
-func (s *supervisor) track(name string, stop func(context.Context) error, c componentState) {
+// track records a component for `status`.
+func (s *supervisor) track(c componentState) {
 	s.mu.Lock()
-	if stop != nil {
-		s.stops = append(s.stops, stopper{name: name, stop: stop})
-	}
 	s.state.Components = append(s.state.Components, c)
 	s.mu.Unlock()
 	s.publish()
-}
-
-// replaceStop changes how the tracked component name is stopped.
-func (s *supervisor) replaceStop(name string, stop func(context.Context) error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := range s.stops {
-		if s.stops[i].name == name {
-			s.stops[i].stop = stop
-		}
-	}
 }
 
 func (s *supervisor) updatePID(name string, pid int) {
@@ -508,26 +362,5 @@ func (s *supervisor) publish() {
 	s.mu.Unlock()
 	if err := writeState(s.l, st); err != nil {
 		s.log.Error("write state", "error", err)
-	}
-}
-
-// stopAll stops components in reverse start order: services (each
-// deregisters from Consul, drains, and then its sidecar stops) before
-// Consul and the servers they use.
-func (s *supervisor) stopAll() {
-	s.mu.Lock()
-	stops := append([]stopper(nil), s.stops...)
-	s.mu.Unlock()
-	var errs []error
-	for i := len(stops) - 1; i >= 0; i-- {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := stops[i].stop(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", stops[i].name, err))
-		}
-		cancel()
-		s.log.Info("stopped", "component", stops[i].name)
-	}
-	if err := errors.Join(errs...); err != nil {
-		s.log.Error("stop", "error", err)
 	}
 }

@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
-	"strconv"
+	"time"
 )
 
 // Fixed loopback ports, away from the defaults of system instances, so the
@@ -21,7 +20,7 @@ const (
 	// checkInterval paces the Consul checks of the services and their
 	// sidecars: a stopped instance leaves its callers' endpoints within
 	// about this long.
-	checkInterval = "2s"
+	checkInterval = 2 * time.Second
 )
 
 // layout names every path the stack uses; all of it is under .run/.
@@ -90,21 +89,13 @@ type serviceSpec struct {
 	ID       string // instance id: Consul service id, process and log name
 	Service  string // Consul service name
 	Binary   string // under bin/
-	Addr     string // HTTP listen address, loopback only
+	Port     int    // HTTP port, loopback only
 	Database string
 	// SidecarPort is the sidecar's public mTLS listener, AdminPort its
 	// Envoy admin API.
 	SidecarPort int
 	AdminPort   int
 	Env         []string
-}
-
-func (s serviceSpec) URL() string { return "http://" + s.Addr }
-
-func (s serviceSpec) sidecarID() string { return s.ID + "-sidecar-proxy" }
-
-func (s serviceSpec) adminURL() string {
-	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.AdminPort))
 }
 
 func databaseURL(db string) string {
@@ -120,7 +111,7 @@ func amqpURL() string {
 func services(l layout, admin adminCredentials) []serviceSpec {
 	return []serviceSpec{
 		{
-			ID: "users", Service: "users", Binary: "users", Addr: "127.0.0.1:8081", Database: "users",
+			ID: "users", Service: "users", Binary: "users", Port: 8081, Database: "users",
 			SidecarPort: 21081, AdminPort: 19081,
 			Env: []string{
 				"JWT_KEYS_DIR=" + filepath.Join(l.Keys, "users"),
@@ -129,11 +120,11 @@ func services(l layout, admin adminCredentials) []serviceSpec {
 			},
 		},
 		{
-			ID: "products-1", Service: "products", Binary: "products", Addr: "127.0.0.1:8082", Database: "products",
+			ID: "products-1", Service: "products", Binary: "products", Port: 8082, Database: "products",
 			SidecarPort: 21082, AdminPort: 19082,
 		},
 		{
-			ID: "products-2", Service: "products", Binary: "products", Addr: "127.0.0.1:8083", Database: "products",
+			ID: "products-2", Service: "products", Binary: "products", Port: 8083, Database: "products",
 			SidecarPort: 21083, AdminPort: 19083,
 		},
 	}
