@@ -22,7 +22,8 @@ PG_MAJOR=15
 # chromium: the headless browser test of the Swagger UI at /docs/.
 # prometheus: promtool, which the observability tests run on the Prometheus
 # config, rules and rule unit tests (the packaged service is never used).
-APT_PACKAGES=(redis-server rabbitmq-server chromium prometheus)
+# openssl: the token tests load keys that OpenSSL generated.
+APT_PACKAGES=(redis-server rabbitmq-server chromium prometheus openssl)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/.cache/bin"
