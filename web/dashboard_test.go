@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/portico-mesh/portico/services/platform/web"
-	"github.com/portico-mesh/portico/web"
+	dashboard "github.com/portico-mesh/portico/web"
 )
 
 func newServer(t *testing.T) *web.Server {

@@ -15,13 +15,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"

@@ -7,10 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // entry is a stored response.

@@ -2,9 +2,10 @@ package httpcache
 
 import (
 	"context"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"net/http"
 	"strings"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // Request is a request the edge forwards, copied out of the Fiber context

@@ -47,7 +47,6 @@ func (p *recordingPurger) tagsOf(id string) ([]string, bool) {
 	return tags, ok
 }
 
-
 func productEvent(t *testing.T, typ, subject string) events.Envelope {
 	t.Helper()
 	ev, err := events.New(typ, "portico/products", subject, map[string]any{}, time.Now())
@@ -56,8 +55,6 @@ func productEvent(t *testing.T, typ, subject string) events.Envelope {
 	}
 	return ev
 }
-
-
 
 // The consumer survives a broker restart and consumes what was published
 // while it was away; a failed purge is retried until it succeeds, a

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -191,10 +190,4 @@ func docCatalog(cfg config) (apidocs.Catalog, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	return apidocs.ConsulCatalog{Client: client}, nil
-}
-
-// serve serves on ln until ctx ends, then shuts the edge down (see
-// process.Process.Serve); tests serve on a free port.
-func (e *edgeProcess) serve(ctx context.Context, ln net.Listener) error {
-	return e.proc.Serve(ctx, e.srv, ln)
 }

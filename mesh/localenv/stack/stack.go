@@ -75,7 +75,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	// PostgreSQL, run as another user when the tests run as root, must
 	// enter it.
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil { //nolint:gosec // see above
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
 	if cfg.Environ == nil {

@@ -90,7 +90,6 @@ func run(t *testing.T, c *broker.Consumer) (stop func()) {
 	return stop
 }
 
-
 func newEvent(t *testing.T, typ string) events.Envelope {
 	t.Helper()
 	ev, err := events.New(typ, "portico/test", "things/1", map[string]int{"id": 1}, time.Now())
@@ -99,8 +98,6 @@ func newEvent(t *testing.T, typ string) events.Envelope {
 	}
 	return ev
 }
-
-
 
 // queueDepth is how many messages wait in queue, unconsumed.
 func queueDepth(t *testing.T, url, queue string) int {

@@ -8,9 +8,10 @@ package identity
 import (
 	"encoding/base64"
 	"encoding/json"
-	"github.com/portico-mesh/portico/services/platform/contract"
 	"slices"
 	"strings"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 
 	"github.com/gofiber/fiber/v2"
 )

@@ -199,7 +199,6 @@ func waitForBacklog(t *testing.T, ctx context.Context, pool *pgxpool.Pool, limit
 	}
 }
 
-
 // consumeAll reads message ids until want have arrived and the queue then
 // stays quiet, so late duplicates are caught too.
 func consumeAll(t *testing.T, ctx context.Context, url, queue string, want int) []string {
