@@ -18,9 +18,8 @@ set -euo pipefail
 
 CONSUL_VERSION="${CONSUL_VERSION:-v1.22.5}"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN_DIR="$ROOT/.cache/bin"
-BUILD_DIR="$ROOT/.cache/build/consul"
+# shellcheck source=gomodbuild.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gomodbuild.sh"
 OUT="$BIN_DIR/consul"
 
 if [[ -x "$OUT" ]] && "$OUT" version 2>/dev/null | head -n1 | grep -qx "Consul ${CONSUL_VERSION}"; then
@@ -28,76 +27,27 @@ if [[ -x "$OUT" ]] && "$OUT" version 2>/dev/null | head -n1 | grep -qx "Consul $
   exit 0
 fi
 
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOFLAGS="-buildvcs=false"
-# The build must never touch the repository's own go.mod/go.sum.
-export GOWORK=off
+gomod_prepare consul
+gomod_download "github.com/hashicorp/consul@${CONSUL_VERSION}"
+gomod_init consul "github.com/hashicorp/consul@${CONSUL_VERSION}"
 
-mkdir -p "$BIN_DIR" "$BUILD_DIR"
-cd "$BUILD_DIR"
-
-start=$(date +%s)
-
-# Fetch Consul's module first so we can read its go.mod.
-consul_dir="$(go mod download -json "github.com/hashicorp/consul@${CONSUL_VERSION}" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-consul_info="$(go mod download -json "github.com/hashicorp/consul@${CONSUL_VERSION}" |
-  sed -n 's/^[[:space:]]*"Info": "\(.*\)",$/\1/p')"
-[[ -f "$consul_dir/go.mod" ]] || { echo "cannot locate consul go.mod" >&2; exit 1; }
-consul_go="$(awk '$1=="go"{print $2; exit}' "$consul_dir/go.mod")"
-
-# Start from a clean throwaway module every time the binary has to be built.
-rm -f go.mod go.sum
-cat > go.mod <<EOF
-module consulbuild
-
-go ${consul_go}
-
-require github.com/hashicorp/consul ${CONSUL_VERSION}
-EOF
-
-# Mirror Consul's replaces: relative ./<dir> replaces of its nested modules are
-# turned into requirements of the versions Consul's go.mod lists; any other
-# (non-relative) replace is copied as it is.
-awk '
-  /^replace[[:space:]]*\(/ { inblk=1; next }
-  inblk && /^\)/          { inblk=0; next }
-  inblk                   { print; next }
-  /^replace[[:space:]]/   { sub(/^replace[[:space:]]+/, ""); print }
-' "$consul_dir/go.mod" | sed 's,//.*,,' | while read -r old arrow new newver; do
-  [[ -z "${old:-}" || "$arrow" != "=>" ]] && continue
-  # The "old" side may carry a version: "mod v1.2.3 => ..."
-  old_ver=""
-  if [[ "$new" == "=>" ]]; then old_ver="$arrow"; arrow="$new"; new="$newver"; newver=""; fi
-  if [[ "$new" == ./* || "$new" == ../* ]]; then
-    ver="$(awk -v m="$old" '$1==m && $2 ~ /^v/ {print $2; exit}' "$consul_dir/go.mod")"
-    [[ -n "$ver" ]] || { echo "no version of $old in consul go.mod" >&2; exit 1; }
-    go mod edit -require="${old}@${ver}"
-  else
-    go mod edit -replace="${old}${old_ver:+@$old_ver}=${new}${newver:+@$newver}"
-  fi
-done
-
-# Mirror Consul's exclude directives.
-awk '
-  /^exclude[[:space:]]*\(/ { inblk=1; next }
-  inblk && /^\)/          { inblk=0; next }
-  inblk                   { print; next }
-  /^exclude[[:space:]]/   { sub(/^exclude[[:space:]]+/, ""); print }
-' "$consul_dir/go.mod" | sed 's,//.*,,' | while read -r mod ver; do
-  [[ -n "${mod:-}" ]] && go mod edit -exclude="${mod}@${ver}"
-done
+# A relative replace of a nested module (./api ...) becomes a requirement
+# of the version Consul's go.mod lists.
+require_listed_version() {
+  local ver
+  ver="$(awk -v m="$1" '$1==m && $2 ~ /^v/ {print $2; exit}' "$MOD_DIR/go.mod")"
+  [[ -n "$ver" ]] || { echo "no version of $1 in consul go.mod" >&2; exit 1; }
+  go mod edit -require="$1@${ver}"
+}
+gomod_mirror_replaces require_listed_version
+gomod_mirror_excludes
 
 # Resolve the build list for the consul main package (adds go.sum entries).
 go get "github.com/hashicorp/consul@${CONSUL_VERSION}"
 
-git_commit="$(sed -n 's/.*"Hash":"\([0-9a-f]*\)".*/\1/p' "$consul_info")"
-build_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$consul_info")"
-
+build_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$MOD_INFO")"
 go build -trimpath -o "$OUT.tmp" \
-  -ldflags "-s -w -X github.com/hashicorp/consul/version.GitCommit=${git_commit:0:8} -X github.com/hashicorp/consul/version.BuildDate=${build_date}" \
+  -ldflags "-s -w -X github.com/hashicorp/consul/version.GitCommit=${MOD_HASH:0:8} -X github.com/hashicorp/consul/version.BuildDate=${build_date}" \
   github.com/hashicorp/consul
-mv -f "$OUT.tmp" "$OUT"
-
+gomod_install "$OUT"
 "$OUT" version
-echo "consul built in $(( $(date +%s) - start ))s -> $OUT"

@@ -15,9 +15,8 @@ RATELIMIT_VERSION="${RATELIMIT_VERSION:-v1.4.1-0.20260122083618-3fb702589d36}"
 MOD="github.com/envoyproxy/ratelimit"
 PKG="$MOD/src/service_cmd"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN_DIR="$ROOT/.cache/bin"
-BUILD_DIR="$ROOT/.cache/build/ratelimit"
+# shellcheck source=gomodbuild.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gomodbuild.sh"
 OUT="$BIN_DIR/ratelimit"
 STAMP="$OUT.version"
 
@@ -26,52 +25,18 @@ if [[ -x "$OUT" && -f "$STAMP" && "$(cat "$STAMP")" == "$RATELIMIT_VERSION" ]]; 
   exit 0
 fi
 
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOFLAGS="-buildvcs=false"
-export GOWORK=off
+gomod_prepare ratelimit
+gomod_download "${MOD}@${RATELIMIT_VERSION}"
+gomod_init ratelimit
 
-mkdir -p "$BIN_DIR" "$BUILD_DIR"
-cd "$BUILD_DIR"
-start=$(date +%s)
-
-rl_dir="$(go mod download -json "${MOD}@${RATELIMIT_VERSION}" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-[[ -f "$rl_dir/go.mod" ]] || { echo "cannot locate ratelimit go.mod" >&2; exit 1; }
-rl_go="$(awk '$1=="go"{print $2; exit}' "$rl_dir/go.mod")"
-
-rm -f go.mod go.sum
-cat > go.mod <<EOF
-module ratelimitbuild
-
-go ${rl_go}
-EOF
-
-directives() { # $1 = replace|exclude: print the directive's lines, comments cut
-  awk -v d="$1" '
-    $0 ~ "^" d "[[:space:]]*\\(" { inblk=1; next }
-    inblk && /^\)/               { inblk=0; next }
-    inblk                        { print; next }
-    $0 ~ "^" d "[[:space:]]"     { sub("^" d "[[:space:]]+", ""); print }
-  ' "$rl_dir/go.mod" | sed 's,//.*,,'
+refuse_relative() {
+  echo "ratelimit go.mod has a relative replace ($1 => $2) that cannot be mirrored" >&2
+  exit 1
 }
-
-directives replace | while read -r a b c d e; do
-  [[ -z "${a:-}" ]] && continue
-  if [[ "$b" == "=>" ]]; then old="$a"; new="$c"; newver="${d:-}"
-  else old="$a@$b"; new="$d"; newver="${e:-}"; fi
-  if [[ "$new" == ./* || "$new" == ../* ]]; then
-    echo "ratelimit go.mod has a relative replace ($old => $new) that cannot be mirrored" >&2
-    exit 1
-  fi
-  go mod edit -replace="${old}=${new}${newver:+@$newver}"
-done
-directives exclude | while read -r m v; do
-  [[ -n "${m:-}" ]] && go mod edit -exclude="${m}@${v}"
-done
+gomod_mirror_replaces refuse_relative
+gomod_mirror_excludes
 
 go get "${PKG}@${RATELIMIT_VERSION}"
 go build -trimpath -ldflags "-s -w" -o "$OUT.tmp" "$PKG"
-mv -f "$OUT.tmp" "$OUT"
+gomod_install "$OUT"
 echo "$RATELIMIT_VERSION" > "$STAMP"
-
-echo "ratelimit ${RATELIMIT_VERSION} built in $(( $(date +%s) - start ))s -> $OUT"
