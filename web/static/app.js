@@ -160,12 +160,17 @@ function showSession() {
 // latest one started is rendered, whatever order the answers come in.
 const productList = { query: "", cursor: "", latest: 0 };
 
-async function loadProducts(append) {
+// afterWrite reloads after this page changed a product. The edge cache is
+// purged by the write's event, a moment after the write answered, so the
+// writer's own next read asks the edge to revalidate with the service
+// (no-cache) and shows its change at once: read-your-writes.
+async function loadProducts(append, { afterWrite = false } = {}) {
   const params = new URLSearchParams({ limit: "20" });
   if (productList.query) params.set("name", productList.query);
   if (append && productList.cursor) params.set("cursor", productList.cursor);
   const load = ++productList.latest;
-  const page = await api("GET", `/api/products/products?${params}`);
+  const headers = afterWrite ? { "Cache-Control": "no-cache" } : {};
+  const page = await api("GET", `/api/products/products?${params}`, undefined, { headers });
   if (load !== productList.latest) return;
   const body = byId("product-table").tBodies[0];
   if (!append) body.replaceChildren();
@@ -211,7 +216,7 @@ async function editProduct(clicked, p) {
       if (err.status !== 412) throw err;
       say(`${current.name} was changed by someone else since you opened it; the list shows the current version. ${err.message}`, true);
     }
-    await loadProducts(false);
+    await loadProducts(false, { afterWrite: true });
   });
   const cancel = button("Cancel", () => loadProducts(false), "quiet");
   row.cells[2].replaceChildren(price);
@@ -241,7 +246,7 @@ function input(name, value) {
 async function deleteProduct(p) {
   await api("DELETE", `/api/products/products/${encodeURIComponent(p.id)}`);
   say(`Deleted ${p.name}.`);
-  await loadProducts(false);
+  await loadProducts(false, { afterWrite: true });
 }
 
 // Users, a page at a time, the latest load rendered as for products.
@@ -314,7 +319,7 @@ function wire() {
       });
       form.reset();
       say(`Added ${created.name}.`);
-      await loadProducts(false);
+      await loadProducts(false, { afterWrite: true });
     });
   });
   byId("users-load").addEventListener("click", () => run(() => loadUsers(false)));
