@@ -14,8 +14,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/products/productsapi"
 	"github.com/portico-mesh/portico/services/products/productsbus"
@@ -40,17 +39,8 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Deps is what the service is built from. Everything is passed in, so a
-// test builds the service without Consul, a broker or a process around it.
-type Deps struct {
-	// Pool is the service's database, migrated.
-	Pool *pgxpool.Pool
-	// Web is the process's HTTP configuration: logger, metrics registry,
-	// tracing (its propagator also carries trace context into stored
-	// events) and readiness checks. Build sets Classify.
-	Web    web.Config
-	Config Config
-}
+// Deps is what the service is built from (service.Deps).
+type Deps = service.Deps[Config]
 
 // Build returns the service's HTTP server with its routes mounted.
 func Build(_ context.Context, deps Deps) (*web.Server, error) {

@@ -16,8 +16,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/users/token"
 	"github.com/portico-mesh/portico/services/users/usersapi"
@@ -81,17 +80,8 @@ func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 // Reveal returns the value, for the one place that needs it.
 func (s Secret) Reveal() string { return string(s) }
 
-// Deps is what the service is built from. Everything is passed in, so a
-// test builds the service without Consul, a broker or a process around it.
-type Deps struct {
-	// Pool is the service's database, migrated.
-	Pool *pgxpool.Pool
-	// Web is the process's HTTP configuration: logger, metrics registry,
-	// tracing (its propagator also carries trace context into stored
-	// events) and readiness checks. Build sets Classify.
-	Web    web.Config
-	Config Config
-}
+// Deps is what the service is built from (service.Deps).
+type Deps = service.Deps[Config]
 
 // Build loads (or, in development, generates) the signing keys, ensures
 // the bootstrap admin when one is configured, and returns the service's

@@ -16,6 +16,9 @@ func consulDefaults() service.ConsulConfig {
 	return service.ConsulConfig{CheckInterval: 2 * time.Second, DeregisterAfter: time.Minute, DrainDelay: time.Second}
 }
 
+// config is the command's whole configuration.
+type config = service.Config[products.Config]
+
 func TestLoadConfig(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -36,7 +39,7 @@ func TestLoadConfig(t *testing.T) {
 					ShutdownTimeout: 20 * time.Second,
 					Consul:          consulDefaults(),
 				},
-				Config: products.Config{CacheMaxAge: 30 * time.Second},
+				Own: products.Config{CacheMaxAge: 30 * time.Second},
 			},
 		},
 		{
@@ -52,7 +55,7 @@ func TestLoadConfig(t *testing.T) {
 					ShutdownTimeout: 20 * time.Second,
 					Consul:          consulDefaults(),
 				},
-				Config: products.Config{CacheMaxAge: 2 * time.Minute},
+				Own: products.Config{CacheMaxAge: 2 * time.Minute},
 			},
 		},
 		{name: "zero max age disables reuse", environ: []string{"DATABASE_URL=x", "PRODUCTS_CACHE_MAX_AGE=0s"}, want: config{
@@ -68,7 +71,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := loadConfig(tc.environ)
+			got, err := cmd().Spec().Load(tc.environ)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("error = %v, want error %v", err, tc.wantErr)
 			}

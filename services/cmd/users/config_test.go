@@ -17,11 +17,11 @@ import (
 
 func TestLoadConfigDefaults(t *testing.T) {
 	t.Parallel()
-	got, err := loadConfig([]string{"DATABASE_URL=postgres://db/users"})
+	got, err := cmd().Spec().Load([]string{"DATABASE_URL=postgres://db/users"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := config{
+	want := service.Config[users.Config]{
 		BaseConfig: service.BaseConfig{
 			HTTPAddr:        "127.0.0.1:8081",
 			DatabaseURL:     "postgres://db/users",
@@ -35,7 +35,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 				DrainDelay:      time.Second,
 			},
 		},
-		Config: users.Config{
+		Own: users.Config{
 			JWTIssuer:              "portico-users",
 			JWTAudience:            "portico",
 			JWTTTL:                 15 * time.Minute,
@@ -50,7 +50,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 func TestLoadConfigOverrides(t *testing.T) {
 	t.Parallel()
-	got, err := loadConfig([]string{
+	got, err := cmd().Spec().Load([]string{
 		"DATABASE_URL=postgres://db/users",
 		"HTTP_ADDR=0.0.0.0:9000",
 		"JWT_ISSUER=iss", "JWT_AUDIENCE=aud", "JWT_TTL=1h", "JWT_KEYS_DIR=/keys",
@@ -59,9 +59,9 @@ func TestLoadConfigOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.HTTPAddr != "0.0.0.0:9000" || got.JWTIssuer != "iss" || got.JWTAudience != "aud" || got.JWTTTL != time.Hour ||
-		got.JWTKeysDir != "/keys" || got.BootstrapAdminEmail != "root@example.com" ||
-		got.BootstrapAdminPassword.Reveal() != "p4ssw0rd!" || got.BootstrapAdminUsername != "root" {
+	if got.HTTPAddr != "0.0.0.0:9000" || got.Own.JWTIssuer != "iss" || got.Own.JWTAudience != "aud" || got.Own.JWTTTL != time.Hour ||
+		got.Own.JWTKeysDir != "/keys" || got.Own.BootstrapAdminEmail != "root@example.com" ||
+		got.Own.BootstrapAdminPassword.Reveal() != "p4ssw0rd!" || got.Own.BootstrapAdminUsername != "root" {
 		t.Errorf("config %+v", got)
 	}
 }
@@ -75,7 +75,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		"unparsable ttl":         {"DATABASE_URL=x", "JWT_TTL=soon"},
 		"zero ttl":               {"DATABASE_URL=x", "JWT_TTL=0s"},
 	} {
-		if _, err := loadConfig(environ); err == nil {
+		if _, err := cmd().Spec().Load(environ); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else if strings.Contains(err.Error(), "secret-value") {
 			t.Errorf("%s: error reveals the password: %v", name, err)
@@ -86,7 +86,7 @@ func TestLoadConfigErrors(t *testing.T) {
 // Not parallel: it sets a process environment variable.
 func TestBootstrapPasswordStaysSecret(t *testing.T) {
 	t.Setenv("BOOTSTRAP_ADMIN_PASSWORD", "hunter2-hunter2")
-	cfg, err := loadConfig(append(os.Environ(), "DATABASE_URL=x", "BOOTSTRAP_ADMIN_EMAIL=root@example.com"))
+	cfg, err := cmd().Spec().Load(append(os.Environ(), "DATABASE_URL=x", "BOOTSTRAP_ADMIN_EMAIL=root@example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +94,10 @@ func TestBootstrapPasswordStaysSecret(t *testing.T) {
 		t.Error("the password is still in the environment")
 	}
 	var logged bytes.Buffer
-	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "config", cfg, "password", cfg.BootstrapAdminPassword)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "config", cfg, "password", cfg.Own.BootstrapAdminPassword)
 	for name, out := range map[string]string{
 		"%v": fmt.Sprintf("%v", cfg), "%+v": fmt.Sprintf("%+v", cfg), "%#v": fmt.Sprintf("%#v", cfg),
-		"%s": fmt.Sprintf("%s", cfg.BootstrapAdminPassword), //nolint:staticcheck // the %s verb itself is under test "slog": logged.String(),
+		"%s": fmt.Sprintf("%s", cfg.Own.BootstrapAdminPassword), //nolint:staticcheck // the %s verb itself is under test "slog": logged.String(),
 	} {
 		if strings.Contains(out, "hunter2") {
 			t.Errorf("%s reveals the password: %s", name, out)

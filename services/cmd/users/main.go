@@ -4,13 +4,7 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-
 	"github.com/portico-mesh/portico/migrations"
-	"github.com/portico-mesh/portico/services/platform/command"
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/users"
 )
@@ -18,42 +12,13 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// defaultHTTPAddr is this service's port in the local port plan; the
-// shared BaseConfig default belongs to no service in particular.
-const defaultHTTPAddr = "127.0.0.1:8081"
-
-type config struct {
-	service.BaseConfig
-	users.Config
+// cmd is the whole command; its HTTP_ADDR default is this service's port
+// in the local port plan.
+func cmd() service.Command[users.Config] {
+	return service.Command[users.Config]{
+		Name: users.Name, Version: version, HTTPAddr: "127.0.0.1:8081",
+		Migrations: migrations.Users(), Build: users.Build,
+	}
 }
 
-func main() {
-	command.Main(command.Spec[config]{
-		Name: users.Name, Load: loadConfig, Run: run,
-		LogLevel: func(c config) string { return c.LogLevel },
-	})
-}
-
-// loadConfig reads the configuration from environ (KEY=value entries).
-func loadConfig(environ []string) (config, error) {
-	cfg, err := command.ParseEnv[config](environ, map[string]string{"HTTP_ADDR": defaultHTTPAddr})
-	if err != nil {
-		return config{}, fmt.Errorf("config: %w", err)
-	}
-	if err := cfg.Validate(); err != nil { // the service's own settings (users.Config)
-		return config{}, fmt.Errorf("config: %w", err)
-	}
-	return cfg, nil
-}
-
-func run(ctx context.Context, cfg config, log *slog.Logger) error {
-	rt, err := service.Open(ctx, cfg.BaseConfig, users.Name, version, migrations.Users(), log)
-	if err != nil {
-		return fmt.Errorf("start: %w", err)
-	}
-	srv, err := users.Build(ctx, users.Deps{Pool: rt.Pool, Web: rt.WebConfig(nil), Config: cfg.Config})
-	if err != nil {
-		return errors.Join(err, rt.Close(context.WithoutCancel(ctx)))
-	}
-	return rt.Run(ctx, srv)
-}
+func main() { cmd().Main() }

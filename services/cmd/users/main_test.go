@@ -53,7 +53,7 @@ func (b *logBuffer) logged(msg string) bool {
 // through the same users.Build.)
 func TestRunStopsOnCancel(t *testing.T) {
 	t.Parallel()
-	cfg := config{
+	cfg := service.Config[users.Config]{
 		BaseConfig: service.BaseConfig{
 			HTTPAddr:        "127.0.0.1:0",
 			DatabaseURL:     pgtest.NewDatabase(t, migrations.Users()),
@@ -62,7 +62,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 			LogLevel:        "debug",
 			ShutdownTimeout: 5 * time.Second,
 		},
-		Config: users.Config{
+		Own: users.Config{
 			JWTIssuer: "portico-users-test", JWTAudience: "portico-test", JWTTTL: time.Minute,
 			JWTKeysDir: t.TempDir(), BootstrapAdminUsername: "admin",
 		},
@@ -71,7 +71,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, telemetry.NewLogger(logs, slog.LevelInfo, users.Name)) }()
+	go func() { done <- cmd().Spec().Run(ctx, cfg, telemetry.NewLogger(logs, slog.LevelInfo, users.Name)) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for !logs.logged("serving") {
 		select {
