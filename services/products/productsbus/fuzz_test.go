@@ -66,7 +66,7 @@ func referencePrice(text string) (priceResult, bool) {
 	if !priceSyntax.MatchString(text) {
 		return priceResult{err: ErrPriceSyntax}, true
 	}
-	if i := strings.IndexAny(text, "eE"); i >= 0 && len(strings.TrimLeft(strings.TrimLeft(text[i+1:], "+-"), "0")) > 4 {
+	if i := strings.IndexAny(text, "eE"); i >= 0 && len(strings.TrimLeft(strings.TrimLeft(text[i+1:], "+-"), "0")) > 5 {
 		return priceResult{}, false
 	}
 	var r big.Rat
