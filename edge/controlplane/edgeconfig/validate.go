@@ -3,6 +3,7 @@ package edgeconfig
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -71,8 +72,10 @@ func (d Document) Validate() error {
 			v.add(fmt.Sprintf("routes[%d].cache", i), "needs edge.service")
 		}
 	}
-	for alias, target := range d.Proxy.Aliases {
-		if !servicePattern.MatchString(alias) || !servicePattern.MatchString(target) {
+	// Sorted: the messages are written to KV and logs, and map order
+	// would give the same document a different text each time.
+	for _, alias := range slices.Sorted(maps.Keys(d.Proxy.Aliases)) {
+		if target := d.Proxy.Aliases[alias]; !servicePattern.MatchString(alias) || !servicePattern.MatchString(target) {
 			v.add("proxy.aliases."+alias, "alias and target must be service names")
 		}
 	}
