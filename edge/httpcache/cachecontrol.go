@@ -94,7 +94,13 @@ func (d directives) seconds(name string) (time.Duration, bool) {
 	if err != nil || n < 0 {
 		return 0, false
 	}
-	// RFC 9111 section 1.2.2: an overflowing value is "infinity", 2^31.
+	return deltaSeconds(n), true
+}
+
+// deltaSeconds is a non-negative delta-seconds value as a duration. RFC
+// 9111 section 1.2.2: a value too large to handle is "infinity", 2^31
+// seconds; multiplied out unbounded it would overflow.
+func deltaSeconds(n int64) time.Duration {
 	const maxDelta = 1 << 31
-	return time.Duration(min(n, maxDelta)) * time.Second, true
+	return time.Duration(min(n, maxDelta)) * time.Second
 }

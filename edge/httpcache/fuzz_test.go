@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func FuzzCacheControl(f *testing.F) {
 	for _, seed := range []string{
 		"max-age=60", "public, max-age=60, s-maxage=10, stale-while-revalidate=30",
 		`private="Set-Cookie, Authorization", max-age=60`, "no-store", "No-Cache",
-		"max-age=99999999999999999999", "max-age=-1", `max-age="60"`, "max-age=1, max-age=2",
+		"max-age=99999999999999999999", "max-age=-1", "18446744074", "9223372036854775807", `max-age="60"`, "max-age=1, max-age=2",
 		`,, =, "`, `x="a\"b", max-age=5`,
 	} {
 		f.Add(seed, "No-Store")
@@ -36,6 +37,18 @@ func FuzzCacheControl(f *testing.F) {
 			if age, ok := d.seconds(name); ok && (age < 0 || age > (1<<31)*time.Second) {
 				t.Fatalf("%s=%q gives the lifetime %v", name, d[name], age)
 			}
+		}
+		// The same text as an Age field: a delta-seconds too, which
+		// once overflowed when multiplied out and could wrap an ancient
+		// response's age to a small one.
+		now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+		age := initialAge(http.Header{"Age": {line}}, now, now)
+		if n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64); err == nil && n > 0 {
+			if want := time.Duration(min(n, 1<<31)) * time.Second; age != want {
+				t.Fatalf("Age: %q gives the initial age %v, want %v", line, age, want)
+			}
+		} else if age != 0 {
+			t.Fatalf("Age: %q gives the initial age %v, want 0", line, age)
 		}
 		if !maps.Equal(d, parseCacheControl(http.Header{"Cache-Control": {line}})) {
 			t.Fatalf("%q parsed twice gave two results", line)
@@ -151,5 +164,22 @@ func TestMalformedQuoteHidesNoDirective(t *testing.T) {
 	d := parseCacheControl(http.Header{"Cache-Control": {`private="a, b", x="q\"r, s", max-age=5`}})
 	if d["private"] != "a, b" || !d.has("x") || d.has("s") || d["max-age"] != "5" {
 		t.Errorf("quoted arguments split wrongly: %q", d)
+	}
+}
+
+// TestHugeAgeDoesNotWrap: the fuzzer's second find. An Age beyond int64
+// nanoseconds was multiplied out and wrapped, so a response another cache
+// had held for centuries could be stored as fresh.
+func TestHugeAgeDoesNotWrap(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	for _, v := range []string{"18446744074", "9223372036854775807", "2147483648"} {
+		if got := initialAge(http.Header{"Age": {v}}, now, now); got != (1<<31)*time.Second {
+			t.Errorf("Age: %s gives %v, want 2^31 s", v, got)
+		}
+	}
+	resp := &Response{Status: http.StatusOK, Header: http.Header{"Cache-Control": {"max-age=60"}, "Age": {"18446744074"}}}
+	req := &Request{Method: http.MethodGet, URI: "/", Header: http.Header{}}
+	if s := decideStorage(req, resp, now, now, 1<<20); s.reason != reasonAlreadyStale {
+		t.Errorf("an ancient response is stored: %+v", s)
 	}
 }
