@@ -30,7 +30,7 @@ func FuzzParsePrice(f *testing.F) {
 		if _, again := ParsePrice(text); !errors.Is(again, err) {
 			t.Fatalf("ParsePrice(%q) gave %v, then %v", text, err, again)
 		}
-		if (err == ErrPriceSyntax) == priceSyntax.MatchString(text) {
+		if errors.Is(err, ErrPriceSyntax) == priceSyntax.MatchString(text) {
 			t.Fatalf("ParsePrice(%q) = %v, but the text does%s match the grammar", text, err, map[bool]string{false: " not", true: ""}[priceSyntax.MatchString(text)])
 		}
 		if err == nil {
