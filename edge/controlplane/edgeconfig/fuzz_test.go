@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
 
@@ -56,8 +57,20 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("an accepted document does not build: %v\n%s", err, out)
 		}
-		if _, err := translate.Translate(model); err != nil {
+		res, err := translate.Translate(model)
+		if err != nil {
 			t.Fatalf("an accepted document does not translate: %v\n%s", err, out)
+		}
+		// Envoy checks every resource against its proto constraints and
+		// refuses the whole update when one fails.
+		for _, list := range [][]types.Resource{res.Listeners, res.Routes, res.Clusters, res.Endpoints, res.Secrets, res.RateLimitConfigs} {
+			for _, r := range list {
+				if v, ok := r.(interface{ ValidateAll() error }); ok {
+					if err := v.ValidateAll(); err != nil {
+						t.Fatalf("an accepted document gives a resource Envoy refuses: %v\n%s", err, out)
+					}
+				}
+			}
 		}
 	})
 }
