@@ -134,13 +134,16 @@ func FuzzCacheKey(f *testing.F) {
 	})
 }
 
-// isTokenList reports whether s has only token characters (RFC 9110
-// section 5.6.2), commas and whitespace.
+// isTokenList reports whether s is a list of tokens (RFC 9110 sections
+// 5.6.1 and 5.6.2): names of token characters, separated by commas with
+// optional whitespace around them.
 func isTokenList(s string) bool {
-	for _, c := range []byte(s) {
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~, \t", c) >= 0
-		if !ok {
-			return false
+	for name := range strings.SplitSeq(s, ",") {
+		for _, c := range []byte(strings.Trim(name, " \t")) {
+			ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+			if !ok {
+				return false
+			}
 		}
 	}
 	return true
