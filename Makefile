@@ -40,6 +40,29 @@ lint: ## gofmt, go vet, golangci-lint and actionlint
 test: ## Run every test against real servers it starts itself
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
+# The fuzz targets, as package:Target; each runs for FUZZTIME in turn (go
+# test fuzzes one target per invocation). Their seed corpora
+# (testdata/fuzz/<Target>) also run as ordinary tests in `make test`.
+FUZZ_TARGETS := ./edge/controlplane/edgeconfig:FuzzParse \
+                ./edge/httpcache:FuzzCacheControl ./edge/httpcache:FuzzCacheKey \
+                ./services/platform/page:FuzzCursor \
+                ./services/products/productsbus:FuzzParsePrice \
+                ./services/platform/identity:FuzzFromHeaders \
+                ./services/platform/jsonbody:FuzzDecodeObject
+FUZZTIME ?= 10s
+# Go spends up to 60s shrinking each input that finds new code, and that
+# time counts against FUZZTIME: bounded, the runs fuzz rather than shrink.
+FUZZMINIMIZETIME ?= 1s
+
+.PHONY: fuzz
+fuzz: ## Fuzz each parser for FUZZTIME (default 10s); a failing input lands in its testdata/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*} name=$${t##*:} start=$$(date +%s); \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg \
+			|| { echo "FAIL $$name ($$pkg): the failing input is in $$pkg/testdata/fuzz/$$name"; exit 1; }; \
+		echo "fuzz $$name: $$(( $$(date +%s) - start ))s"; \
+	done
+
 .PHONY: bench-xds
 bench-xds: ## Time catalog change -> ingress Envoy ACK -> first request (median, p99)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkXDSPropagation -benchtime 1x ./e2e/ingress/

@@ -127,7 +127,7 @@ func explicitlyShared(cc directives) bool {
 func initialAge(h http.Header, requestTime, responseTime time.Time) time.Duration {
 	var ageValue time.Duration
 	if n, err := strconv.ParseInt(strings.TrimSpace(h.Get("Age")), 10, 64); err == nil && n > 0 {
-		ageValue = time.Duration(n) * time.Second
+		ageValue = deltaSeconds(n)
 	}
 	date := parseHTTPDate(h.Get("Date"), responseTime)
 	apparent := max(0, responseTime.Sub(date))

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/yaml"
 )
 
@@ -93,35 +92,6 @@ func TestValidationErrorsAreMarked(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("%v is not ErrInvalid", err)
 	}
-}
-
-// FuzzParse: any input either fails cleanly or yields a valid document
-// that survives a round trip unchanged.
-func FuzzParse(f *testing.F) {
-	f.Add(Default())
-	f.Add([]byte(`version: 1`))
-	f.Add([]byte(`{"version":1,"routes":[{"name":"a","path":"/a","service":"a"}]}`))
-	f.Add([]byte("routes:\n  - name: x\n    prefix: /x/\n    service: x\n    rateLimit: {local: {requests: 1, per: 1s, burst: 1}}\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		doc, err := Parse(data)
-		if err != nil {
-			return
-		}
-		if err := doc.Validate(); err != nil {
-			t.Fatalf("Parse returned a document that does not validate: %v", err)
-		}
-		out, err := yaml.Marshal(doc)
-		if err != nil {
-			t.Fatalf("marshal: %v", err)
-		}
-		again, err := Parse(out)
-		if err != nil {
-			t.Fatalf("a valid document did not survive a round trip: %v\n%s", err, out)
-		}
-		if diff := cmp.Diff(doc, again); diff != "" {
-			t.Fatalf("round trip changed the document (-first +second):\n%s", diff)
-		}
-	})
 }
 
 // TestValidationMessagesComeInOneOrder: the reasons are written to KV and

@@ -3,6 +3,7 @@ package edgeconfig
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
 	"slices"
@@ -19,6 +20,17 @@ var (
 	retryOn        = []string{"connect-failure", "reset", "gateway-error", "refused-stream", "retriable-status-codes", "5xx"}
 	limitUnits     = []string{"second", "minute", "hour", "day"}
 	methods        = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+	// The names of the routes the control plane adds to the document's
+	// (irbuild): its health answer and final 404, the edge's docs and
+	// dashboard, the read half of a cached route (<name>-cached), the 404s
+	// hiding operational paths (hide-…) and the catalog proxy (proxy-…).
+	// A document route with one of them would give the model two routes
+	// of one name, and every build would then fail while the document
+	// stood accepted.
+	reservedNames    = []string{"ingress-health", "not-found", "docs", "openapi", "dashboard", "dashboard-assets"}
+	reservedPrefixes = []string{"hide-", "proxy-"}
+	reservedSuffix   = "-cached"
 )
 
 // Validate reports every problem of the document at once, each prefixed
@@ -40,6 +52,8 @@ func (d Document) Validate() error {
 			v.add(at+".name", "must be lower-case letters, digits and dashes")
 		} else if names[r.Name] {
 			v.add(at+".name", "duplicates another route's name")
+		} else if reservedName(r.Name) {
+			v.add(at+".name", "is reserved for the routes the control plane adds")
 		}
 		names[r.Name] = true
 		v.route(at, r)
@@ -58,8 +72,10 @@ func (d Document) Validate() error {
 			v.add(fmt.Sprintf("routes[%d].cache", i), "needs edge.service")
 		}
 	}
-	for alias, target := range d.Proxy.Aliases {
-		if !servicePattern.MatchString(alias) || !servicePattern.MatchString(target) {
+	// Sorted: the messages are written to KV and logs, and map order
+	// would give the same document a different text each time.
+	for _, alias := range slices.Sorted(maps.Keys(d.Proxy.Aliases)) {
+		if target := d.Proxy.Aliases[alias]; !servicePattern.MatchString(alias) || !servicePattern.MatchString(target) {
 			v.add("proxy.aliases."+alias, "alias and target must be service names")
 		}
 	}
@@ -125,6 +141,11 @@ func (v *validator) route(at string, r Route) {
 		v.add(at, "outlierDetection and circuitBreaker apply per service: set them in defaults")
 	}
 	v.policy(at, r.Policy, false)
+}
+
+func reservedName(name string) bool {
+	return slices.Contains(reservedNames, name) || strings.HasSuffix(name, reservedSuffix) ||
+		slices.ContainsFunc(reservedPrefixes, func(p string) bool { return strings.HasPrefix(name, p) })
 }
 
 func validPath(p string) bool {

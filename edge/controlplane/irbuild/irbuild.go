@@ -270,7 +270,9 @@ func (b *builder) proxyRoutes() []ir.Route {
 	routes := make([]ir.Route, 0, len(targets))
 	for _, segment := range slices.Sorted(maps.Keys(targets)) {
 		r := ir.Route{
-			Name:            "proxy-" + strings.ToLower(segment),
+			// The segment as it is: lower-cased, "Users" and "users" would
+			// give two routes of one name and the model would not build.
+			Name:            "proxy-" + segment,
 			Prefix:          "/proxy/" + segment + "/",
 			Cluster:         b.use(targets[segment]),
 			Rewrite:         "/",

@@ -106,5 +106,20 @@ func Set(set func(key, value string), id Identity) {
 	set(contract.HeaderUserID, id.UserID)
 	set(contract.HeaderUsername, id.Username)
 	set(contract.HeaderEmail, id.Email)
-	set(contract.HeaderRoles, strings.Join(id.Roles, ","))
+	set(contract.HeaderRoles, encodeRoles(id.Roles))
+}
+
+// encodeRoles writes roles as Envoy writes an array claim, base64 of a
+// JSON array, so that they read back as they were: a comma-separated list
+// splits a role that holds a comma, and a single role such as "W10=" would
+// read as the base64 of an empty array.
+func encodeRoles(roles []string) string {
+	if len(roles) == 0 {
+		return ""
+	}
+	raw, err := json.Marshal(roles)
+	if err != nil {
+		return "" // unreachable: a []string always marshals
+	}
+	return base64.StdEncoding.EncodeToString(raw)
 }

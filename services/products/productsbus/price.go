@@ -71,8 +71,9 @@ func ParsePrice(text string) (Price, error) {
 	return Price{cents: cents}, nil
 }
 
-// maxExponent bounds the exponent we bother to read; anything larger in
-// magnitude is out of range or too precise for any price.
+// maxExponent is how far past the number of digits written an exponent is
+// read exactly. Beyond that, the exponent alone makes the value out of
+// range or too precise for any price, whatever the digits are.
 const maxExponent = 1000
 
 // splitDecimal splits JSON-number-like text into its sign, all of its
@@ -109,17 +110,15 @@ func splitDecimal(text string) (negative bool, digits string, exp int, ok bool) 
 		if expDigits == "" || rest != "" {
 			return false, "", 0, false
 		}
-		expDigits = strings.TrimLeft(expDigits, "0")
-		if len(expDigits) > 4 {
-			exp = maxExponent + 1
-		} else if expDigits != "" {
-			n, err := strconv.Atoi(expDigits)
-			if err != nil {
-				return false, "", 0, false
-			}
+		// The bound grows with the digits: a fixed one let a text with more
+		// digits than it ("1" and 1005 zeros, "e-99999") move a clamped
+		// exponent back into range and parse as 10000.00.
+		bound := len(intPart) + len(frac) + maxExponent
+		exp = bound + 1
+		if n, err := strconv.Atoi(expDigits); err == nil && n <= bound {
 			exp = n
 		}
-		exp = min(exp, maxExponent+1) * sign
+		exp *= sign
 	}
 	return negative, intPart + frac, exp - len(frac), true
 }
