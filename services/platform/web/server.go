@@ -136,8 +136,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	case <-ctx.Done():
 	}
 	s.cfg.Log.Info("http server shutting down", "grace", grace.String())
-	if err := s.app.ShutdownWithTimeout(grace); err != nil {
-		return fmt.Errorf("http shutdown: %w", err)
+	shutdownErr := s.app.ShutdownWithTimeout(grace)
+	// Shutdown closes only the listeners the server has begun serving: if
+	// ctx ended before the serving goroutine got that far (a loop of the
+	// process failed at once, say), the server would start afterwards and
+	// never return. Closing ln makes it return either way; requests in
+	// flight were already finished by Shutdown.
+	_ = ln.Close()
+	if shutdownErr != nil {
+		return fmt.Errorf("http shutdown: %w", shutdownErr)
 	}
 	if err := <-errs; err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("http server: %w", err)

@@ -286,3 +286,30 @@ func TestChildReferenceResolvesUnderTheClientsPath(t *testing.T) {
 		}
 	}
 }
+
+// A server whose context ends before it has begun serving still returns
+// (it used to serve on forever when Shutdown ran first), and frees its
+// port.
+func TestServeReturnsWhenStoppedBeforeServing(t *testing.T) {
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		done := make(chan error, 1)
+		go func() { done <- New(Config{Service: "test"}).Serve(ctx, ln, time.Second) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return after its context ended")
+		}
+		if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			t.Fatal("the port still accepts connections")
+		}
+	}
+}
