@@ -137,36 +137,45 @@ type resourceMeta struct {
 }
 
 // lookup finds the stored variant of resource that matches req.
+//
+// One round trip answers the common case: the resource's index, the purge
+// counter and its variant for a response without Vary come in one
+// pipeline. Only a resource that varies needs a second GET, for the
+// variant the index names.
 func (s *Store) lookup(ctx context.Context, resource string, req *Request) (found, error) {
 	if !s.available() {
 		return found{}, errResting
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
+	plainKey := s.key("e", resource, variantID(req, nil))
 	pipe := s.cfg.Client.Pipeline()
 	metaCmd := pipe.Get(ctx, s.key("m", resource))
 	seqCmd := pipe.Get(ctx, s.key("seq"))
+	plainCmd := pipe.Get(ctx, plainKey)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return found{}, s.failed("lookup", err)
 	}
-	f := found{}
+	f := found{variantKey: plainKey}
 	if seq, err := seqCmd.Int64(); err == nil {
 		f.purgeSeq = seq
 	}
 	raw, err := metaCmd.Bytes()
-	if errors.Is(err, redis.Nil) {
-		f.variantKey = s.key("e", resource, variantID(req, nil))
+	if err != nil {
+		// No index, no entry: save writes both at once.
 		return f, nil
 	}
 	var meta resourceMeta
-	if err != nil || json.Unmarshal(raw, &meta) != nil {
-		f.variantKey = s.key("e", resource, variantID(req, nil))
+	if json.Unmarshal(raw, &meta) != nil {
 		// An unreadable index is a miss; the next store rewrites it.
 		return f, nil
 	}
 	f.vary = meta.Vary
-	f.variantKey = s.key("e", resource, variantID(req, meta.Vary))
-	blob, err := s.cfg.Client.Get(ctx, f.variantKey).Bytes()
+	blob, err := plainCmd.Bytes()
+	if len(meta.Vary) > 0 {
+		f.variantKey = s.key("e", resource, variantID(req, meta.Vary))
+		blob, err = s.cfg.Client.Get(ctx, f.variantKey).Bytes()
+	}
 	switch {
 	case errors.Is(err, redis.Nil):
 		return f, nil

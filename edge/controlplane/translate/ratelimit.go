@@ -12,10 +12,8 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	globalrl "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	rlsconf "github.com/envoyproxy/go-control-plane/ratelimit/config/ratelimit/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portico-mesh/portico/edge/controlplane/ir"
@@ -155,15 +153,7 @@ func rateLimitUnit(unit string) rlsconf.RateLimitUnit {
 // rateLimitServiceCluster reaches envoyproxy/ratelimit over plaintext gRPC
 // on loopback.
 func rateLimitServiceCluster(s ir.RateLimitService) (*cluster.Cluster, error) {
-	opts, err := anypb.New(&httpv3.HttpProtocolOptions{
-		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-					Http2ProtocolOptions: &core.Http2ProtocolOptions{},
-				},
-			},
-		},
-	})
+	h2, err := http2Upstream()
 	if err != nil {
 		return nil, fmt.Errorf("rate-limit cluster: %w", err)
 	}
@@ -171,7 +161,7 @@ func rateLimitServiceCluster(s ir.RateLimitService) (*cluster.Cluster, error) {
 		Name:                          RateLimitCluster,
 		ClusterDiscoveryType:          &cluster.Cluster_Type{Type: cluster.Cluster_STRICT_DNS},
 		ConnectTimeout:                durationpb.New(ir.DefaultConnectTimeout),
-		TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts},
+		TypedExtensionProtocolOptions: h2,
 		LoadAssignment: &endpoint.ClusterLoadAssignment{
 			ClusterName: RateLimitCluster,
 			Endpoints: []*endpoint.LocalityLbEndpoints{{LbEndpoints: []*endpoint.LbEndpoint{{
