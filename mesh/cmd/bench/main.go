@@ -149,8 +149,12 @@ func run(args []string) error {
 	if runErr != nil {
 		return runErr
 	}
+	if saturated := rep.Saturated(); len(saturated) > 0 {
+		fmt.Printf("\nsaturated (under %.0f%% success above the lowest rate, marked !):\n  %s\n",
+			100*minSuccess, strings.Join(saturated, "\n  "))
+	}
 	if failed := rep.Failures(); len(failed) > 0 {
-		return fmt.Errorf("%d steps under %.0f%% success; their latencies are not to be trusted:\n  %s",
+		return fmt.Errorf("%d paths under %.0f%% success at their lowest rate: broken, not busy:\n  %s",
 			len(failed), 100*minSuccess, strings.Join(failed, "\n  "))
 	}
 	return nil

@@ -96,17 +96,36 @@ type ProcessMemory struct {
 // a path that errors must not look fast.
 const minSuccess = 0.99
 
-// Failures lists the fixed-rate steps below minSuccess.
+// Failures lists the paths that failed at their lowest fixed rate: such a
+// path is broken, not busy, and the run must not pass. A path that holds
+// its lowest rate and fails only above it is saturated (Saturated), which
+// is a result like any other.
 func (r Report) Failures() []string {
 	var out []string
 	for _, p := range r.Paths {
-		for _, s := range p.Steps {
-			if s.SuccessRatio() < minSuccess {
-				out = append(out, fmt.Sprintf("%s at %d rps: %.1f%% success (%s)", p.Name, s.Rate, 100*s.SuccessRatio(), outcomes(s.Outcomes)))
+		if len(p.Steps) > 0 && p.Steps[0].SuccessRatio() < minSuccess {
+			out = append(out, stepFailure(p.Name, p.Steps[0]))
+		}
+	}
+	return out
+}
+
+// Saturated lists the steps above a path's lowest rate that fell under
+// minSuccess: where the path stopped keeping up.
+func (r Report) Saturated() []string {
+	var out []string
+	for _, p := range r.Paths {
+		for i, s := range p.Steps {
+			if i > 0 && s.SuccessRatio() < minSuccess {
+				out = append(out, stepFailure(p.Name, s))
 			}
 		}
 	}
 	return out
+}
+
+func stepFailure(path string, s Step) string {
+	return fmt.Sprintf("%s at %d rps: %.1f%% success (%s)", path, s.Rate, 100*s.SuccessRatio(), outcomes(s.Outcomes))
 }
 
 // path returns the path named name.

@@ -102,9 +102,20 @@ func TestReportPrintsRatiosToDirectAndFlagsFailures(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, text)
 		}
 	}
-	failed := sampleReport().Failures()
-	if len(failed) != 1 || !strings.Contains(failed[0], "ingress-full at 500 rps: 96.0% success (200×2400 503×100)") {
-		t.Errorf("Failures() = %q", failed)
+	// ingress-full held 250 rps and fell to 96% at 500: saturated, not
+	// broken.
+	rep := sampleReport()
+	if failed := rep.Failures(); len(failed) != 0 {
+		t.Errorf("Failures() = %q, want none", failed)
+	}
+	saturated := rep.Saturated()
+	if len(saturated) != 1 || !strings.Contains(saturated[0], "ingress-full at 500 rps: 96.0% success (200×2400 503×100)") {
+		t.Errorf("Saturated() = %q", saturated)
+	}
+	// A path that fails at its lowest rate is broken.
+	rep.Paths[1].Steps[0], rep.Paths[1].Steps[1] = rep.Paths[1].Steps[1], rep.Paths[1].Steps[0]
+	if failed := rep.Failures(); len(failed) != 1 || !strings.Contains(failed[0], "ingress-full at 500 rps") {
+		t.Errorf("Failures() with the failing step first = %q", failed)
 	}
 }
 
