@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,31 +17,6 @@ import (
 
 func TestMain(m *testing.M) {
 	os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ))
-}
-
-// logBuffer collects the service's log lines from many goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// logged reports whether a record with message msg was written.
-func (b *logBuffer) logged(msg string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for line := range strings.SplitSeq(b.buf.String(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
-			return true
-		}
-	}
-	return false
 }
 
 // run, as main calls it: serves until its context ends, then returns
@@ -67,13 +38,13 @@ func TestRunStopsOnCancel(t *testing.T) {
 			JWTKeysDir: t.TempDir(), BootstrapAdminUsername: "admin",
 		},
 	}
-	logs := &logBuffer{}
+	logs := &localenvtest.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- cmd().Spec().Run(ctx, cfg, telemetry.NewLogger(logs, slog.LevelInfo, users.Name)) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for !logs.logged("serving") {
+	for len(logs.Records("serving")) == 0 {
 		select {
 		case err := <-done:
 			t.Fatalf("run returned before serving: %v", err)

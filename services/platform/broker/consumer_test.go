@@ -1,12 +1,10 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -270,7 +268,7 @@ func TestConsumerSurvivesBrokerRestart(t *testing.T) {
 // as its context ends.
 func TestConsumerStopsWhileWaitingForTheBroker(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	logs := &logBuffer{}
+	logs := &localenvtest.LogBuffer{}
 	c, err := broker.NewConsumer(broker.ConsumerConfig{
 		URL: "amqp://guest:guest@127.0.0.1:1/", Queue: "q", Bindings: []string{"x.*"},
 		Handle: func(context.Context, events.Envelope) error { return nil }, Retry: fastRetry, Registerer: reg,
@@ -282,7 +280,7 @@ func TestConsumerStopsWhileWaitingForTheBroker(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	localenvtest.WaitUntil(t, 10*time.Second, "a failed connection attempt", func() bool { return logs.contains("reconnecting") })
+	localenvtest.WaitUntil(t, 10*time.Second, "a failed connection attempt", func() bool { return logs.Contains("reconnecting") })
 	cancel()
 	select {
 	case err := <-done:
@@ -313,22 +311,4 @@ func TestConsumerStopsWhileWaitingForTheBroker(t *testing.T) {
 			t.Errorf("%+v was accepted", cfg)
 		}
 	}
-}
-
-// logBuffer collects log output for a test to wait on.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) contains(s string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Contains(b.buf.String(), s)
 }

@@ -99,7 +99,7 @@ type testEnv struct {
 	keysDir  string
 	exchange string
 	events   *eventTap
-	logs     *syncBuffer
+	logs     *localenvtest.LogBuffer
 	// secrets must appear in no log line and no event.
 	mu      sync.Mutex
 	secrets []string
@@ -112,7 +112,7 @@ func newEnv(t *testing.T) *testEnv {
 		amqpURL:  localenvtest.AMQPURL(t),
 		keysDir:  t.TempDir(),
 		exchange: "test.users." + uuid.NewString(),
-		logs:     &syncBuffer{},
+		logs:     &localenvtest.LogBuffer{},
 	}
 	e.events = tapEvents(t, e.amqpURL, e.exchange)
 	t.Cleanup(func() {
@@ -541,34 +541,4 @@ func (e *eventTap) none(t *testing.T, wait time.Duration) {
 		t.Fatalf("unexpected event: %s", d.Body)
 	case <-time.After(wait):
 	}
-}
-
-// syncBuffer collects the service's log lines from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// logLines returns the log records whose msg is msg.
-func logLines(b *syncBuffer, msg string) []map[string]any {
-	var out []map[string]any
-	for line := range strings.SplitSeq(b.String(), "\n") {
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
 }
