@@ -98,6 +98,21 @@ func repoRoots() []string {
 	return roots
 }
 
+// RepoRoot finds the repository from the working directory (the nearest
+// directory above it holding a go.mod), so the developer commands work
+// from any subfolder.
+func RepoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	root, ok := findGoMod(wd)
+	if !ok {
+		return "", errors.New("not inside the Portico repository (no go.mod found)")
+	}
+	return root, nil
+}
+
 // findGoMod walks up from dir to the first directory holding a go.mod.
 func findGoMod(dir string) (string, bool) {
 	for {

@@ -33,6 +33,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 func main() {
@@ -117,7 +119,7 @@ func run(args []string) error {
 	if len(rest) > 0 {
 		return fmt.Errorf("unexpected arguments %q", rest)
 	}
-	root, err := repoRoot()
+	root, err := localenv.RepoRoot()
 	if err != nil {
 		return err
 	}

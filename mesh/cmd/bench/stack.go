@@ -138,21 +138,3 @@ func adminCredentials(root string) (email, password string, err error) {
 	}
 	return email, password, nil
 }
-
-// repoRoot finds the repository from the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the Portico repository (no go.mod found)")
-		}
-		dir = parent
-	}
-}

@@ -13,8 +13,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 func main() {
@@ -28,7 +29,7 @@ func run(args []string) error {
 	if len(args) != 1 {
 		return errors.New("usage: devstack up|down|status|logs")
 	}
-	root, err := repoRoot()
+	root, err := localenv.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -48,24 +49,5 @@ func run(args []string) error {
 		return supervise(ctx, layout)
 	default:
 		return fmt.Errorf("unknown command %q: want up, down, status or logs", args[0])
-	}
-}
-
-// repoRoot finds the repository from the working directory, so the tool
-// works from any subfolder.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("not inside the Portico repository (no go.mod found)")
-		}
-		dir = parent
 	}
 }
