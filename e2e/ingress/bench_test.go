@@ -61,14 +61,9 @@ func BenchmarkXDSPropagation(b *testing.B) {
 	})
 	defer func() { stopLoad(); wg.Wait() }()
 
-	setHealth := func(status string) {
-		if err := env.consulAPI.Agent().UpdateTTL(fresh.ID+":ttl", "bench", status); err != nil {
-			b.Fatal(err)
-		}
-	}
 	settle := func(status string) {
 		before := env.cp.Server().Version(xdsserver.IngressGroup)
-		setHealth(status)
+		fresh.setHealth(b, status)
 		for env.cp.Server().Version(xdsserver.IngressGroup) == before {
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -84,7 +79,7 @@ func BenchmarkXDSPropagation(b *testing.B) {
 		before := env.cp.Server().Version(xdsserver.IngressGroup)
 		seen := fresh.requests.Load()
 		start := time.Now()
-		setHealth(api.HealthPassing)
+		fresh.setHealth(b, api.HealthPassing)
 		for env.cp.Server().Version(xdsserver.IngressGroup) == before {
 			time.Sleep(time.Millisecond)
 		}

@@ -29,11 +29,30 @@ func waitServing(t *testing.T, tok string, instances ...*upstream) {
 				get(t, "/api/products/products", bearer(tok))
 			}
 			if u.requests.Load() == before {
-				return fmt.Errorf("%s got no request", u.ID)
+				return fmt.Errorf("%s got no request (%s)", u.ID, sidecarHealth(u))
 			}
 		}
 		return nil
 	})
+}
+
+// sidecarHealth says how Consul sees u's sidecar, the entry the ingress
+// follows, for a failure message.
+func sidecarHealth(u *upstream) string {
+	entries, _, err := env.consulAPI.Health().Connect(u.Service, "", false, nil)
+	if err != nil {
+		return fmt.Sprintf("consul: %v", err)
+	}
+	for _, e := range entries {
+		if e.Service.Port == u.SidecarPort {
+			var checks []string
+			for _, c := range e.Checks {
+				checks = append(checks, fmt.Sprintf("%s %s %q", c.CheckID, c.Status, c.Output))
+			}
+			return "sidecar checks: " + strings.Join(checks, "; ")
+		}
+	}
+	return "sidecar not in Consul's Connect health"
 }
 
 // envoyStat reads one counter from the ingress's admin interface.
