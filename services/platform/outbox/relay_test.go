@@ -27,7 +27,9 @@ import (
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
-func TestMain(m *testing.M) { os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ)) }
+func TestMain(m *testing.M) {
+	os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ))
+}
 
 // The outbox promise: while the broker is stopped, writes still succeed;
 // once it returns, every committed write's event is delivered and no
