@@ -104,7 +104,7 @@ func newEdge(t *testing.T, o *origin, opts ...func(*edgeOptions)) *edge {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	proxy := upstream.New(upstream.Config{Addresses: upstream.Addresses{"svc": o.addr}, Propagator: eo.tracing.Propagator})
+	proxy := upstream.New(upstream.Config{Addresses: upstream.Addresses{"svc": o.addr}, Tracing: eo.tracing})
 	t.Cleanup(proxy.CloseIdleConnections)
 	cache, err := httpcache.New(httpcache.Config{Store: store, Origin: proxy, Registerer: reg, Now: eo.now})
 	if err != nil {

@@ -16,7 +16,8 @@ import (
 )
 
 // A traced read through the edge: its Redis commands are spans under the
-// edge's request span, the origin receives the request's trace context,
+// edge's request span, so is its origin call, whose context the origin
+// receives,
 // and the latencies (origin and request) carry the trace id as an
 // exemplar. Redis calls outside a request (a readiness ping) make no span.
 func TestTracedReadThroughTheEdge(t *testing.T) {
@@ -76,11 +77,22 @@ func TestTracedReadThroughTheEdge(t *testing.T) {
 	}
 	t.Logf("redis spans of a miss: %q", redisSpans)
 
+	// The origin call is a client span under the request's, and the
+	// origin receives its context.
+	call := spanNamed(t, spans, "GET")
+	if call.SpanKind() != trace.SpanKindClient || call.Parent().SpanID() != request.SpanContext().SpanID() {
+		t.Errorf("the origin call is a %s span under %s, want a client span under the request's", call.SpanKind(), call.Parent().SpanID())
+	}
+	for k, want := range map[string]string{"portico.upstream": "svc", "http.request.method": "GET", "url.path": "/products/1", "http.response.status_code": "200"} {
+		if got := attrOf(call, k); got != want {
+			t.Errorf("origin call span: %s = %q, want %q", k, got, want)
+		}
+	}
 	mu.Lock()
 	toOrigin := received[0]
 	mu.Unlock()
-	if sc := parseTraceparent(t, toOrigin); sc.TraceID() != traceID || sc.SpanID() != request.SpanContext().SpanID() {
-		t.Errorf("the origin received traceparent %q, want trace %s under span %s", toOrigin, traceID, request.SpanContext().SpanID())
+	if sc := parseTraceparent(t, toOrigin); sc.TraceID() != traceID || sc.SpanID() != call.SpanContext().SpanID() {
+		t.Errorf("the origin received traceparent %q, want trace %s under span %s", toOrigin, traceID, call.SpanContext().SpanID())
 	}
 	if got := exemplarTraceIDs(t, e.reg, "edge_origin_duration_seconds"); !got[traceID.String()] {
 		t.Errorf("edge_origin_duration_seconds exemplars %v lack the request's trace %s", got, traceID)

@@ -116,7 +116,7 @@ func (e *edgeProcess) wire(cfg config, log *slog.Logger) error {
 	e.proxy = upstream.New(upstream.Config{
 		Addresses:        addrs,
 		MaxResponseBytes: cfg.MaxResponseBytes,
-		Propagator:       e.proc.Tracing.Propagator,
+		Tracing:          e.proc.Tracing,
 	})
 	if e.redis, err = httpcache.NewRedisClient(cfg.RedisURL, cfg.RedisTimeout); err != nil {
 		return err
