@@ -126,7 +126,7 @@ func spanNamed(t *testing.T, spans *tracetest.SpanRecorder, name string) sdktrac
 func attrOf(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

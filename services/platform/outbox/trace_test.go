@@ -219,7 +219,7 @@ func findSpanWith(t *testing.T, spans *tracetest.SpanRecorder, match func(sdktra
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == attribute.Key(key) {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
