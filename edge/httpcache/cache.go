@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/services/platform/contract"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -374,7 +375,7 @@ func (c *Cache) roundTrip(ctx context.Context, req *Request) (*Response, error) 
 	if err == nil {
 		status = statusClass(resp.Status)
 	}
-	c.metrics.origin.WithLabelValues(req.Upstream, status).Observe(time.Since(start).Seconds())
+	telemetry.Observe(ctx, c.metrics.origin.WithLabelValues(req.Upstream, status), time.Since(start).Seconds())
 	return resp, err
 }
 
@@ -436,8 +437,10 @@ func (c *Cache) refreshInBackground(req *Request, resource string, f found) {
 }
 
 // Fields never stored nor replayed from the origin: the edge sets its own
-// request id, Age, X-Cache and Date, and tags are for the edge alone.
-var notReplayed = []string{contract.HeaderSurrogateKey, HeaderXCache, HeaderAge, "X-Request-Id", "Date", "Set-Cookie"}
+// request id, trace context, Age, X-Cache and Date, and tags are for the
+// edge alone. A stored traceparent would name the trace of the request
+// that filled the cache, not of the one it answers.
+var notReplayed = []string{contract.HeaderSurrogateKey, HeaderXCache, HeaderAge, "X-Request-Id", "Traceparent", "Tracestate", "Date", "Set-Cookie"}
 
 func storedHeader(h http.Header) http.Header {
 	out := h.Clone()
@@ -455,7 +458,7 @@ func fromEntry(e *entry, xcache string, age time.Duration) served {
 func fromOrigin(resp *Response, xcache string) served {
 	h := resp.Header.Clone()
 	stripHopByHop(h)
-	for _, name := range []string{contract.HeaderSurrogateKey, HeaderXCache, "X-Request-Id", "Date"} {
+	for _, name := range []string{contract.HeaderSurrogateKey, HeaderXCache, "X-Request-Id", "Traceparent", "Tracestate", "Date"} {
 		h.Del(name)
 	}
 	return served{status: resp.Status, header: h, body: resp.Body, xcache: xcache, age: -1}

@@ -483,7 +483,10 @@ func TestHeadIsAnsweredFromTheStoredGet(t *testing.T) {
 // What is per request or per hop is never replayed from the cache.
 func TestStoredHeadersAreTheRepresentationsOnly(t *testing.T) {
 	o := newOrigin(t, fixed("x", "Cache-Control", "public, max-age=60", "X-Request-Id", "origin-id",
-		"Surrogate-Key", "a b", "Connection", "X-Hop", "X-Hop", "secret", "Link", "</next>; rel=\"next\""))
+		"Surrogate-Key", "a b", "Connection", "X-Hop", "X-Hop", "secret", "Link", "</next>; rel=\"next\"",
+		// A traced origin's span context names the trace of the request
+		// that filled the cache, not of the one a hit answers.
+		"Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Tracestate", "v=1"))
 	e := newEdge(t, o)
 	e.get(t, "/s")
 	r := e.get(t, "/s", "X-Request-Id", "client-id")
@@ -491,7 +494,7 @@ func TestStoredHeadersAreTheRepresentationsOnly(t *testing.T) {
 	if r.header.Get("X-Request-Id") != "client-id" {
 		t.Errorf("X-Request-Id %q, want the request's own", r.header.Get("X-Request-Id"))
 	}
-	for _, h := range []string{"Surrogate-Key", "X-Hop"} {
+	for _, h := range []string{"Surrogate-Key", "X-Hop", "Traceparent", "Tracestate"} {
 		if v := r.header.Get(h); v != "" {
 			t.Errorf("%s replayed: %q", h, v)
 		}

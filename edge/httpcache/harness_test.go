@@ -19,6 +19,7 @@ import (
 	"github.com/portico-mesh/portico/edge/upstream"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/contract"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/platform/web"
 )
 
@@ -62,6 +63,8 @@ type edgeOptions struct {
 	retryAfter time.Duration
 	// now is the cache's clock; nil is time.Now.
 	now func() time.Time
+	// tracing traces the edge as the edge binary does; zero is off.
+	tracing telemetry.Tracing
 }
 
 // clock is a test clock that moves only when told, so that entries age
@@ -89,6 +92,9 @@ func newEdge(t *testing.T, o *origin, opts ...func(*edgeOptions)) *edge {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
+	if err := httpcache.TraceRedis(client, eo.tracing); err != nil {
+		t.Fatal(err)
+	}
 	store, err := httpcache.NewStore(httpcache.StoreConfig{
 		Client:     client,
 		Prefix:     "test:" + uuid.NewString(),
@@ -97,14 +103,14 @@ func newEdge(t *testing.T, o *origin, opts ...func(*edgeOptions)) *edge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := upstream.New(upstream.Config{Addresses: upstream.Addresses{"svc": o.addr}})
-	t.Cleanup(proxy.CloseIdleConnections)
 	reg := prometheus.NewRegistry()
+	proxy := upstream.New(upstream.Config{Addresses: upstream.Addresses{"svc": o.addr}, Tracing: eo.tracing})
+	t.Cleanup(proxy.CloseIdleConnections)
 	cache, err := httpcache.New(httpcache.Config{Store: store, Origin: proxy, Registerer: reg, Now: eo.now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := web.New(web.Config{Service: "edge-test", Classify: upstream.Classify})
+	srv := web.New(web.Config{Service: "edge-test", Classify: upstream.Classify, Registry: reg, Tracing: eo.tracing})
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete} {
 		srv.Mount(web.Route{Method: m, Path: "/*", Handler: cache.Handler()})
 	}

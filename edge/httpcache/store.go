@@ -10,7 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // StoreConfig configures a Store.
@@ -93,6 +96,25 @@ func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
 	opts.MaxRetries = -1
 	opts.DialerRetries = 1
 	return redis.NewClient(opts), nil
+}
+
+// TraceRedis adds a span for every Redis command that client runs under a
+// recording span (a request's, a purge's), a child of it; calls outside
+// any (readiness probes, background refreshes) make none. Command
+// arguments are not recorded: they hold cached bodies. With tracing off
+// nothing is installed, so it costs nothing.
+func TraceRedis(client *redis.Client, tracing telemetry.Tracing) error {
+	if !tracing.Enabled() {
+		return nil
+	}
+	if err := redisotel.InstrumentTracing(client,
+		redisotel.WithTracerProvider(telemetry.ChildSpansOnly(tracing.Provider)),
+		redisotel.WithDBStatement(false),
+		redisotel.WithCallerEnabled(false),
+	); err != nil {
+		return fmt.Errorf("redis tracing: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) key(parts ...string) string {

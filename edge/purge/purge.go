@@ -20,6 +20,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/broker"
 	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/events"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // Purger applies a purge once per event id; httpcache.Store is one.
@@ -58,6 +59,9 @@ type Config struct {
 	Log          *slog.Logger
 	// Registerer receives the metrics (default: a private registry).
 	Registerer prometheus.Registerer
+	// Tracing makes each purge a span ("process <queue>") in the trace of
+	// the write whose event it handles (broker.ConsumerConfig.Tracing).
+	Tracing telemetry.Tracing
 }
 
 // DefaultQueue is the edge's purge queue.
@@ -87,6 +91,7 @@ func NewConsumer(cfg Config) (*broker.Consumer, error) {
 		Prefetch: cfg.Prefetch, HandleTimeout: cfg.PurgeTimeout,
 		Retry: backoff.Policy{Min: cfg.RetryDelay, Max: cfg.MaxBackoff},
 		Name:  "edge cache purge", Handle: h.Handle, Log: cfg.Log, Registerer: cfg.Registerer,
+		Tracing: cfg.Tracing,
 	})
 }
 
@@ -158,9 +163,9 @@ func (h *Handler) Handle(ctx context.Context, ev events.Envelope) error {
 	h.events.WithLabelValues("applied").Inc()
 	h.purged.Add(float64(deleted))
 	if !ev.Time.IsZero() {
-		h.lag.Observe(time.Since(ev.Time).Seconds())
+		telemetry.Observe(ctx, h.lag, time.Since(ev.Time).Seconds())
 	}
-	h.log.Debug("purged", "event_id", ev.ID, "type", ev.Type, "tags", strings.Join(tags, " "), "keys", deleted)
+	h.log.DebugContext(ctx, "purged", "event_id", ev.ID, "type", ev.Type, "tags", strings.Join(tags, " "), "keys", deleted)
 	return nil
 }
 

@@ -13,13 +13,19 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portico-mesh/portico/edge/httpcache"
 	"github.com/portico-mesh/portico/services/platform/problem"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // Sentinel errors; Classify turns them into problems.
@@ -84,17 +90,24 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxResponseBytes is the largest response body read (default 8 MiB).
 	MaxResponseBytes int64
-	// Propagator, when set, writes the trace context of the request's
-	// context into the forwarded headers, so the service's span is a
-	// child of the edge's.
-	Propagator propagation.TextMapPropagator
+	// Tracing makes each forwarded request a client span ("<method>",
+	// with the upstream, address and status), the child of the edge's
+	// request span, and writes its context into the forwarded headers
+	// (W3C traceparent), so the service's spans are its children. Zero
+	// Tracing makes no span and forwards the request's own context.
+	Tracing telemetry.Tracing
 }
 
 // Proxy sends requests to upstreams over plain HTTP/1.1 on loopback: the
 // sidecar adds mTLS on the way.
 type Proxy struct {
-	cfg    Config
-	client *http.Client
+	cfg        Config
+	client     *http.Client
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	// traced is false with tracing off: the origin call then starts no
+	// span at all, not even a no-op one (it would cost a context each).
+	traced bool
 }
 
 // New returns a proxy; close it with CloseIdleConnections.
@@ -113,12 +126,15 @@ func New(cfg Config) *Proxy {
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Proxy{cfg: cfg, client: &http.Client{
+	return &Proxy{cfg: cfg, tracer: cfg.Tracing.Tracer(scope), propagator: cfg.Tracing.Propagation(), traced: cfg.Tracing.Enabled(), client: &http.Client{
 		Transport: transport,
 		// Redirects are the client's business; the edge passes them on.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
 }
+
+// scope names the instrumentation of the proxy's spans.
+const scope = "github.com/portico-mesh/portico/edge/upstream"
 
 // CloseIdleConnections releases kept-alive connections.
 func (p *Proxy) CloseIdleConnections() { p.client.CloseIdleConnections() }
@@ -135,6 +151,44 @@ func (p *Proxy) RoundTrip(ctx context.Context, req *httpcache.Request) (*httpcac
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownUpstream, req.Upstream)
 	}
+	if !p.traced {
+		return p.forward(ctx, addr, req)
+	}
+	ctx, span := p.tracer.Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindClient))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(
+			semconv.HTTPRequestMethodKey.String(req.Method),
+			semconv.URLPath(req.Path()),
+			attrUpstream.String(req.Upstream),
+		)
+		if host, port, err := net.SplitHostPort(addr); err == nil {
+			span.SetAttributes(semconv.ServerAddress(host))
+			if n, err := strconv.Atoi(port); err == nil {
+				span.SetAttributes(semconv.ServerPort(n))
+			}
+		}
+	}
+	resp, err := p.forward(ctx, addr, req)
+	if span.IsRecording() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "no response")
+		} else {
+			span.SetAttributes(semconv.HTTPResponseStatusCode(resp.Status))
+			if resp.Status >= 500 {
+				span.SetStatus(codes.Error, "")
+			}
+		}
+	}
+	return resp, err
+}
+
+// attrUpstream is the span attribute naming the service forwarded to.
+const attrUpstream = attribute.Key("portico.upstream")
+
+// forward sends req to addr with the trace context of ctx.
+func (p *Proxy) forward(ctx context.Context, addr string, req *httpcache.Request) (*httpcache.Response, error) {
 	var body io.Reader
 	if len(req.Body) > 0 {
 		body = bytes.NewReader(req.Body)
@@ -148,9 +202,9 @@ func (p *Proxy) RoundTrip(ctx context.Context, req *httpcache.Request) (*httpcac
 	// ask itself: the edge stores and serves identity bodies and leaves
 	// compression to the ingress.
 	hreq.Header.Del("Accept-Encoding")
-	if p.cfg.Propagator != nil {
-		p.cfg.Propagator.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
-	}
+	// Replaces the context the request arrived with (the edge's sidecar's)
+	// with the edge's own.
+	p.propagator.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
 	resp, err := p.client.Do(hreq)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/products/productsapi"
@@ -54,7 +55,7 @@ func Build(_ context.Context, deps Deps) (*web.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	bus := productsbus.NewBusiness(productsdb.NewStore(deps.Pool, deps.Web.Tracing.Propagator))
+	bus := productsbus.NewBusiness(productsdb.NewStore(deps.Pool, outbox.NewWriter(deps.Web.Tracing)))
 	cfg := deps.Web
 	cfg.Classify = productsapi.Classify
 	srv := web.New(cfg)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/users/token"
@@ -114,7 +115,7 @@ func Build(ctx context.Context, deps Deps) (*web.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	bus, err := usersbus.NewBusiness(usersdb.NewStore(deps.Pool, deps.Web.Tracing.Propagator), usersbus.Config{Log: log})
+	bus, err := usersbus.NewBusiness(usersdb.NewStore(deps.Pool, outbox.NewWriter(deps.Web.Tracing)), usersbus.Config{Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -116,9 +116,12 @@ func (e *edgeProcess) wire(cfg config, log *slog.Logger) error {
 	e.proxy = upstream.New(upstream.Config{
 		Addresses:        addrs,
 		MaxResponseBytes: cfg.MaxResponseBytes,
-		Propagator:       e.proc.Tracing.Propagator,
+		Tracing:          e.proc.Tracing,
 	})
 	if e.redis, err = httpcache.NewRedisClient(cfg.RedisURL, cfg.RedisTimeout); err != nil {
+		return err
+	}
+	if err := httpcache.TraceRedis(e.redis, e.proc.Tracing); err != nil {
 		return err
 	}
 	if e.store, err = httpcache.NewStore(httpcache.StoreConfig{
@@ -135,7 +138,7 @@ func (e *edgeProcess) wire(cfg config, log *slog.Logger) error {
 	}
 	if e.consumer, err = purge.NewConsumer(purge.Config{
 		URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, Queue: cfg.PurgeQueue, DedupeTTL: cfg.PurgeDedupeTTL,
-		Purger: e.store, Log: log, Registerer: e.registry,
+		Purger: e.store, Log: log, Registerer: e.registry, Tracing: e.proc.Tracing,
 	}); err != nil {
 		return err
 	}

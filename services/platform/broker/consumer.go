@@ -11,9 +11,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portico-mesh/portico/services/platform/backoff"
 	"github.com/portico-mesh/portico/services/platform/events"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // Handler handles one event. Returning nil acknowledges it; an error
@@ -53,6 +59,12 @@ type ConsumerConfig struct {
 	// Registerer receives the metrics (default: a private registry).
 	// Several consumers may share one: their series differ by queue.
 	Registerer prometheus.Registerer
+	// Tracing runs each handling in a span "process <queue>", the child
+	// of the publish span whose context the message's headers carry, so
+	// handlers continue the event's trace without code of their own.
+	// With tracing off the handler's context still carries the event's
+	// trace context, so its log lines have the trace id.
+	Tracing telemetry.Tracing
 }
 
 // Consumer consumes one queue and hands its events to a Handler. Run owns
@@ -61,9 +73,12 @@ type ConsumerConfig struct {
 // or the channel drops. Unacknowledged events go back to the queue when a
 // connection closes, so none is lost across restarts.
 type Consumer struct {
-	cfg       ConsumerConfig
-	connected atomic.Bool
-	running   atomic.Bool
+	cfg        ConsumerConfig
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	spanName   string
+	connected  atomic.Bool
+	running    atomic.Bool
 
 	deliveries *prometheus.CounterVec // by outcome, for this queue
 	up         prometheus.Gauge
@@ -136,7 +151,7 @@ func NewConsumer(cfg ConsumerConfig) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Consumer{cfg: cfg, deliveries: deliveries.MustCurryWith(prometheus.Labels{"queue": cfg.Queue}), up: up.WithLabelValues(cfg.Queue)}
+	c := &Consumer{cfg: cfg, tracer: cfg.Tracing.Tracer(scope), propagator: cfg.Tracing.Propagation(), spanName: "process " + cfg.Queue, deliveries: deliveries.MustCurryWith(prometheus.Labels{"queue": cfg.Queue}), up: up.WithLabelValues(cfg.Queue)}
 	// The series exist from the start, so a rate over them is never empty.
 	for _, o := range []string{OutcomeAcked, OutcomeRequeued, OutcomeMalformed, OutcomeDiscarded} {
 		c.deliveries.WithLabelValues(o)
@@ -281,17 +296,64 @@ func closeError(what string, err *amqp.Error) error {
 	return fmt.Errorf("%s closed: %w", what, err)
 }
 
-// settle decodes one delivery, hands it to the handler and acknowledges,
-// rejects or requeues it.
+// settle decodes one delivery, hands it to the handler in the delivery's
+// span and acknowledges, rejects or requeues it.
 func (c *Consumer) settle(ctx context.Context, d amqp.Delivery, failures *int) {
+	ctx, span := c.startSpan(ctx, d)
+	outcome := c.handle(ctx, d, failures)
+	if span.IsRecording() {
+		span.SetAttributes(attrOutcome.String(outcome))
+		if outcome != OutcomeAcked {
+			span.SetStatus(codes.Error, outcome)
+		}
+	}
+	span.End()
+}
+
+// attrOutcome is the span attribute of how a delivery was settled (one of
+// the Outcome values).
+const attrOutcome = attribute.Key("portico.delivery.outcome")
+
+// startSpan starts the span of one delivery, the child of the context its
+// headers carry (the publisher's span), or a trace of its own when they
+// carry none.
+func (c *Consumer) startSpan(ctx context.Context, d amqp.Delivery) (context.Context, trace.Span) {
+	if d.Headers != nil {
+		ctx = c.propagator.Extract(ctx, amqpHeaders(d.Headers))
+	}
+	ctx, span := c.tracer.Start(ctx, c.spanName, trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(
+			semconv.MessagingSystemRabbitMQ,
+			semconv.MessagingOperationTypeProcess,
+			semconv.MessagingOperationName("process"),
+			semconv.MessagingDestinationName(d.Exchange),
+			semconv.MessagingDestinationSubscriptionName(c.cfg.Queue),
+			semconv.MessagingRabbitMQDestinationRoutingKey(d.RoutingKey),
+			semconv.MessagingMessageID(d.MessageId),
+			semconv.MessagingRabbitMQMessageDeliveryTag(int(d.DeliveryTag)),
+			semconv.MessagingMessageBodySize(len(d.Body)),
+			attrRedelivered.Bool(d.Redelivered),
+		)
+	}
+	return ctx, span
+}
+
+// attrRedelivered marks a delivery the broker made before (after a
+// requeue or a lost connection).
+const attrRedelivered = attribute.Key("portico.delivery.redelivered")
+
+// handle settles d and returns the outcome. Its log lines carry the
+// delivery's trace id.
+func (c *Consumer) handle(ctx context.Context, d amqp.Delivery, failures *int) string {
 	var ev events.Envelope
 	if err := json.Unmarshal(d.Body, &ev); err != nil || ev.ID == "" || ev.Type == "" {
 		// Redelivery cannot fix it. Rejected without requeue, it goes to
 		// a dead-letter exchange if an operator's policy sets one.
 		c.deliveries.WithLabelValues(OutcomeMalformed).Inc()
-		c.cfg.Log.Error("malformed event rejected", "queue", c.cfg.Queue, "message_id", d.MessageId, "routing_key", d.RoutingKey)
+		c.cfg.Log.ErrorContext(ctx, "malformed event rejected", "queue", c.cfg.Queue, "message_id", d.MessageId, "routing_key", d.RoutingKey)
 		_ = d.Reject(false) // if the channel is gone, the broker requeues it and it comes back here
-		return
+		return OutcomeMalformed
 	}
 	hctx, cancel := context.WithTimeout(ctx, c.cfg.HandleTimeout)
 	err := c.cfg.Handle(hctx, ev)
@@ -303,21 +365,26 @@ func (c *Consumer) settle(ctx context.Context, d amqp.Delivery, failures *int) {
 		if err := d.Ack(false); err != nil {
 			// Handled: the broker redelivers it, and the handler's
 			// deduplication sees a repeat.
-			c.cfg.Log.Warn("ack failed", "queue", c.cfg.Queue, "event_id", ev.ID, "error", err.Error())
+			c.cfg.Log.WarnContext(ctx, "ack failed", "queue", c.cfg.Queue, "event_id", ev.ID, "error", err.Error())
 		}
+		return OutcomeAcked
 	case errors.As(err, new(discarded)):
 		c.deliveries.WithLabelValues(OutcomeDiscarded).Inc()
-		c.cfg.Log.Error("event discarded", "queue", c.cfg.Queue, "event_id", ev.ID, "type", ev.Type, "error", err.Error())
+		trace.SpanFromContext(ctx).RecordError(err)
+		c.cfg.Log.ErrorContext(ctx, "event discarded", "queue", c.cfg.Queue, "event_id", ev.ID, "type", ev.Type, "error", err.Error())
 		_ = d.Reject(false)
+		return OutcomeDiscarded
 	default:
 		*failures++
 		wait := c.cfg.Retry.Delay(*failures)
 		c.deliveries.WithLabelValues(OutcomeRequeued).Inc()
-		c.cfg.Log.Warn("event handling failed; it is requeued", "queue", c.cfg.Queue, "event_id", ev.ID, "type", ev.Type, "error", err.Error(), "retry_in", wait.String())
+		trace.SpanFromContext(ctx).RecordError(err)
+		c.cfg.Log.WarnContext(ctx, "event handling failed; it is requeued", "queue", c.cfg.Queue, "event_id", ev.ID, "type", ev.Type, "error", err.Error(), "retry_in", wait.String())
 		// Waiting here, rather than requeueing at once, keeps a failing
 		// dependency from being hammered in a tight redelivery loop.
 		backoff.Wait(ctx, wait)
 		// If the connection is gone the broker has requeued it anyway.
 		_ = d.Nack(false, true)
+		return OutcomeRequeued
 	}
 }

@@ -10,8 +10,13 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portico-mesh/portico/services/platform/events"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // DefaultExchange is the topic exchange every domain event goes to; the
@@ -26,13 +31,20 @@ type PublisherConfig struct {
 	Source string
 	// DialTimeout bounds connecting (default 5s).
 	DialTimeout time.Duration
+	// Tracing makes a span of each message sent, a child of the trace
+	// context the message carries (the outbox stores its enqueue span's),
+	// and puts the span's context in the message's headers for consumers.
+	Tracing telemetry.Tracing
 }
 
 // Publisher publishes persistent messages and waits for the broker's
 // confirms. It connects lazily and drops the connection on any failure,
 // so the next call dials again: the relay's retry loop is the only loop.
 type Publisher struct {
-	cfg PublisherConfig
+	cfg        PublisherConfig
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	spanName   string
 
 	mu   sync.Mutex
 	conn *amqp.Connection
@@ -47,25 +59,33 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
-	return &Publisher{cfg: cfg}
+	return &Publisher{cfg: cfg, tracer: cfg.Tracing.Tracer(scope), propagator: cfg.Tracing.Propagation(), spanName: "publish " + cfg.Exchange}
 }
+
+// scope names the instrumentation of the broker's spans.
+const scope = "github.com/portico-mesh/portico/services/platform/broker"
 
 // Publish sends msgs in order and waits for the broker's confirms. It
 // returns how many messages, from the first, were confirmed: all of them
 // exactly when err is nil. The caller can then forget those and resend only
 // the rest, which keeps duplicates to the messages whose fate is unknown.
+//
+// Each message is sent in a span "publish <exchange>", the child of the
+// trace context in its headers, ended when its confirm arrives; the
+// message carries that span's context (W3C traceparent and tracestate
+// AMQP headers) to its consumers.
 func (p *Publisher) Publish(ctx context.Context, msgs []events.Message) (confirmed int, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	spans := make([]trace.Span, 0, len(msgs))
+	defer func() { endPublishSpans(spans, confirmed, err) }()
 	if err := p.connectLocked(ctx); err != nil {
 		return 0, err
 	}
 	confirms := make([]*amqp.DeferredConfirmation, 0, len(msgs))
 	for _, m := range msgs {
-		headers := amqp.Table{}
-		for k, v := range m.Headers {
-			headers[k] = v
-		}
+		headers, span := p.startSpan(ctx, m)
+		spans = append(spans, span)
 		dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, p.cfg.Exchange, m.Type, false, false, amqp.Publishing{
 			ContentType:  "application/cloudevents+json",
 			DeliveryMode: amqp.Persistent,
@@ -89,6 +109,48 @@ func (p *Publisher) Publish(ctx context.Context, msgs []events.Message) (confirm
 		p.closeLocked()
 	}
 	return n, err
+}
+
+// startSpan starts m's publish span under the context m carries and
+// returns the AMQP headers: m's, with the span's context in place of the
+// stored one. With tracing off the span is the stored context itself, so
+// consumers still join the request's trace.
+func (p *Publisher) startSpan(ctx context.Context, m events.Message) (amqp.Table, trace.Span) {
+	carrier := propagation.MapCarrier(m.Headers)
+	if carrier == nil {
+		carrier = propagation.MapCarrier{}
+	}
+	parent := p.propagator.Extract(ctx, carrier)
+	sctx, span := p.tracer.Start(parent, p.spanName, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(
+			semconv.MessagingSystemRabbitMQ,
+			semconv.MessagingOperationTypeSend,
+			semconv.MessagingOperationName("publish"),
+			semconv.MessagingDestinationName(p.cfg.Exchange),
+			semconv.MessagingRabbitMQDestinationRoutingKey(m.Type),
+			semconv.MessagingMessageID(m.ID),
+			semconv.MessagingMessageBodySize(len(m.Body)),
+		)
+	}
+	headers := make(amqp.Table, len(carrier)+2)
+	for k, v := range carrier {
+		headers[k] = v
+	}
+	p.propagator.Inject(sctx, amqpHeaders(headers))
+	return headers, span
+}
+
+// endPublishSpans ends the spans of a Publish: the first confirmed ones
+// succeeded, the others failed with err.
+func endPublishSpans(spans []trace.Span, confirmed int, err error) {
+	for i, span := range spans {
+		if i >= confirmed && err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "not confirmed")
+		}
+		span.End()
+	}
 }
 
 // awaitConfirms waits for confirms in publishing order and returns how many

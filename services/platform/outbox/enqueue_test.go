@@ -14,6 +14,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/events"
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // The trace of the request that caused an event travels with it, so the
@@ -31,7 +32,7 @@ func TestEnqueueCarriesTraceContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		return outbox.Enqueue(spanCtx, tx, propagation.TraceContext{}, ev)
+		return outbox.NewWriter(telemetry.Tracing{Propagator: propagation.TraceContext{}}).Enqueue(spanCtx, tx, ev)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -24,9 +24,12 @@ import (
 	"github.com/portico-mesh/portico/services/platform/events"
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
-func TestMain(m *testing.M) { os.Exit(localenvtest.Run(m, localenvtest.Postgres)) }
+func TestMain(m *testing.M) {
+	os.Exit(localenvtest.Run(m, localenvtest.Postgres, localenvtest.RabbitMQ))
+}
 
 // The outbox promise: while the broker is stopped, writes still succeed;
 // once it returns, every committed write's event is delivered and no
@@ -63,6 +66,7 @@ func TestNoEventLostAcrossBrokerOutage(t *testing.T) {
 		<-relayDone
 	}()
 
+	writer := outbox.NewWriter(telemetry.Tracing{Propagator: propagation.TraceContext{}})
 	const writers, writesEach = 4, 60
 	var (
 		mu         sync.Mutex
@@ -82,7 +86,7 @@ func TestNoEventLostAcrossBrokerOutage(t *testing.T) {
 			if _, err := tx.Exec(ctx, `INSERT INTO products (name, price, stock_quantity) VALUES ($1, 1.00, 1)`, ev.Subject); err != nil {
 				return err
 			}
-			if err := outbox.Enqueue(ctx, tx, propagation.TraceContext{}, ev); err != nil {
+			if err := writer.Enqueue(ctx, tx, ev); err != nil {
 				return err
 			}
 			if fail {

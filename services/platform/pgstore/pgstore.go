@@ -21,17 +21,22 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portico-mesh/portico/services/platform/backoff"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // Connect opens a pool and waits, with the platform's jittered
 // exponential backoff, until the database answers or ctx ends: services
-// tolerate starting before PostgreSQL does.
+// tolerate starting before PostgreSQL does. Queries are traced with tp
+// (nil: not traced).
 func Connect(ctx context.Context, url string, tp trace.TracerProvider, log *slog.Logger) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
 	}
-	if tp != nil {
+	// Query spans are children of the caller's span only (otelpgx makes
+	// none without a recording parent); with tracing off the tracer is not
+	// installed at all, as it would still time and record every query.
+	if (telemetry.Tracing{Provider: tp}).Enabled() {
 		cfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tp))
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -27,8 +27,8 @@ type Deps[C any] struct {
 	// Pool is the service's database, migrated.
 	Pool *pgxpool.Pool
 	// Web is the process's HTTP configuration: logger, metrics registry,
-	// tracing (its propagator also carries trace context into stored
-	// events) and readiness checks. Build sets Classify.
+	// tracing (outbox.NewWriter(Web.Tracing) stores events in the
+	// request's trace) and readiness checks. Build sets Classify.
 	Web web.Config
 	// Config is the service's own configuration.
 	Config C

@@ -79,7 +79,7 @@ func Open(ctx context.Context, cfg BaseConfig, name, version string, migrations 
 	if err := pgstore.Migrate(ctx, pool, log, outbox.Migrations(), pgstore.Line{Migrations: migrations}); err != nil {
 		return nil, errors.Join(err, p.Close(context.WithoutCancel(ctx)))
 	}
-	publisher := broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, Source: name})
+	publisher := broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, Source: name, Tracing: p.Tracing})
 	p.OnClose("broker publisher", func(context.Context) error { return publisher.Close() })
 	relay := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: publisher, Log: log, Registerer: p.Registry})
 	p.Go("outbox relay", func(ctx context.Context) error { return relayUntilStopped(ctx, relay, flushTimeout(cfg), log) })

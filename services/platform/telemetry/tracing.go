@@ -24,6 +24,38 @@ type Tracing struct {
 	shutdown   func(context.Context) error
 }
 
+// Tracer returns the tracer of the instrumentation scope name (the
+// package that makes the spans). A zero Tracing traces nothing.
+func (t Tracing) Tracer(name string) trace.Tracer {
+	if t.Provider == nil {
+		return noop.NewTracerProvider().Tracer(name)
+	}
+	return t.Provider.Tracer(name)
+}
+
+// Propagation returns the propagator that reads and writes trace context
+// on the wire: t's, or W3C trace context and baggage when t has none, so
+// that a component given a zero Tracing still carries the context on.
+func (t Tracing) Propagation() propagation.TextMapPropagator {
+	if t.Propagator == nil {
+		return defaultPropagator
+	}
+	return t.Propagator
+}
+
+// Enabled reports whether spans are recorded at all. Instrumentation
+// whose cost is paid before it asks the tracer (building attributes,
+// walking the stack) is installed only when it is.
+func (t Tracing) Enabled() bool {
+	switch t.Provider.(type) {
+	case nil, noop.TracerProvider:
+		return false
+	}
+	return true
+}
+
+var defaultPropagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
 // Shutdown flushes buffered spans; a no-op when tracing is off.
 func (t Tracing) Shutdown(ctx context.Context) error {
 	if t.shutdown == nil {
@@ -49,7 +81,7 @@ func tracingRequested(getenv func(string) string) bool {
 // (exporter, endpoint, sampler, resource attributes). service and version
 // name the resource unless OTEL_SERVICE_NAME overrides them.
 func NewTracing(ctx context.Context, service, version string) (Tracing, error) {
-	propagator := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	propagator := defaultPropagator
 	if !tracingRequested(os.Getenv) {
 		return Tracing{Provider: noop.NewTracerProvider(), Propagator: propagator}, nil
 	}
@@ -71,4 +103,31 @@ func NewTracing(ctx context.Context, service, version string) (Tracing, error) {
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exporter), sdktrace.WithResource(res))
 	return Tracing{Provider: tp, Propagator: propagator, shutdown: tp.Shutdown}, nil
+}
+
+// ChildSpansOnly wraps tp so that its tracers start a span only under a
+// span that is recording. Libraries instrumented with it (pgx, Redis) then
+// add spans to the requests, relays and consumers that call them, and none
+// for the calls made outside any (readiness probes, the relay's polling,
+// background refreshes), each of which would otherwise be a trace of one
+// span, several a second.
+func ChildSpansOnly(tp trace.TracerProvider) trace.TracerProvider {
+	return childSpansOnly{TracerProvider: tp}
+}
+
+type childSpansOnly struct{ trace.TracerProvider }
+
+func (p childSpansOnly) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return childSpansOnlyTracer{Tracer: p.TracerProvider.Tracer(name, opts...)}
+}
+
+type childSpansOnlyTracer struct{ trace.Tracer }
+
+func (t childSpansOnlyTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
+		// A span that is not recording ignores End, so the caller may end
+		// it as if it were its own.
+		return ctx, parent
+	}
+	return t.Tracer.Start(ctx, name, opts...)
 }

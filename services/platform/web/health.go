@@ -41,7 +41,12 @@ func mountOperational(app *fiber.App, reg *prometheus.Registry, checks []Check) 
 		}
 		return c.JSON(r)
 	})
-	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		Registry: reg,
+		// OpenMetrics, when the scraper asks for it, is the format that
+		// carries the latency histograms' exemplars (trace ids).
+		EnableOpenMetrics: true,
+	})))
 }
 
 func probe(ctx context.Context, checks []Check) readiness {

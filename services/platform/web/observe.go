@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"log/slog"
+
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // HeaderRequestID is the request id header. Envoy generates it at the
@@ -87,7 +89,9 @@ func isOperational(c *fiber.Ctx) bool {
 	return false
 }
 
-// observe records the request count, latency and access log. Errors are
+// observe records the request count, latency (with the trace id as an
+// exemplar when the request is sampled) and access log, whose line carries
+// the request's trace_id and span_id when it has a trace. Errors are
 // rendered here, through the same error handler the app uses, so the
 // status is final when it is recorded.
 func observe(log *slog.Logger, m *httpMetrics, errorHandler fiber.ErrorHandler) fiber.Handler {
@@ -107,7 +111,7 @@ func observe(log *slog.Logger, m *httpMetrics, errorHandler fiber.ErrorHandler) 
 		status := c.Response().StatusCode()
 		code := strconv.Itoa(status)
 		m.requests.WithLabelValues(method, route, code).Inc()
-		m.duration.WithLabelValues(method, route, code).Observe(elapsed.Seconds())
+		telemetry.Observe(c.UserContext(), m.duration.WithLabelValues(method, route, code), elapsed.Seconds())
 		if !isOperational(c) {
 			level := slog.LevelInfo
 			if status >= 500 {

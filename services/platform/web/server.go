@@ -99,6 +99,7 @@ func New(cfg Config) *Server {
 			otelfiber.WithTracerProvider(cfg.Tracing.Provider),
 			otelfiber.WithPropagators(cfg.Tracing.Propagator),
 			otelfiber.WithNext(isOperational),
+			otelfiber.WithSpanNameFormatter(spanName),
 		),
 		// Tracing has put the span into the user context; carry the request
 		// id there too so business code logs with both.
@@ -112,6 +113,12 @@ func New(cfg Config) *Server {
 	)
 	mountOperational(s.app, cfg.Registry, cfg.Checks)
 	return s
+}
+
+// spanName names a server span "<method> <route template>" (POST
+// /products/:id), as OpenTelemetry's HTTP conventions do.
+func spanName(c *fiber.Ctx) string {
+	return c.Method() + " " + c.Route().Path
 }
 
 // Mount adds the service's routes. Each handler is wrapped so that the

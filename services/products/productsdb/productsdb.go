@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
@@ -22,13 +21,13 @@ import (
 // Store implements productsbus.Storer.
 type Store struct {
 	pool *pgxpool.Pool
-	// propagator carries the request's trace context into stored events.
-	propagator propagation.TextMapPropagator
+	// outbox stores the events, in the trace of the request.
+	outbox *outbox.Writer
 }
 
-// NewStore returns a store over pool.
-func NewStore(pool *pgxpool.Pool, propagator propagation.TextMapPropagator) *Store {
-	return &Store{pool: pool, propagator: propagator}
+// NewStore returns a store over pool that writes its events with events.
+func NewStore(pool *pgxpool.Pool, events *outbox.Writer) *Store {
+	return &Store{pool: pool, outbox: events}
 }
 
 var _ productsbus.Storer = (*Store)(nil)
@@ -146,7 +145,7 @@ func (s *Store) storedWithEvent(ctx context.Context, tx pgx.Tx, row pgx.Row, eve
 	if err != nil {
 		return productsbus.Product{}, fmt.Errorf("build event: %w", err)
 	}
-	if err := outbox.Enqueue(ctx, tx, s.propagator, ev); err != nil {
+	if err := s.outbox.Enqueue(ctx, tx, ev); err != nil {
 		return productsbus.Product{}, err
 	}
 	return p, nil

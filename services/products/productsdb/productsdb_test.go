@@ -11,12 +11,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/events"
+	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/products/productsbus"
 	"github.com/portico-mesh/portico/services/products/productsdb"
 )
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 func newStore(t *testing.T) (*productsdb.Store, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t, migrations.Products())
-	return productsdb.NewStore(pool, propagation.TraceContext{}), pool
+	return productsdb.NewStore(pool, outbox.NewWriter(telemetry.Tracing{})), pool
 }
 
 func mustPrice(t *testing.T, s string) productsbus.Price {

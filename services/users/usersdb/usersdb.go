@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
@@ -31,16 +30,16 @@ const adminsLockID int64 = 0x75736572_61646d // "useradm"
 
 // Store implements usersbus.Storer.
 type Store struct {
-	pool       *pgxpool.Pool
-	propagator propagation.TextMapPropagator
+	pool *pgxpool.Pool
+	// outbox stores the events, in the trace of the request.
+	outbox *outbox.Writer
 }
 
 var _ usersbus.Storer = (*Store)(nil)
 
-// NewStore returns a store over pool; propagator carries trace context into
-// the events.
-func NewStore(pool *pgxpool.Pool, propagator propagation.TextMapPropagator) *Store {
-	return &Store{pool: pool, propagator: propagator}
+// NewStore returns a store over pool that writes its events with events.
+func NewStore(pool *pgxpool.Pool, events *outbox.Writer) *Store {
+	return &Store{pool: pool, outbox: events}
 }
 
 // dbUser is a row of the users table.
@@ -214,7 +213,7 @@ func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, u usersbus.User, ev user
 	if err != nil {
 		return err
 	}
-	return outbox.Enqueue(ctx, tx, s.propagator, envelope)
+	return s.outbox.Enqueue(ctx, tx, envelope)
 }
 
 // QueryByID implements usersbus.Storer.

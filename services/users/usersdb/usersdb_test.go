@@ -13,12 +13,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/migrations"
 	"github.com/portico-mesh/portico/services/platform/events"
+	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore/pgtest"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 	"github.com/portico-mesh/portico/services/users/usersbus"
 )
 
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 func newStore(t *testing.T) (*Store, *pgxpool.Pool) {
 	t.Helper()
 	pool := pgtest.NewPool(t, migrations.Users())
-	return NewStore(pool, propagation.TraceContext{}), pool
+	return NewStore(pool, outbox.NewWriter(telemetry.Tracing{})), pool
 }
 
 // eventOf builds events the way the business layer does, with a fixed type.
