@@ -26,6 +26,9 @@ const (
 	datasourceFile = "grafana/provisioning/datasources/prometheus.yml"
 	dashboardsGlob = "grafana/dashboards/*.json"
 	envoyNamesFile = "prometheus/tests/envoy_metric_names.txt"
+	// The rate-limit service's own names, as envoy_metric_names.txt lists
+	// Envoy's.
+	ratelimitNamesFile = "prometheus/tests/ratelimit_metric_names.txt"
 )
 
 // promtool finds promtool on PATH or at Debian's path, and fails the test
@@ -213,14 +216,18 @@ type panel struct {
 
 // TestDashboards checks every dashboard's structure and that its queries
 // only use series that exist: recording rules, metrics the Go code defines,
-// or Prometheus's own `up`.
+// Prometheus's own `up`, and the Envoy and rate-limit service names captured
+// from the real processes. That every query returns data is
+// e2e/system's TestDashboardPanelsHaveData.
 func TestDashboards(t *testing.T) {
 	dsUID := regexp.MustCompile(`(?m)^\s*uid:\s*(\S+)\s*$`).FindStringSubmatch(read(t, datasourceFile))
 	if dsUID == nil {
 		t.Fatalf("%s: no datasource uid", datasourceFile)
 	}
 	known := knownMetrics(t)
+	addExternalMetrics(t, known)
 	titles := map[string]bool{}
+	uids := map[string]bool{}
 	for _, file := range glob(t, dashboardsGlob) {
 		var d dashboard
 		dec := json.NewDecoder(bytes.NewReader([]byte(read(t, file))))
@@ -230,7 +237,11 @@ func TestDashboards(t *testing.T) {
 		if d.UID == "" || d.Title == "" {
 			t.Errorf("%s: uid and title are required", file)
 		}
+		if titles[d.Title] || uids[d.UID] {
+			t.Errorf("%s: uid %s or title %q used by another dashboard", file, d.UID, d.Title)
+		}
 		titles[d.Title] = true
+		uids[d.UID] = true
 		ids := map[int]bool{}
 		queries := 0
 		var check func(ps []panel)
@@ -270,7 +281,7 @@ func TestDashboards(t *testing.T) {
 					}
 					for _, n := range names {
 						if !known[n] {
-							t.Errorf("%s: query %q: metric %s is neither a recording rule nor defined in the Go sources", where, q.Expr, n)
+							t.Errorf("%s: query %q: metric %s is not a recording rule, not defined in the Go sources, not in %s or %s", where, q.Expr, n, envoyNamesFile, ratelimitNamesFile)
 						}
 					}
 				}
@@ -292,16 +303,7 @@ func TestDashboards(t *testing.T) {
 // real Envoy of the pinned version).
 func TestRuleMetricsExist(t *testing.T) {
 	known := knownMetrics(t)
-	envoyNames := 0
-	for line := range strings.SplitSeq(read(t, envoyNamesFile), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			known[line] = true
-			envoyNames++
-		}
-	}
-	if envoyNames < 100 {
-		t.Fatalf("%s: only %d names", envoyNamesFile, envoyNames)
-	}
+	addExternalMetrics(t, known)
 	for _, file := range glob(t, rulesGlob) {
 		src := read(t, file)
 		exprs := blockExprs(src)
@@ -317,6 +319,26 @@ func TestRuleMetricsExist(t *testing.T) {
 					t.Errorf("%s: %q: metric %s is not a recording rule, not defined in the Go sources, not in %s", file, strings.TrimSpace(e), n, envoyNamesFile)
 				}
 			}
+		}
+	}
+}
+
+// addExternalMetrics adds the names of envoy_metric_names.txt and
+// ratelimit_metric_names.txt, with the series suffixes of a histogram.
+func addExternalMetrics(t *testing.T, known map[string]bool) {
+	t.Helper()
+	for file, least := range map[string]int{envoyNamesFile: 100, ratelimitNamesFile: 5} {
+		n := 0
+		for line := range strings.SplitSeq(read(t, file), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				for _, s := range []string{"", "_bucket", "_count", "_sum"} {
+					known[line+s] = true
+				}
+				n++
+			}
+		}
+		if n < least {
+			t.Fatalf("%s: only %d names", file, n)
 		}
 	}
 }
@@ -401,6 +423,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 }
 
 var (
+	promqlNameMatch = regexp.MustCompile(`__name__\s*=~?\s*"([a-zA-Z0-9_:|]+)"`)
 	promqlStrings   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
 	promqlMatchers  = regexp.MustCompile(`\{[^}]*\}`)
 	promqlRanges    = regexp.MustCompile(`\[[^\]]*\]`)
@@ -417,11 +440,17 @@ var (
 // matchers, strings, ranges and grouping clauses are removed; identifiers
 // followed by "(" are functions or aggregations.
 func metricNames(expr string) []string {
+	seen := map[string]bool{}
+	// {__name__=~"a|b"} selects the metrics a and b by name.
+	for _, m := range promqlNameMatch.FindAllStringSubmatch(expr, -1) {
+		for n := range strings.SplitSeq(m[1], "|") {
+			seen[n] = true
+		}
+	}
 	s := promqlStrings.ReplaceAllString(expr, `""`)
 	s = promqlMatchers.ReplaceAllString(s, " ")
 	s = promqlRanges.ReplaceAllString(s, " ")
 	s = promqlGrouping.ReplaceAllString(s, " ")
-	seen := map[string]bool{}
 	for _, loc := range promqlIdent.FindAllStringIndex(s, -1) {
 		name := s[loc[0]:loc[1]]
 		if loc[0] > 0 && (s[loc[0]-1] >= '0' && s[loc[0]-1] <= '9' || s[loc[0]-1] == '.') {
@@ -447,6 +476,8 @@ func TestMetricNames(t *testing.T) {
 		`topk(10, a:b:c) > 0.5 and on (service) x_total offset 5m`:                        "a:b:c x_total",
 		"histogram_quantile(0.99, sum by (le) (rate(edge_purge_lag_seconds_bucket[5m])))": "edge_purge_lag_seconds_bucket",
 		`up == 0`: "up",
+		`0 * group by (u) ({__name__=~"a_total|b_total"})`:                                     "a_total b_total",
+		`histogram_quantile(0.99, sum by (le) (rate(x_bucket{job="$job"}[$__rate_interval])))`: "x_bucket",
 	} {
 		if got := strings.Join(metricNames(expr), " "); got != want {
 			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)

@@ -45,6 +45,9 @@ type system struct {
 	// admin, alice and bob are logged in once for the whole run: the
 	// ingress allows only 10 logins a minute per client address.
 	admin, alice, bob account
+	// scrapeTargets are the metrics endpoints of every process started,
+	// labelled as observability/prometheus/prometheus.yml labels them.
+	scrapeTargets []localenv.ScrapeTarget
 }
 
 // startSystem starts the whole system on the stack builder and returns
@@ -133,6 +136,9 @@ func (s *system) startServices(ctx context.Context, sv *stack.Servers) error {
 		return err
 	}
 	s.users = started[0]
+	for _, inst := range started {
+		s.scrapeTargets = append(s.scrapeTargets, inst.ScrapeTargets(strings.TrimRight(inst.ID(), "-0123456789"))...)
+	}
 	edgeInstance := instance("edge-1", stack.EdgeCommand,
 		"EDGE_REDIS_RETRY_AFTER=500ms",
 		"EDGE_SWAGGER_UI_DIR="+filepath.Join(s.stack.Root(), apidocs.DefaultAssetsDir),
@@ -144,6 +150,7 @@ func (s *system) startServices(ctx context.Context, sv *stack.Servers) error {
 		return err
 	}
 	s.edgeURL = edge.URL()
+	s.scrapeTargets = append(s.scrapeTargets, edge.ScrapeTargets("edge")...)
 	return nil
 }
 
@@ -156,14 +163,21 @@ func (s *system) startIngress(ctx context.Context, sv *stack.Servers) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.stack.StartRateLimit(ctx, localenv.RateLimitOptions{
+	rl, err := s.stack.StartRateLimit(ctx, localenv.RateLimitOptions{
 		RedisAddr: sv.Redis.Addr(), XDSAddr: cp.XDSAddr(), GRPCPort: cp.RateLimitPort(),
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	if _, err := s.stack.StartIngress(ctx, stack.IngressConfig{XDSAddr: cp.XDSAddr(), LogLevel: "info"}); err != nil {
+	ingress, err := s.stack.StartIngress(ctx, stack.IngressConfig{XDSAddr: cp.XDSAddr(), LogLevel: "info"})
+	if err != nil {
 		return err
 	}
+	ingressTarget, err := stack.IngressScrapeTarget(ingress)
+	if err != nil {
+		return err
+	}
+	s.scrapeTargets = append(s.scrapeTargets, cp.ScrapeTarget(), stack.RateLimitScrapeTarget(rl), ingressTarget)
 	s.ingressURL = cp.IngressURL()
 
 	// Public routes first (they do not count against the login limit):

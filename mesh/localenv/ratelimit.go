@@ -101,3 +101,6 @@ func (r *RateLimit) Start(ctx context.Context) error {
 		}, func(ctx context.Context) error { return adminAnswers(ctx, health) })
 	})
 }
+
+// MetricsAddr is the host:port of its Prometheus /metrics.
+func (r *RateLimit) MetricsAddr() string { return Loopback(r.opts.MetricsPort) }
