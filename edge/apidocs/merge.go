@@ -14,6 +14,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -122,7 +123,7 @@ func Merge(specs []Spec) ([]byte, error) {
 					continue
 				}
 				publishOperation(op, spec.Service, operationIDs)
-				addIngressResponses(op)
+				addIngressResponses(op, components["responses"])
 			}
 			public := "/api/" + spec.Service + p
 			if _, dup := paths[public]; dup {
@@ -219,20 +220,60 @@ func dropInternalHeaders(v any) {
 	}
 }
 
-// Responses the ingress itself gives, which the services' documents
-// cannot know: 401 without a valid token, 429 over a rate limit. Their
-// components are prefixed "portico.", which no service name can be.
+// The ingress's own answers, which the services' documents cannot know.
+// Every one is an RFC 9457 problem (application/problem+json) that the
+// ingress writes itself, without reaching a service. Their components are
+// prefixed "portico.", which no service name can be.
 const (
-	ingressUnauthenticated = "portico.Unauthenticated"
-	ingressRateLimited     = "portico.RateLimited"
-	ingressProblem         = "portico.Problem"
+	ingressProblem    = "portico.Problem"
+	ingressRetryAfter = "portico.RetryAfter"
 )
+
+// ingressResponse is one status the ingress itself may answer.
+type ingressResponse struct {
+	status int
+	// component names it in components.responses.
+	component   string
+	description string
+	// protectedOnly: only operations that need a token can get it.
+	protectedOnly bool
+	// retryAfter: the answer carries Retry-After.
+	retryAfter bool
+}
+
+// ingressResponses lists them in the order they are documented.
+var ingressResponses = []ingressResponse{
+	{status: 400, component: "portico.BadRequest",
+		description: "The request is not well-formed HTTP (request line, header names or values), refused by the ingress's codec."},
+	{status: 401, component: "portico.Unauthenticated", protectedOnly: true,
+		description: "No valid bearer token (missing, malformed, expired, or not signed by the users service), answered by the ingress."},
+	{status: 404, component: "portico.NoRoute",
+		description: "No route of the ingress matches the request (the ingress's own answer; a service's 404 is documented by the service)."},
+	{status: 405, component: "portico.MethodNotAllowed",
+		description: "The method is not one the path's route takes; Allow lists those it does."},
+	{status: 413, component: "portico.PayloadTooLarge",
+		description: "The request body is larger than the ingress accepts."},
+	{status: 429, component: "portico.RateLimited", retryAfter: true,
+		description: "Over a rate limit of the ingress; retry after the Retry-After delay."},
+	{status: 431, component: "portico.HeadersTooLarge",
+		description: "The request line and headers together are larger than the ingress accepts."},
+	{status: 503, component: "portico.Unavailable",
+		description: "No healthy instance of the service can take the request now (or it timed out)."},
+}
 
 func ingressComponents() map[string]map[string]any {
 	problemBody := map[string]any{
 		"application/problem+json": map[string]any{
 			"schema": map[string]any{"$ref": "#/components/schemas/" + ingressProblem},
 		},
+	}
+	responses := map[string]any{}
+	for _, r := range ingressResponses {
+		resp := map[string]any{"description": r.description, "content": problemBody}
+		if r.retryAfter {
+			resp["headers"] = map[string]any{"Retry-After": map[string]any{"$ref": "#/components/headers/" + ingressRetryAfter}}
+		}
+		responses[r.component] = resp
 	}
 	return map[string]map[string]any{
 		"schemas": {
@@ -244,42 +285,90 @@ func ingressComponents() map[string]map[string]any {
 					"type":       map[string]any{"type": "string"},
 					"title":      map[string]any{"type": "string"},
 					"status":     map[string]any{"type": "integer"},
-					"detail":     map[string]any{"type": "string"},
-					"instance":   map[string]any{"type": "string"},
-					"request_id": map[string]any{"type": "string"},
+					"detail":     map[string]any{"type": "string", "nullable": true},
+					"instance":   map[string]any{"type": "string", "nullable": true},
+					"request_id": map[string]any{"type": "string", "nullable": true},
 				},
 			},
 		},
-		"responses": {
-			ingressUnauthenticated: map[string]any{
-				"description": "No valid bearer token (missing, expired, or not signed by the users service).",
-				"content":     problemBody,
-			},
-			ingressRateLimited: map[string]any{
-				"description": "Over a rate limit of the ingress; retry after the Retry-After delay.",
-				"content":     problemBody,
+		"headers": {
+			ingressRetryAfter: map[string]any{
+				"description": "Seconds to wait before retrying.",
+				"required":    true,
+				"schema":      map[string]any{"type": "integer", "minimum": 0},
 			},
 		},
+		"responses": responses,
 	}
 }
 
-// addIngressResponses documents the ingress's own answers on op: 429
-// everywhere, 401 where a token is required. A response the service
-// documents itself is kept.
-func addIngressResponses(op map[string]any) {
-	responses, ok := op["responses"].(map[string]any)
+// addIngressResponses documents the ingress's own answers on op
+// (ingressResponses; 401 only where a token is required). Where the
+// service documents the same status, the ingress may still answer it
+// itself: that response is kept, its problem body widened to either
+// problem (the service's or the ingress's). responses are the merged
+// components.responses, which resolve the service's references.
+func addIngressResponses(op map[string]any, responses map[string]any) {
+	opResponses, ok := op["responses"].(map[string]any)
 	if !ok {
 		return
 	}
-	if _, has := responses["429"]; !has {
-		responses["429"] = map[string]any{"$ref": "#/components/responses/" + ingressRateLimited}
+	// publishOperation leaves security only on public operations.
+	_, public := op["security"]
+	for _, r := range ingressResponses {
+		if r.protectedOnly && public {
+			continue
+		}
+		code := strconv.Itoa(r.status)
+		own, has := opResponses[code]
+		if !has {
+			opResponses[code] = map[string]any{"$ref": "#/components/responses/" + r.component}
+			continue
+		}
+		if widened := widenProblem(own, responses, r); widened != nil {
+			opResponses[code] = widened
+		}
 	}
-	if _, public := op["security"]; public {
-		return // publishOperation leaves security only on public operations
+}
+
+// widenProblem returns a copy of the service's response resp (resolved if
+// a reference) whose problem body may also be the ingress's problem, or
+// nil when resp cannot be read.
+func widenProblem(resp any, responses map[string]any, r ingressResponse) map[string]any {
+	if m, ok := resp.(map[string]any); ok {
+		if ref, ok := m["$ref"].(string); ok {
+			name, found := strings.CutPrefix(ref, "#/components/responses/")
+			if !found {
+				return nil
+			}
+			resp = responses[name]
+		}
 	}
-	if _, has := responses["401"]; !has {
-		responses["401"] = map[string]any{"$ref": "#/components/responses/" + ingressUnauthenticated}
+	raw, err := json.Marshal(resp)
+	if err != nil {
+		return nil
 	}
+	var out map[string]any
+	if json.Unmarshal(raw, &out) != nil || out == nil {
+		return nil
+	}
+	ingress := map[string]any{"$ref": "#/components/schemas/" + ingressProblem}
+	content, _ := out["content"].(map[string]any)
+	if content == nil {
+		content = map[string]any{}
+		out["content"] = content
+	}
+	media, _ := content["application/problem+json"].(map[string]any)
+	if media == nil {
+		content["application/problem+json"] = map[string]any{"schema": ingress}
+	} else if own, ok := media["schema"]; ok {
+		media["schema"] = map[string]any{"anyOf": []any{own, ingress}}
+	} else {
+		media["schema"] = ingress
+	}
+	desc, _ := out["description"].(string)
+	out["description"] = strings.TrimSpace(desc + " Or the ingress's own answer: " + r.description)
+	return out
 }
 
 // rewriteRefs renames every local component reference in v.

@@ -92,16 +92,26 @@ func TestMergeServicesAsClientsCallThem(t *testing.T) {
 			t.Errorf("schema %s is not prefixed by its service (or portico. for the ingress's own)", name)
 		}
 	}
-	// The ingress's own answers are documented: 401 where a token is
-	// required, 429 everywhere.
+	// The ingress's own answers are documented as problems: 401 where a
+	// token is required, the others everywhere; 429 with Retry-After.
 	for path, item := range doc.Paths.Map() {
 		for method, op := range item.Operations() {
 			key := method + " " + path
-			if op.Responses.Status(429) == nil {
-				t.Errorf("%s: no 429", key)
+			for _, status := range []int{404, 405, 413, 429, 431, 503} {
+				r := op.Responses.Status(status)
+				if r == nil {
+					t.Errorf("%s: no %d", key, status)
+					continue
+				}
+				if r.Value.Content.Get("application/problem+json") == nil {
+					t.Errorf("%s: %d is not a problem", key, status)
+				}
 			}
 			if has401 := op.Responses.Status(401) != nil; !public[key] && !has401 {
 				t.Errorf("%s needs a token but documents no 401", key)
+			}
+			if h := op.Responses.Status(429).Value.Headers["Retry-After"]; h == nil || !h.Value.Required {
+				t.Errorf("%s: 429 without a required Retry-After", key)
 			}
 		}
 	}
