@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,6 +71,8 @@ func TestSchemathesis(t *testing.T) {
 		"--exclude-method", "QUERY",
 		"--report", "junit", "--report-dir", dir,
 	}
+	// More settings for one run, e.g. CONTRACT_SCHEMATHESIS_ARGS='--max-examples 200 --seed 1'.
+	args = append(args, strings.Fields(os.Getenv("CONTRACT_SCHEMATHESIS_ARGS"))...)
 	cmd := exec.CommandContext(ctx, st, args...)
 	cmd.Dir = "."
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")

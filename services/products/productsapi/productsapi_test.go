@@ -141,6 +141,11 @@ func TestCreateValidation(t *testing.T) {
 		{"price three decimals", `{"name":"x","price":19.999}`, []string{"price"}},
 		{"price three decimals string", `{"name":"x","price":"19.999"}`, []string{"price"}},
 		{"price non-numeric string", `{"name":"x","price":"abc"}`, []string{"price"}},
+		// A string holds digits and at most two decimals, as the document's
+		// pattern says; exponents and extra zeros are JSON numbers' alone.
+		{"price string with exponent", `{"name":"x","price":"1e2"}`, []string{"price"}},
+		{"price string with trailing zeros", `{"name":"x","price":"1.000"}`, []string{"price"}},
+		{"price string too large", `{"name":"x","price":"10000000000"}`, []string{"price"}},
 		{"price empty string", `{"name":"x","price":""}`, []string{"price"}},
 		{"price too large", `{"name":"x","price":10000000000}`, []string{"price"}},
 		{"price huge exponent", `{"name":"x","price":1e999999999}`, []string{"price"}},
