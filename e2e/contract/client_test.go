@@ -69,7 +69,7 @@ func login(ctx context.Context, email, password string) (string, error) {
 		AccessToken string `json:"access_token"`
 	}
 	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
-		return "", fmt.Errorf("login %s: no token in %.200s (%v)", email, body, err)
+		return "", fmt.Errorf("login %s: no token in %.200s (%w)", email, body, err)
 	}
 	return tok.AccessToken, nil
 }
