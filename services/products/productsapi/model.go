@@ -164,12 +164,14 @@ func nameMember(raw json.RawMessage) (*string, error) {
 	if err != nil {
 		return nil, err
 	}
-	s = strings.TrimSpace(s)
-	switch n := utf8.RuneCountInString(s); {
-	case n == 0:
-		return nil, errors.New("must not be blank")
-	case n > maxNameLength:
+	// The length limit applies to the name as sent, as the document's
+	// maxLength does; the surrounding white space is then dropped.
+	if utf8.RuneCountInString(s) > maxNameLength {
 		return nil, fmt.Errorf("must be at most %d characters", maxNameLength)
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("must not be blank")
 	}
 	return &s, nil
 }

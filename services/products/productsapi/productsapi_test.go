@@ -130,6 +130,8 @@ func TestCreateValidation(t *testing.T) {
 		{"name missing", `{"price":1}`, []string{"name"}},
 		{"name blank", `{"name":"   ","price":1}`, []string{"name"}},
 		{"name too long", `{"name":"` + long(201) + `","price":1}`, []string{"name"}},
+		// The limit counts the name as sent, spaces included (maxLength).
+		{"name too long before trimming", `{"name":" ` + long(200) + `","price":1}`, []string{"name"}},
 		{"name not a string", `{"name":5,"price":1}`, []string{"name"}},
 		{"name null", `{"name":null,"price":1}`, []string{"name"}},
 		{"name with NUL", `{"name":"a\u0000b","price":1}`, []string{"name"}},
