@@ -54,7 +54,7 @@ func TestSchemathesis(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	auth, err := writeIdentities(dir, map[string]string{"user": userToken, "admin": adminToken})
+	auth, err := writeIdentities(dir, userToken, adminToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,9 +89,9 @@ func TestSchemathesis(t *testing.T) {
 }
 
 // writeIdentities writes a Web Fuzzing Commons auth file (schemathesis
-// --auth-wfc) with one bearer-token identity per entry of tokens, the
-// user first, and returns its path.
-func writeIdentities(dir string, tokens map[string]string) (string, error) {
+// --auth-wfc) with two bearer-token identities, the user first, and
+// returns its path.
+func writeIdentities(dir, userToken, adminToken string) (string, error) {
 	type header struct {
 		Name  string `json:"name"`
 		Value string `json:"value"`
@@ -105,8 +105,8 @@ func writeIdentities(dir string, tokens map[string]string) (string, error) {
 		Auth          []identity `json:"auth"`
 	}
 	doc.SchemaVersion = "0.1.0"
-	for _, name := range []string{"user", "admin"} {
-		doc.Auth = append(doc.Auth, identity{Name: name, FixedHeaders: []header{{"Authorization", "Bearer " + tokens[name]}}})
+	for _, id := range []struct{ name, token string }{{"user", userToken}, {"admin", adminToken}} {
+		doc.Auth = append(doc.Auth, identity{Name: id.name, FixedHeaders: []header{{"Authorization", "Bearer " + id.token}}})
 	}
 	raw, err := json.Marshal(doc)
 	if err != nil {
