@@ -10,6 +10,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/services/platform/page"
 	"github.com/portico-mesh/portico/services/products/productsapi"
 	"github.com/portico-mesh/portico/services/users/usersapi"
 )
@@ -138,5 +139,34 @@ func TestMergeRejectsBrokenInput(t *testing.T) {
 	swagger2 := []apidocs.Spec{{Service: "x", Document: []byte(`{"swagger":"2.0"}`)}}
 	if _, err := apidocs.Merge(swagger2); err == nil {
 		t.Error("Swagger 2 was accepted")
+	}
+}
+
+// Every cursor parameter of the services' documents is page's cursor
+// pattern, the exact set of cursors the services accept.
+func TestCursorParametersUsePagesPattern(t *testing.T) {
+	merged, err := apidocs.Merge(serviceSpecs(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := openapi3.NewLoader().LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			p := op.Parameters.GetByInAndName("query", page.ParamCursor)
+			if p == nil {
+				continue
+			}
+			seen++
+			if got := p.Schema.Value.Pattern; got != page.CursorPattern {
+				t.Errorf("%s %s: cursor pattern %q, want page.CursorPattern", method, path, got)
+			}
+		}
+	}
+	if seen < 2 {
+		t.Errorf("%d cursor parameters, want one per list operation (2)", seen)
 	}
 }
