@@ -108,6 +108,7 @@ func Merge(specs []Spec) ([]byte, error) {
 				tags = append(tags, tag)
 			}
 		}
+		renamed := map[string]string{} // this service's operationIds made unique
 		docPaths, _ := doc["paths"].(map[string]any)
 		for _, p := range slices.Sorted(maps.Keys(docPaths)) {
 			if p == spec.Path {
@@ -122,7 +123,9 @@ func Merge(specs []Spec) ([]byte, error) {
 				if !ok {
 					continue
 				}
-				publishOperation(op, spec.Service, operationIDs)
+				if from, to := publishOperation(op, spec.Service, operationIDs); from != to {
+					renamed[from] = to
+				}
 				addIngressResponses(op, components["responses"])
 			}
 			public := "/api/" + spec.Service + p
@@ -131,6 +134,9 @@ func Merge(specs []Spec) ([]byte, error) {
 			}
 			paths[public] = item
 		}
+		// The document's links (in its paths and components, both now
+		// part of the merged document) follow its renamed operations.
+		renameLinkTargets(doc, renamed)
 	}
 
 	for kind, members := range ingressComponents() {
@@ -176,20 +182,52 @@ func Merge(specs []Spec) ([]byte, error) {
 // publishOperation sets an operation's security for the ingress: an
 // operation its service marks public (security: []) stays public; any
 // other needs the bearer token, which the global requirement says. Its
-// operationId is made unique across services.
-func publishOperation(op map[string]any, service string, ids map[string]string) {
+// operationId is made unique across services; it returns the id before
+// and after.
+func publishOperation(op map[string]any, service string, ids map[string]string) (from, to string) {
 	sec, has := op["security"]
 	if list, ok := sec.([]any); has && ok && len(list) == 0 {
 		op["security"] = []any{}
 	} else {
 		delete(op, "security")
 	}
-	if id, ok := op["operationId"].(string); ok && id != "" {
-		if owner, taken := ids[id]; taken && owner != service {
-			id = service + "." + id
-			op["operationId"] = id
+	id, ok := op["operationId"].(string)
+	if !ok || id == "" {
+		return "", ""
+	}
+	from = id
+	if owner, taken := ids[id]; taken && owner != service {
+		id = service + "." + id
+		op["operationId"] = id
+	}
+	ids[id] = service
+	return from, id
+}
+
+// renameLinkTargets rewrites the operationId of every OpenAPI link in v
+// that names an operation renamed (old id -> new id).
+func renameLinkTargets(v any, renamed map[string]string) {
+	if len(renamed) == 0 {
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, child := range x {
+			if links, ok := child.(map[string]any); ok && k == "links" {
+				for _, l := range links {
+					if link, ok := l.(map[string]any); ok {
+						if id, ok := link["operationId"].(string); ok && renamed[id] != "" {
+							link["operationId"] = renamed[id]
+						}
+					}
+				}
+			}
+			renameLinkTargets(child, renamed)
 		}
-		ids[id] = service
+	case []any:
+		for _, child := range x {
+			renameLinkTargets(child, renamed)
+		}
 	}
 }
 

@@ -170,3 +170,37 @@ func TestCursorParametersUsePagesPattern(t *testing.T) {
 		t.Errorf("%d cursor parameters, want one per list operation (2)", seen)
 	}
 }
+
+// Two services with the same operationId: the second is renamed, and the
+// links of its document follow it.
+func TestMergeRenamesLinkTargetsWithTheirOperation(t *testing.T) {
+	doc := func(service string) apidocs.Spec {
+		return apidocs.Spec{Service: service, Document: []byte(`{"openapi":"3.0.3","info":{"title":"x","version":"1"},"paths":{
+			"/things":{"post":{"operationId":"createThing","responses":{"201":{"description":"created",
+				"links":{"GetThing":{"operationId":"getThing","parameters":{"id":"$response.body#/id"}}}}}}},
+			"/things/{id}":{"get":{"operationId":"getThing","parameters":[{"name":"id","in":"path","required":true,"schema":{"type":"integer"}}],
+				"responses":{"200":{"description":"the thing"}}}}}}`)}
+	}
+	merged, err := apidocs.Merge([]apidocs.Spec{doc("alpha"), doc("beta")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := openapi3.NewLoader().LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, service := range []string{"alpha", "beta"} {
+		want := "getThing"
+		if service == "beta" {
+			want = "beta.getThing"
+		}
+		get := d.Paths.Find("/api/" + service + "/things/{id}").Get
+		if get.OperationID != want {
+			t.Errorf("%s: operationId %q, want %q", service, get.OperationID, want)
+		}
+		link := d.Paths.Find("/api/" + service + "/things").Post.Responses.Status(201).Value.Links["GetThing"]
+		if link == nil || link.Value.OperationID != want {
+			t.Errorf("%s: link to %+v, want %q", service, link, want)
+		}
+	}
+}
