@@ -26,6 +26,7 @@ help: ## List the targets
 .PHONY: deps
 deps: ## Install pinned servers and tools (idempotent)
 	@.ci/deps.sh
+	@.ci/install-schemathesis.sh | sed 's/^/deps: schemathesis: /'
 
 .PHONY: build
 build: ## Build every binary of BINARIES into bin/

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -107,6 +108,7 @@ func Merge(specs []Spec) ([]byte, error) {
 				tags = append(tags, tag)
 			}
 		}
+		renamed := map[string]string{} // this service's operationIds made unique
 		docPaths, _ := doc["paths"].(map[string]any)
 		for _, p := range slices.Sorted(maps.Keys(docPaths)) {
 			if p == spec.Path {
@@ -121,8 +123,10 @@ func Merge(specs []Spec) ([]byte, error) {
 				if !ok {
 					continue
 				}
-				publishOperation(op, spec.Service, operationIDs)
-				addIngressResponses(op)
+				if from, to := publishOperation(op, spec.Service, operationIDs); from != to {
+					renamed[from] = to
+				}
+				addIngressResponses(op, components["responses"])
 			}
 			public := "/api/" + spec.Service + p
 			if _, dup := paths[public]; dup {
@@ -130,6 +134,9 @@ func Merge(specs []Spec) ([]byte, error) {
 			}
 			paths[public] = item
 		}
+		// The document's links (in its paths and components, both now
+		// part of the merged document) follow its renamed operations.
+		renameLinkTargets(doc, renamed)
 	}
 
 	for kind, members := range ingressComponents() {
@@ -175,20 +182,52 @@ func Merge(specs []Spec) ([]byte, error) {
 // publishOperation sets an operation's security for the ingress: an
 // operation its service marks public (security: []) stays public; any
 // other needs the bearer token, which the global requirement says. Its
-// operationId is made unique across services.
-func publishOperation(op map[string]any, service string, ids map[string]string) {
+// operationId is made unique across services; it returns the id before
+// and after.
+func publishOperation(op map[string]any, service string, ids map[string]string) (from, to string) {
 	sec, has := op["security"]
 	if list, ok := sec.([]any); has && ok && len(list) == 0 {
 		op["security"] = []any{}
 	} else {
 		delete(op, "security")
 	}
-	if id, ok := op["operationId"].(string); ok && id != "" {
-		if owner, taken := ids[id]; taken && owner != service {
-			id = service + "." + id
-			op["operationId"] = id
+	id, ok := op["operationId"].(string)
+	if !ok || id == "" {
+		return "", ""
+	}
+	from = id
+	if owner, taken := ids[id]; taken && owner != service {
+		id = service + "." + id
+		op["operationId"] = id
+	}
+	ids[id] = service
+	return from, id
+}
+
+// renameLinkTargets rewrites the operationId of every OpenAPI link in v
+// that names an operation renamed (old id -> new id).
+func renameLinkTargets(v any, renamed map[string]string) {
+	if len(renamed) == 0 {
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, child := range x {
+			if links, ok := child.(map[string]any); ok && k == "links" {
+				for _, l := range links {
+					if link, ok := l.(map[string]any); ok {
+						if id, ok := link["operationId"].(string); ok && renamed[id] != "" {
+							link["operationId"] = renamed[id]
+						}
+					}
+				}
+			}
+			renameLinkTargets(child, renamed)
 		}
-		ids[id] = service
+	case []any:
+		for _, child := range x {
+			renameLinkTargets(child, renamed)
+		}
 	}
 }
 
@@ -219,20 +258,60 @@ func dropInternalHeaders(v any) {
 	}
 }
 
-// Responses the ingress itself gives, which the services' documents
-// cannot know: 401 without a valid token, 429 over a rate limit. Their
-// components are prefixed "portico.", which no service name can be.
+// The ingress's own answers, which the services' documents cannot know.
+// Every one is an RFC 9457 problem (application/problem+json) that the
+// ingress writes itself, without reaching a service. Their components are
+// prefixed "portico.", which no service name can be.
 const (
-	ingressUnauthenticated = "portico.Unauthenticated"
-	ingressRateLimited     = "portico.RateLimited"
-	ingressProblem         = "portico.Problem"
+	ingressProblem    = "portico.Problem"
+	ingressRetryAfter = "portico.RetryAfter"
 )
+
+// ingressResponse is one status the ingress itself may answer.
+type ingressResponse struct {
+	status int
+	// component names it in components.responses.
+	component   string
+	description string
+	// protectedOnly: only operations that need a token can get it.
+	protectedOnly bool
+	// retryAfter: the answer carries Retry-After.
+	retryAfter bool
+}
+
+// ingressResponses lists them in the order they are documented.
+var ingressResponses = []ingressResponse{
+	{status: 400, component: "portico.BadRequest",
+		description: "The request is not well-formed HTTP (request line, header names or values), refused by the ingress's codec."},
+	{status: 401, component: "portico.Unauthenticated", protectedOnly: true,
+		description: "No valid bearer token (missing, malformed, expired, or not signed by the users service), answered by the ingress."},
+	{status: 404, component: "portico.NoRoute",
+		description: "No route of the ingress matches the request (the ingress's own answer; a service's 404 is documented by the service)."},
+	{status: 405, component: "portico.MethodNotAllowed",
+		description: "The method is not one the path's route takes; Allow lists those it does."},
+	{status: 413, component: "portico.PayloadTooLarge",
+		description: "The request body is larger than the ingress accepts."},
+	{status: 429, component: "portico.RateLimited", retryAfter: true,
+		description: "Over a rate limit of the ingress; retry after the Retry-After delay."},
+	{status: 431, component: "portico.HeadersTooLarge",
+		description: "The request line and headers together are larger than the ingress accepts."},
+	{status: 503, component: "portico.Unavailable",
+		description: "No healthy instance of the service can take the request now (or it timed out)."},
+}
 
 func ingressComponents() map[string]map[string]any {
 	problemBody := map[string]any{
 		"application/problem+json": map[string]any{
 			"schema": map[string]any{"$ref": "#/components/schemas/" + ingressProblem},
 		},
+	}
+	responses := map[string]any{}
+	for _, r := range ingressResponses {
+		resp := map[string]any{"description": r.description, "content": problemBody}
+		if r.retryAfter {
+			resp["headers"] = map[string]any{"Retry-After": map[string]any{"$ref": "#/components/headers/" + ingressRetryAfter}}
+		}
+		responses[r.component] = resp
 	}
 	return map[string]map[string]any{
 		"schemas": {
@@ -244,42 +323,90 @@ func ingressComponents() map[string]map[string]any {
 					"type":       map[string]any{"type": "string"},
 					"title":      map[string]any{"type": "string"},
 					"status":     map[string]any{"type": "integer"},
-					"detail":     map[string]any{"type": "string"},
-					"instance":   map[string]any{"type": "string"},
-					"request_id": map[string]any{"type": "string"},
+					"detail":     map[string]any{"type": "string", "nullable": true},
+					"instance":   map[string]any{"type": "string", "nullable": true},
+					"request_id": map[string]any{"type": "string", "nullable": true},
 				},
 			},
 		},
-		"responses": {
-			ingressUnauthenticated: map[string]any{
-				"description": "No valid bearer token (missing, expired, or not signed by the users service).",
-				"content":     problemBody,
-			},
-			ingressRateLimited: map[string]any{
-				"description": "Over a rate limit of the ingress; retry after the Retry-After delay.",
-				"content":     problemBody,
+		"headers": {
+			ingressRetryAfter: map[string]any{
+				"description": "Seconds to wait before retrying.",
+				"required":    true,
+				"schema":      map[string]any{"type": "integer", "minimum": 0},
 			},
 		},
+		"responses": responses,
 	}
 }
 
-// addIngressResponses documents the ingress's own answers on op: 429
-// everywhere, 401 where a token is required. A response the service
-// documents itself is kept.
-func addIngressResponses(op map[string]any) {
-	responses, ok := op["responses"].(map[string]any)
+// addIngressResponses documents the ingress's own answers on op
+// (ingressResponses; 401 only where a token is required). Where the
+// service documents the same status, the ingress may still answer it
+// itself: that response is kept, its problem body widened to either
+// problem (the service's or the ingress's). responses are the merged
+// components.responses, which resolve the service's references.
+func addIngressResponses(op map[string]any, responses map[string]any) {
+	opResponses, ok := op["responses"].(map[string]any)
 	if !ok {
 		return
 	}
-	if _, has := responses["429"]; !has {
-		responses["429"] = map[string]any{"$ref": "#/components/responses/" + ingressRateLimited}
+	// publishOperation leaves security only on public operations.
+	_, public := op["security"]
+	for _, r := range ingressResponses {
+		if r.protectedOnly && public {
+			continue
+		}
+		code := strconv.Itoa(r.status)
+		own, has := opResponses[code]
+		if !has {
+			opResponses[code] = map[string]any{"$ref": "#/components/responses/" + r.component}
+			continue
+		}
+		if widened := widenProblem(own, responses, r); widened != nil {
+			opResponses[code] = widened
+		}
 	}
-	if _, public := op["security"]; public {
-		return // publishOperation leaves security only on public operations
+}
+
+// widenProblem returns a copy of the service's response resp (resolved if
+// a reference) whose problem body may also be the ingress's problem, or
+// nil when resp cannot be read.
+func widenProblem(resp any, responses map[string]any, r ingressResponse) map[string]any {
+	if m, ok := resp.(map[string]any); ok {
+		if ref, ok := m["$ref"].(string); ok {
+			name, found := strings.CutPrefix(ref, "#/components/responses/")
+			if !found {
+				return nil
+			}
+			resp = responses[name]
+		}
 	}
-	if _, has := responses["401"]; !has {
-		responses["401"] = map[string]any{"$ref": "#/components/responses/" + ingressUnauthenticated}
+	raw, err := json.Marshal(resp)
+	if err != nil {
+		return nil
 	}
+	var out map[string]any
+	if json.Unmarshal(raw, &out) != nil || out == nil {
+		return nil
+	}
+	ingress := map[string]any{"$ref": "#/components/schemas/" + ingressProblem}
+	content, _ := out["content"].(map[string]any)
+	if content == nil {
+		content = map[string]any{}
+		out["content"] = content
+	}
+	media, _ := content["application/problem+json"].(map[string]any)
+	if media == nil {
+		content["application/problem+json"] = map[string]any{"schema": ingress}
+	} else if own, ok := media["schema"]; ok {
+		media["schema"] = map[string]any{"anyOf": []any{own, ingress}}
+	} else {
+		media["schema"] = ingress
+	}
+	desc, _ := out["description"].(string)
+	out["description"] = strings.TrimSpace(desc + " Or the ingress's own answer: " + r.description)
+	return out
 }
 
 // rewriteRefs renames every local component reference in v.

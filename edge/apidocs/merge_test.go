@@ -10,6 +10,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 
 	"github.com/portico-mesh/portico/edge/apidocs"
+	"github.com/portico-mesh/portico/services/platform/page"
 	"github.com/portico-mesh/portico/services/products/productsapi"
 	"github.com/portico-mesh/portico/services/users/usersapi"
 )
@@ -92,16 +93,26 @@ func TestMergeServicesAsClientsCallThem(t *testing.T) {
 			t.Errorf("schema %s is not prefixed by its service (or portico. for the ingress's own)", name)
 		}
 	}
-	// The ingress's own answers are documented: 401 where a token is
-	// required, 429 everywhere.
+	// The ingress's own answers are documented as problems: 401 where a
+	// token is required, the others everywhere; 429 with Retry-After.
 	for path, item := range doc.Paths.Map() {
 		for method, op := range item.Operations() {
 			key := method + " " + path
-			if op.Responses.Status(429) == nil {
-				t.Errorf("%s: no 429", key)
+			for _, status := range []int{404, 405, 413, 429, 431, 503} {
+				r := op.Responses.Status(status)
+				if r == nil {
+					t.Errorf("%s: no %d", key, status)
+					continue
+				}
+				if r.Value.Content.Get("application/problem+json") == nil {
+					t.Errorf("%s: %d is not a problem", key, status)
+				}
 			}
 			if has401 := op.Responses.Status(401) != nil; !public[key] && !has401 {
 				t.Errorf("%s needs a token but documents no 401", key)
+			}
+			if h := op.Responses.Status(429).Value.Headers["Retry-After"]; h == nil || !h.Value.Required {
+				t.Errorf("%s: 429 without a required Retry-After", key)
 			}
 		}
 	}
@@ -128,5 +139,68 @@ func TestMergeRejectsBrokenInput(t *testing.T) {
 	swagger2 := []apidocs.Spec{{Service: "x", Document: []byte(`{"swagger":"2.0"}`)}}
 	if _, err := apidocs.Merge(swagger2); err == nil {
 		t.Error("Swagger 2 was accepted")
+	}
+}
+
+// Every cursor parameter of the services' documents is page's cursor
+// pattern, the exact set of cursors the services accept.
+func TestCursorParametersUsePagesPattern(t *testing.T) {
+	merged, err := apidocs.Merge(serviceSpecs(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := openapi3.NewLoader().LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			p := op.Parameters.GetByInAndName("query", page.ParamCursor)
+			if p == nil {
+				continue
+			}
+			seen++
+			if got := p.Schema.Value.Pattern; got != page.CursorPattern {
+				t.Errorf("%s %s: cursor pattern %q, want page.CursorPattern", method, path, got)
+			}
+		}
+	}
+	if seen < 2 {
+		t.Errorf("%d cursor parameters, want one per list operation (2)", seen)
+	}
+}
+
+// Two services with the same operationId: the second is renamed, and the
+// links of its document follow it.
+func TestMergeRenamesLinkTargetsWithTheirOperation(t *testing.T) {
+	doc := func(service string) apidocs.Spec {
+		return apidocs.Spec{Service: service, Document: []byte(`{"openapi":"3.0.3","info":{"title":"x","version":"1"},"paths":{
+			"/things":{"post":{"operationId":"createThing","responses":{"201":{"description":"created",
+				"links":{"GetThing":{"operationId":"getThing","parameters":{"id":"$response.body#/id"}}}}}}},
+			"/things/{id}":{"get":{"operationId":"getThing","parameters":[{"name":"id","in":"path","required":true,"schema":{"type":"integer"}}],
+				"responses":{"200":{"description":"the thing"}}}}}}`)}
+	}
+	merged, err := apidocs.Merge([]apidocs.Spec{doc("alpha"), doc("beta")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := openapi3.NewLoader().LoadFromData(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, service := range []string{"alpha", "beta"} {
+		want := "getThing"
+		if service == "beta" {
+			want = "beta.getThing"
+		}
+		get := d.Paths.Find("/api/" + service + "/things/{id}").Get
+		if get.OperationID != want {
+			t.Errorf("%s: operationId %q, want %q", service, get.OperationID, want)
+		}
+		link := d.Paths.Find("/api/" + service + "/things").Post.Responses.Status(201).Value.Links["GetThing"]
+		if link == nil || link.Value.OperationID != want {
+			t.Errorf("%s: link to %+v, want %q", service, link, want)
+		}
 	}
 }

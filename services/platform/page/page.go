@@ -43,6 +43,16 @@ type Request struct {
 	Limit   int
 }
 
+// CursorPattern is the regular expression (ECMA 262 and RE2 alike) of
+// every cursor EncodeCursor writes for an id below 10^18, and of nothing
+// else: base64url of a decimal without leading zeros, spelled out three
+// digits (four characters) at a time. The services' OpenAPI documents
+// give it as the cursor parameter's pattern, so that a client or a
+// generator that follows the document sends only cursors DecodeCursor
+// accepts. (Ids of 19 digits, which a bigserial does not reach, are
+// accepted but left out to keep the expression finite.)
+const CursorPattern = `^(?:(?:M[Tjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5](?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){0,4}(?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk]|[MN][AQgw]|O[AQ])?|(?:M[Tjz]|N[DTjz]|O[DT])[AEIMQUYcgk][w-z0-5](?:(?:[MN][DTjz]|O[DT])[AEIMQUYcgk][w-z0-5]){5}|(?:M[Tjz]|N[DTjz]|O[DT])[AEIMQUYcgk]|M[Qgw]|N[AQgw]|O[AQ])$`
+
 // EncodeCursor is the cursor that resumes a list after lastID.
 func EncodeCursor(lastID int64) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(lastID, 10)))
@@ -64,23 +74,36 @@ func DecodeCursor(cursor string) (int64, bool) {
 
 // Parse reads the limit and cursor parameters of c. It returns field
 // errors rather than a problem, so that a handler reports them together
-// with errors in its own parameters.
+// with errors in its own parameters. A parameter given empty (?cursor=)
+// is refused like any other value that is not one: only an absent
+// parameter takes the default.
 func Parse(c *fiber.Ctx) (Request, []problem.FieldError) {
-	return parse(c.Query(ParamLimit), c.Query(ParamCursor))
+	return parse(queryParam(c, ParamLimit), queryParam(c, ParamCursor))
 }
 
-func parse(limit, cursor string) (Request, []problem.FieldError) {
+// queryParam is the value of the query parameter name, or nil when the
+// query does not have it.
+func queryParam(c *fiber.Ctx, name string) *string {
+	args := c.Context().QueryArgs()
+	if !args.Has(name) {
+		return nil
+	}
+	v := string(args.Peek(name))
+	return &v
+}
+
+func parse(limit, cursor *string) (Request, []problem.FieldError) {
 	r := Request{Limit: DefaultLimit}
 	var errs []problem.FieldError
-	if limit != "" {
-		n, err := strconv.Atoi(limit)
+	if limit != nil {
+		n, err := strconv.Atoi(*limit)
 		if err != nil || n < 1 || n > MaxLimit {
 			errs = append(errs, problem.Field(ParamLimit, fmt.Sprintf("must be an integer from 1 to %d", MaxLimit)))
 		}
 		r.Limit = n
 	}
-	if cursor != "" {
-		id, ok := DecodeCursor(cursor)
+	if cursor != nil {
+		id, ok := DecodeCursor(*cursor)
 		if !ok {
 			errs = append(errs, problem.Field(ParamCursor, "is not a cursor this service issued"))
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,12 +164,14 @@ func nameMember(raw json.RawMessage) (*string, error) {
 	if err != nil {
 		return nil, err
 	}
-	s = strings.TrimSpace(s)
-	switch n := utf8.RuneCountInString(s); {
-	case n == 0:
-		return nil, errors.New("must not be blank")
-	case n > maxNameLength:
+	// The length limit applies to the name as sent, as the document's
+	// maxLength does; the surrounding white space is then dropped.
+	if utf8.RuneCountInString(s) > maxNameLength {
 		return nil, fmt.Errorf("must be at most %d characters", maxNameLength)
+	}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("must not be blank")
 	}
 	return &s, nil
 }
@@ -184,12 +187,18 @@ func descriptionMember(raw json.RawMessage) (*string, error) {
 	return &s, nil
 }
 
+// priceString is the one form of a price given as a string, as the
+// document's PriceInput pattern says: digits, and at most two decimals.
+// Exponents, signs and further (even zero) decimals are JSON numbers'
+// alone, so the document can describe exactly what is accepted.
+var priceString = regexp.MustCompile(`^[0-9]{1,10}(\.[0-9]{1,2})?$`)
+
 // priceMember accepts a JSON number (19.99) or a string holding one
 // ("19.99"). A number is read from its literal text, never as a float.
 func priceMember(raw json.RawMessage) (*productsbus.Price, error) {
 	text := string(raw)
 	if strings.HasPrefix(text, `"`) {
-		if err := json.Unmarshal(raw, &text); err != nil {
+		if err := json.Unmarshal(raw, &text); err != nil || !priceString.MatchString(text) {
 			return nil, productsbus.ErrPriceSyntax
 		}
 	}

@@ -130,6 +130,8 @@ func TestCreateValidation(t *testing.T) {
 		{"name missing", `{"price":1}`, []string{"name"}},
 		{"name blank", `{"name":"   ","price":1}`, []string{"name"}},
 		{"name too long", `{"name":"` + long(201) + `","price":1}`, []string{"name"}},
+		// The limit counts the name as sent, spaces included (maxLength).
+		{"name too long before trimming", `{"name":" ` + long(200) + `","price":1}`, []string{"name"}},
 		{"name not a string", `{"name":5,"price":1}`, []string{"name"}},
 		{"name null", `{"name":null,"price":1}`, []string{"name"}},
 		{"name with NUL", `{"name":"a\u0000b","price":1}`, []string{"name"}},
@@ -141,6 +143,11 @@ func TestCreateValidation(t *testing.T) {
 		{"price three decimals", `{"name":"x","price":19.999}`, []string{"price"}},
 		{"price three decimals string", `{"name":"x","price":"19.999"}`, []string{"price"}},
 		{"price non-numeric string", `{"name":"x","price":"abc"}`, []string{"price"}},
+		// A string holds digits and at most two decimals, as the document's
+		// pattern says; exponents and extra zeros are JSON numbers' alone.
+		{"price string with exponent", `{"name":"x","price":"1e2"}`, []string{"price"}},
+		{"price string with trailing zeros", `{"name":"x","price":"1.000"}`, []string{"price"}},
+		{"price string too large", `{"name":"x","price":"10000000000"}`, []string{"price"}},
 		{"price empty string", `{"name":"x","price":""}`, []string{"price"}},
 		{"price too large", `{"name":"x","price":10000000000}`, []string{"price"}},
 		{"price huge exponent", `{"name":"x","price":1e999999999}`, []string{"price"}},
