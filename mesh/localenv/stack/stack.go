@@ -23,10 +23,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // Config configures New.
@@ -51,9 +54,10 @@ type Config struct {
 type Stack struct {
 	cfg Config
 
-	mu    sync.Mutex
-	stops []stopStep // in start order; stopped in reverse
-	pids  []int      // every process started, checked after Stop
+	mu     sync.Mutex
+	stops  []stopStep // in start order; stopped in reverse
+	pids   []int      // every process started, checked after Stop
+	jaeger *localenv.Jaeger
 }
 
 type stopStep struct {
@@ -163,7 +167,8 @@ func (s *Stack) leftovers() []string {
 	return out
 }
 
-// environ is the base environment plus extra.
+// environ is the base environment, the tracing variables when the stack
+// traces, plus extra (which may override them).
 func (s *Stack) environ(extra ...string) []string {
-	return append(append([]string(nil), s.cfg.Environ...), extra...)
+	return slices.Concat(s.cfg.Environ, s.tracingEnv(), extra)
 }

@@ -1,0 +1,208 @@
+package system_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
+)
+
+// TestOneTraceThroughTheIngress: one product written through the ingress
+// is one trace in Jaeger, read back through its query API by the trace id
+// of the request's ingress access-log line: the ingress's span and its
+// upstream attempt, the products sidecar's span under that attempt, the
+// products service's span under the sidecar's (W3C traceparent at each
+// hop), and its SQL under that.
+func TestOneTraceThroughTheIngress(t *testing.T) {
+	// The user agent finds the request's access-log line.
+	agent := "e2e-trace-" + randomHex(6)
+	expect(t, http.StatusCreated, request{
+		method: http.MethodPost, path: "/api/products/products", token: sys.alice.Token,
+		header: map[string]string{"User-Agent": agent},
+		body:   fmt.Sprintf(`{"name": %q, "description": "traced by e2e/system", "price": "9.99", "stock_quantity": 1}`, "Traced "+randomHex(4)),
+	})
+
+	line := waitAccessLog(t, agent)
+	traceID, _ := line["trace_id"].(string)
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(traceID) || strings.Trim(traceID, "0") == "" {
+		t.Fatalf("the ingress access-log line has no trace id: %v", line)
+	}
+
+	tree := waitTrace(t, traceID, func(tr trace) error {
+		if len(tr.sqlUnder(tr.productsServer())) == 0 {
+			return fmt.Errorf("no SQL span under the products service's yet")
+		}
+		return nil
+	})
+
+	root := tree.root()
+	if root.Service != "ingress" {
+		t.Fatalf("the trace starts at %s/%s, want the ingress\n%s", root.Service, root.Operation, tree)
+	}
+	if root.Tags["route.name"] != "products" || root.Tags["request.id"] == "" {
+		t.Errorf("the ingress span's attributes: route.name %q (want products), request.id %q\n%s",
+			root.Tags["route.name"], root.Tags["request.id"], tree)
+	}
+	if root.Tags["request.id"] != "" && line["request_id"] != root.Tags["request.id"] {
+		t.Errorf("request.id %q on the span, %v in the access log", root.Tags["request.id"], line["request_id"])
+	}
+	attempt := tree.childOf(root, "ingress")
+	if attempt == nil {
+		t.Fatalf("no upstream span of the ingress under its request span\n%s", tree)
+	}
+	sidecar := tree.childOf(*attempt, "mesh-sidecar")
+	if sidecar == nil || !strings.HasPrefix(sidecar.Tags["node_id"], "products-") {
+		t.Fatalf("no products sidecar span under the ingress's upstream span\n%s", tree)
+	}
+	server := tree.childOf(*sidecar, "products")
+	if server == nil {
+		t.Fatalf("no products service span under its sidecar's\n%s", tree)
+	}
+	// EXTEND HERE (issue 11, after merging h/trace-svc): the outbox
+	// relay's publish span and the edge's consumption of the product's
+	// event belong to this trace (child or link); assert them on tree,
+	// e.g. tree.find(func(s localenv.TraceSpan) bool { ... }).
+	t.Logf("trace %s:\n%s", traceID, tree)
+}
+
+// waitAccessLog returns the ingress access-log line (JSON) of the request
+// made with user agent agent.
+func waitAccessLog(t *testing.T, agent string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	err := localenv.Poll(t.Context(), 100*time.Millisecond, func(context.Context) error {
+		f, err := os.Open(sys.ingress.LogPath())
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if !strings.HasPrefix(sc.Text(), "{") || !strings.Contains(sc.Text(), agent) {
+				continue
+			}
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["user_agent"] == agent {
+				found = rec
+				return nil
+			}
+		}
+		return fmt.Errorf("no access-log line with user agent %s in %s", agent, sys.ingress.LogPath())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+// trace is one trace's spans.
+type trace []localenv.TraceSpan
+
+// waitTrace reads the trace from Jaeger until complete accepts it (spans
+// arrive in batches, from each process on its own).
+func waitTrace(t *testing.T, traceID string, complete func(trace) error) trace {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var tr trace
+	err := localenv.Poll(ctx, 250*time.Millisecond, func(ctx context.Context) error {
+		spans, err := sys.jaeger.Trace(ctx, traceID)
+		if err != nil {
+			return err
+		}
+		tr = spans
+		return complete(tr)
+	})
+	if err != nil {
+		t.Fatalf("trace %s in Jaeger: %v\n%s", traceID, err, tr)
+	}
+	return tr
+}
+
+// root is the span without a parent in the trace.
+func (tr trace) root() localenv.TraceSpan {
+	for _, s := range tr {
+		if s.ParentID == "" || tr.byID(s.ParentID) == nil {
+			return s
+		}
+	}
+	return localenv.TraceSpan{}
+}
+
+func (tr trace) byID(id string) *localenv.TraceSpan {
+	for i := range tr {
+		if tr[i].SpanID == id {
+			return &tr[i]
+		}
+	}
+	return nil
+}
+
+// childOf is the first child of parent from service.
+func (tr trace) childOf(parent localenv.TraceSpan, service string) *localenv.TraceSpan {
+	return tr.find(func(s localenv.TraceSpan) bool { return s.ParentID == parent.SpanID && s.Service == service })
+}
+
+func (tr trace) find(match func(localenv.TraceSpan) bool) *localenv.TraceSpan {
+	for i := range tr {
+		if match(tr[i]) {
+			return &tr[i]
+		}
+	}
+	return nil
+}
+
+// productsServer is the products service's span whose parent is a
+// sidecar's: the request as the service handled it.
+func (tr trace) productsServer() *localenv.TraceSpan {
+	return tr.find(func(s localenv.TraceSpan) bool {
+		p := tr.byID(s.ParentID)
+		return s.Service == "products" && p != nil && p.Service == "mesh-sidecar"
+	})
+}
+
+// sqlUnder lists the database spans (otelpgx) below span.
+func (tr trace) sqlUnder(span *localenv.TraceSpan) []localenv.TraceSpan {
+	if span == nil {
+		return nil
+	}
+	var out []localenv.TraceSpan
+	for _, s := range tr {
+		if s.Tags["db.system"] == "" && s.Tags["db.system.name"] == "" {
+			continue
+		}
+		for p := tr.byID(s.ParentID); p != nil; p = tr.byID(p.ParentID) {
+			if p.SpanID == span.SpanID {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// String draws the trace as a tree, for failure messages.
+func (tr trace) String() string {
+	var b strings.Builder
+	var draw func(parent string, depth int)
+	draw = func(parent string, depth int) {
+		for _, s := range tr {
+			if s.ParentID == parent || (parent == "" && tr.byID(s.ParentID) == nil && s.ParentID != "") {
+				fmt.Fprintf(&b, "%s%s: %s (%s) node_id=%s route=%s\n", strings.Repeat("  ", depth), s.Service, s.Operation, s.SpanID,
+					s.Tags["node_id"], s.Tags["route.name"])
+				draw(s.SpanID, depth+1)
+			}
+		}
+	}
+	draw("", 0)
+	return b.String()
+}
