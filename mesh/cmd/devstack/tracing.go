@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 
 	"github.com/portico-mesh/portico/mesh/localenv"
@@ -16,10 +17,19 @@ const (
 	jaegerQueryGRPCPort = 16685
 )
 
+// envTracing set to "off" leaves the trace backend out: no process gets
+// OTEL_* variables and the ingress has no tracer (the benchmark's
+// baseline, mesh/cmd/bench -tracing off).
+const envTracing = "PORTICO_TRACING"
+
 // startJaeger runs the trace backend first, so that every process after
 // it (services, edge, control plane) exports its spans there, the control
 // plane points the ingress at it and the mesh entries the sidecars.
 func (s *supervisor) startJaeger(ctx context.Context) error {
+	if os.Getenv(envTracing) == "off" {
+		s.log.Info("tracing off: no trace backend", "env", envTracing)
+		return nil
+	}
 	j, err := s.stack.StartJaeger(ctx, localenv.JaegerOptions{
 		Dir:          filepath.Join(s.l.Data, "jaeger"),
 		OTLPGRPCPort: jaegerOTLPGRPCPort, OTLPHTTPPort: jaegerOTLPHTTPPort,
