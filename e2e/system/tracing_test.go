@@ -54,13 +54,15 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 	if root.Tags["request.id"] != "" && line["request_id"] != root.Tags["request.id"] {
 		t.Errorf("request.id %q on the span, %v in the access log", root.Tags["request.id"], line["request_id"])
 	}
-	attempt := tree.childOf(root, "ingress")
-	if attempt == nil {
-		t.Fatalf("no upstream span of the ingress under its request span\n%s", tree)
-	}
-	sidecar := tree.childOf(*attempt, "mesh-sidecar")
-	if sidecar == nil || !strings.HasPrefix(sidecar.Tags["node_id"], "products-") {
-		t.Fatalf("no products sidecar span under the ingress's upstream span\n%s", tree)
+	// The ingress's children are its upstream attempt (router) and its
+	// call to the rate-limit service; the sidecar hangs under the attempt.
+	sidecar := tree.find(func(s localenv.TraceSpan) bool {
+		attempt := tree.byID(s.ParentID)
+		return s.Service == "mesh-sidecar" && strings.HasPrefix(s.Tags["node_id"], "products-") &&
+			attempt != nil && attempt.Service == "ingress" && attempt.ParentID == root.SpanID
+	})
+	if sidecar == nil {
+		t.Fatalf("no products sidecar span under an upstream span of the ingress's request span\n%s", tree)
 	}
 	server := tree.childOf(*sidecar, "products")
 	if server == nil {

@@ -104,40 +104,37 @@ func TracingCollector(addr string) Option {
 const staticClustersKey = "envoy_extra_static_clusters_json"
 
 // setCollectorAddress sets the one endpoint of the collector cluster in a
-// static cluster definition (Envoy's JSON, as proxy-defaults holds it).
+// static cluster definition (Envoy's JSON, as proxy-defaults holds it),
+// leaving every other field as it is.
 func setCollectorAddress(clusterJSON, host string, port uint64) (string, error) {
-	var cluster struct {
-		Name           string `json:"name"`
-		LoadAssignment struct {
-			Endpoints []struct {
-				LbEndpoints []struct {
-					Endpoint struct {
-						Address struct {
-							SocketAddress map[string]any `json:"socketAddress"`
-						} `json:"address"`
-					} `json:"endpoint"`
-				} `json:"lbEndpoints"`
-			} `json:"endpoints"`
-		} `json:"loadAssignment"`
-	}
-	var whole map[string]any
+	var cluster map[string]any
 	if err := json.Unmarshal([]byte(clusterJSON), &cluster); err != nil {
 		return "", fmt.Errorf("%s: %w", staticClustersKey, err)
 	}
-	if err := json.Unmarshal([]byte(clusterJSON), &whole); err != nil {
-		return "", fmt.Errorf("%s: %w", staticClustersKey, err)
+	if cluster["name"] != CollectorCluster {
+		return "", fmt.Errorf("%s: want the one cluster %s", staticClustersKey, CollectorCluster)
 	}
-	eps := cluster.LoadAssignment.Endpoints
-	if cluster.Name != CollectorCluster || len(eps) != 1 || len(eps[0].LbEndpoints) != 1 {
-		return "", fmt.Errorf("%s: want the one cluster %s with one endpoint", staticClustersKey, CollectorCluster)
+	// loadAssignment.endpoints[0].lbEndpoints[0].endpoint.address.socketAddress
+	var node any = cluster
+	for _, step := range []any{"loadAssignment", "endpoints", 0, "lbEndpoints", 0, "endpoint", "address", "socketAddress"} {
+		switch key := step.(type) {
+		case string:
+			m, _ := node.(map[string]any)
+			node = m[key]
+		case int:
+			list, _ := node.([]any)
+			if len(list) != 1 {
+				return "", fmt.Errorf("%s: want one endpoint in %s", staticClustersKey, CollectorCluster)
+			}
+			node = list[0]
+		}
 	}
-	sock := eps[0].LbEndpoints[0].Endpoint.Address.SocketAddress
-	if sock == nil {
-		return "", fmt.Errorf("%s: the endpoint has no socketAddress", staticClustersKey)
+	sock, ok := node.(map[string]any)
+	if !ok {
+		return "", fmt.Errorf("%s: %s has no socketAddress", staticClustersKey, CollectorCluster)
 	}
 	sock["address"], sock["portValue"] = host, port
-	whole["loadAssignment"] = cluster.LoadAssignment
-	out, err := json.Marshal(whole)
+	out, err := json.Marshal(cluster)
 	return string(out), err
 }
 

@@ -173,7 +173,8 @@ func TestTracingCollector(t *testing.T) {
 	if sock["address"] != "127.0.0.1" || sock["portValue"] != float64(14317) {
 		t.Errorf("collector socket address = %v", sock)
 	}
-	if cluster["name"] != entries.CollectorCluster || cluster["typedExtensionProtocolOptions"] == nil {
+	if cluster["name"] != entries.CollectorCluster || cluster["typedExtensionProtocolOptions"] == nil ||
+		cluster["loadAssignment"].(map[string]any)["clusterName"] != entries.CollectorCluster {
 		t.Errorf("the rewrite lost parts of the cluster: %v", cluster)
 	}
 	for _, bad := range []string{"jaeger", ":4317", "jaeger:0"} {
