@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -207,4 +208,52 @@ func (tr trace) String() string {
 	}
 	draw("", 0)
 	return b.String()
+}
+
+// TestSamplingFollowsTheDocument: at samplingPercent 0 the ingress starts
+// no trace, and nobody behind it does either (the services follow the
+// unsampled traceparent the ingress sends); a client's sampled
+// traceparent is continued all the same, W3C trace context from outside.
+func TestSamplingFollowsTheDocument(t *testing.T) {
+	doc := defaultDocument(t)
+	doc.Tracing.SamplingPercent = 0
+	useEdgeConfig(t, doc)
+
+	// The ingress runs the document once a request goes out unsampled.
+	var unsampled map[string]any
+	err := localenv.Poll(t.Context(), 100*time.Millisecond, func(context.Context) error {
+		agent := "e2e-unsampled-" + randomHex(6)
+		expect(t, http.StatusOK, request{method: http.MethodGet, path: "/api/users/users?limit=1", token: sys.admin.Token,
+			header: map[string]string{"User-Agent": agent}})
+		unsampled = waitAccessLog(t, agent)
+		if tp, _ := unsampled["traceparent"].(string); !strings.HasSuffix(tp, "-00") {
+			return fmt.Errorf("traceparent %q is still sampled", tp)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A client's sampled trace, sent after the unsampled request: once
+	// every hop's spans of it are stored, the unsampled request's would
+	// be too (each process exports its spans in the order they end).
+	clientTrace := randomHex(16)
+	expect(t, http.StatusOK, request{method: http.MethodGet, path: "/api/users/users?limit=1", token: sys.admin.Token,
+		header: map[string]string{"traceparent": "00-" + clientTrace + "-" + randomHex(8) + "-01"}})
+	tree := waitTrace(t, clientTrace, func(tr trace) error {
+		for _, service := range []string{"ingress", "mesh-sidecar", "users"} {
+			if tr.find(func(s localenv.TraceSpan) bool { return s.Service == service }) == nil {
+				return fmt.Errorf("no %s span yet", service)
+			}
+		}
+		return nil
+	})
+	if root := tree.root(); root.Service != "ingress" || root.ParentID == "" {
+		t.Errorf("the ingress did not continue the client's span (root %+v)\n%s", root, tree)
+	}
+	id, _ := unsampled["trace_id"].(string)
+	if spans, err := sys.jaeger.Trace(t.Context(), id); !errors.Is(err, localenv.ErrTraceNotFound) {
+		t.Errorf("the unsampled request %s left a trace (%v):\n%s", id, err, trace(spans))
+	}
 }
