@@ -73,7 +73,7 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 	// relay's publish span and the edge's consumption of the product's
 	// event belong to this trace (child or link); assert them on tree,
 	// e.g. tree.find(func(s localenv.TraceSpan) bool { ... }).
-	t.Logf("trace %s:\n%s", traceID, tree)
+	t.Logf("ingress access log: %s\ntrace %s:\n%s", mustJSON(t, line), traceID, tree)
 }
 
 // waitAccessLog returns the ingress access-log line (JSON) of the request
@@ -256,4 +256,13 @@ func TestSamplingFollowsTheDocument(t *testing.T) {
 	if spans, err := sys.jaeger.Trace(t.Context(), id); !errors.Is(err, localenv.ErrTraceNotFound) {
 		t.Errorf("the unsampled request %s left a trace (%v):\n%s", id, err, trace(spans))
 	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
