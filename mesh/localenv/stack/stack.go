@@ -1,8 +1,9 @@
 // Package stack builds Portico's topology on loopback from the processes
 // of package localenv: the servers (PostgreSQL with a database per
-// service, Redis, RabbitMQ, Consul with mesh/entries applied), service
-// instances (a built binary, its Envoy sidecar and its registration), the
-// edge, the control plane, the rate-limit service and the Envoy ingress.
+// service, Redis, RabbitMQ, Consul with mesh/entries applied, and Jaeger
+// when the stack traces), service instances (a built binary, its Envoy
+// sidecar and its registration), the edge, the control plane, the
+// rate-limit service and the Envoy ingress.
 //
 // It is the one builder behind `make up` (mesh/cmd/devstack) and the
 // end-to-end suites (e2e/system, e2e/ingress, e2e/mesh). Each step is a
