@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -68,6 +69,20 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 	server := tree.childOf(*sidecar, "products")
 	if server == nil {
 		t.Fatalf("no products service span under its sidecar's\n%s", tree)
+	}
+	// The sidecar's access-log line of the request carries the trace id.
+	sidecarLog := filepath.Join(sys.stack.Path("sidecars"), "envoy-"+strings.TrimSuffix(sidecar.Tags["node_id"], "-sidecar-proxy")+".log")
+	if err := localenv.Poll(t.Context(), 100*time.Millisecond, func(context.Context) error {
+		b, err := os.ReadFile(sidecarLog)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), `"trace_id":"`+traceID+`"`) {
+			return fmt.Errorf("no access-log line with trace_id %s in %s", traceID, sidecarLog)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 	// EXTEND HERE (issue 11, after merging h/trace-svc): the outbox
 	// relay's publish span and the edge's consumption of the product's
