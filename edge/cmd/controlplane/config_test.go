@@ -50,6 +50,7 @@ func TestInvalidAddressesExitConfig(t *testing.T) {
 		{"RATELIMIT_ADDR=ratelimit", "RATELIMIT_ADDR"},
 		{"RATELIMIT_ADDR=127.0.0.1:http", "RATELIMIT_ADDR"},
 		{"TRACING_COLLECTOR_ADDR=jaeger", "TRACING_COLLECTOR_ADDR"},
+		{"TRACING_COLLECTOR_ADDR=:4317", "TRACING_COLLECTOR_ADDR"},
 		{"SHUTDOWN_TIMEOUT=0s", "SHUTDOWN_TIMEOUT"},
 	} {
 		var out bytes.Buffer

@@ -80,6 +80,10 @@ func loadConfig(environ []string) (config, error) {
 		cfg.rateLimit = &ir.RateLimitService{Address: host, Port: port, Domain: cfg.RateLimitDomain, FailOpen: cfg.RateLimitFailOpen}
 	}
 	if cfg.TracingCollectorAddr != "" {
+		// A host is required: the ingress connects to it.
+		if host, _, err := net.SplitHostPort(cfg.TracingCollectorAddr); err != nil || host == "" {
+			return config{}, fmt.Errorf("TRACING_COLLECTOR_ADDR: want host:port, got %q", cfg.TracingCollectorAddr)
+		}
 		if _, _, err := hostPort(cfg.TracingCollectorAddr); err != nil {
 			return config{}, fmt.Errorf("TRACING_COLLECTOR_ADDR: %w", err)
 		}
