@@ -38,37 +38,20 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 		t.Fatalf("the ingress access-log line has no trace id: %v", line)
 	}
 
-	tree := waitTrace(t, traceID, func(tr trace) error {
-		if len(tr.sqlUnder(tr.productsServer())) == 0 {
-			return fmt.Errorf("no SQL span under the products service's yet")
-		}
-		return nil
+	// Each process sends its spans on its own schedule: wait until the
+	// whole chain is there (a broken one times out, naming what is missing).
+	var hops writeHops
+	tree := waitTrace(t, traceID, func(tr trace) (err error) {
+		hops, err = productWriteHops(tr)
+		return err
 	})
-
-	root := tree.root()
-	if root.Service != "ingress" {
-		t.Fatalf("the trace starts at %s/%s, want the ingress\n%s", root.Service, root.Operation, tree)
-	}
+	root, sidecar := hops.root, hops.sidecar
 	if root.Tags["route.name"] != "products" || root.Tags["request.id"] == "" {
 		t.Errorf("the ingress span's attributes: route.name %q (want products), request.id %q\n%s",
 			root.Tags["route.name"], root.Tags["request.id"], tree)
 	}
 	if root.Tags["request.id"] != "" && line["request_id"] != root.Tags["request.id"] {
 		t.Errorf("request.id %q on the span, %v in the access log", root.Tags["request.id"], line["request_id"])
-	}
-	// The ingress's children are its upstream attempt (router) and its
-	// call to the rate-limit service; the sidecar hangs under the attempt.
-	sidecar := tree.find(func(s localenv.TraceSpan) bool {
-		attempt := tree.byID(s.ParentID)
-		return s.Service == "mesh-sidecar" && strings.HasPrefix(s.Tags["node_id"], "products-") &&
-			attempt != nil && attempt.Service == "ingress" && attempt.ParentID == root.SpanID
-	})
-	if sidecar == nil {
-		t.Fatalf("no products sidecar span under an upstream span of the ingress's request span\n%s", tree)
-	}
-	server := tree.childOf(*sidecar, "products")
-	if server == nil {
-		t.Fatalf("no products service span under its sidecar's\n%s", tree)
 	}
 	// The sidecar's access-log line of the request carries the trace id.
 	sidecarLog := filepath.Join(sys.stack.Path("sidecars"), "envoy-"+strings.TrimSuffix(sidecar.Tags["node_id"], "-sidecar-proxy")+".log")
@@ -89,6 +72,42 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 	// event belong to this trace (child or link); assert them on tree,
 	// e.g. tree.find(func(s localenv.TraceSpan) bool { ... }).
 	t.Logf("ingress access log: %s\ntrace %s:\n%s", mustJSON(t, line), traceID, tree)
+}
+
+// writeHops are the spans of one product write, hop by hop.
+type writeHops struct {
+	root, sidecar, server localenv.TraceSpan
+	sql                   []localenv.TraceSpan
+}
+
+// productWriteHops finds, in tr, the ingress's request span at the root,
+// the products sidecar's span under one of its upstream attempts (its
+// other child is the call to the rate-limit service), the products
+// service's span under the sidecar's, and SQL under that.
+func productWriteHops(tr trace) (writeHops, error) {
+	var h writeHops
+	h.root = tr.root()
+	if h.root.Service != "ingress" {
+		return h, fmt.Errorf("the trace starts at %s/%s, not at the ingress", h.root.Service, h.root.Operation)
+	}
+	sidecar := tr.find(func(s localenv.TraceSpan) bool {
+		attempt := tr.byID(s.ParentID)
+		return s.Service == "mesh-sidecar" && strings.HasPrefix(s.Tags["node_id"], "products-") &&
+			attempt != nil && attempt.Service == "ingress" && attempt.ParentID == h.root.SpanID
+	})
+	if sidecar == nil {
+		return h, errors.New("no products sidecar span under an upstream span of the ingress's request span")
+	}
+	h.sidecar = *sidecar
+	server := tr.childOf(h.sidecar, "products")
+	if server == nil {
+		return h, errors.New("no products service span under its sidecar's")
+	}
+	h.server = *server
+	if h.sql = tr.sqlUnder(server); len(h.sql) == 0 {
+		return h, errors.New("no SQL span under the products service's")
+	}
+	return h, nil
 }
 
 // waitAccessLog returns the ingress access-log line (JSON) of the request
@@ -129,7 +148,7 @@ type trace []localenv.TraceSpan
 // arrive in batches, from each process on its own).
 func waitTrace(t *testing.T, traceID string, complete func(trace) error) trace {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var tr trace
 	err := localenv.Poll(ctx, 250*time.Millisecond, func(ctx context.Context) error {
@@ -177,15 +196,6 @@ func (tr trace) find(match func(localenv.TraceSpan) bool) *localenv.TraceSpan {
 		}
 	}
 	return nil
-}
-
-// productsServer is the products service's span whose parent is a
-// sidecar's: the request as the service handled it.
-func (tr trace) productsServer() *localenv.TraceSpan {
-	return tr.find(func(s localenv.TraceSpan) bool {
-		p := tr.byID(s.ParentID)
-		return s.Service == "products" && p != nil && p.Service == "mesh-sidecar"
-	})
 }
 
 // sqlUnder lists the database spans (otelpgx) below span.
