@@ -210,9 +210,9 @@ func printSummary(l layout, s stackState) {
 			fmt.Printf("\nDashboard: %s/   API documentation: %s/docs/\n", c.URL, c.URL)
 		case "jaeger":
 			// The Go-module build of Jaeger has no UI assets.
-			fmt.Printf("\nTraces: Jaeger's query API at %s (no UI in this build;\n"+
-				"  the trace_id of an ingress access-log line: curl %s/api/traces/<trace_id>)\n",
-				strings.TrimSuffix(c.URL, "/api/traces?service=ingress"), strings.TrimSuffix(c.URL, "/api/traces?service=ingress"))
+			query := strings.TrimSuffix(c.URL, "/api/traces?service=ingress")
+			fmt.Printf("\nTraces: Jaeger's query API at %s (this build serves no UI; README \"Tracing\"):\n"+
+				"  curl %s/api/traces/<trace_id of an access-log line>\n", query, query)
 		}
 	}
 	if b, err := os.ReadFile(l.adminFile()); err == nil {
