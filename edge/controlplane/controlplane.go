@@ -41,8 +41,12 @@ type Config struct {
 	ConfigKey      string
 	StatusKey      string
 	// RateLimit is the global rate-limit service; nil turns global limits off.
-	RateLimit       *ir.RateLimitService
-	ShutdownTimeout time.Duration
+	RateLimit *ir.RateLimitService
+	// TracingCollector is the OTLP/gRPC collector (host:port) the ingress
+	// sends spans to unless the edge configuration names one; empty and
+	// unnamed there, the ingress does not trace.
+	TracingCollector string
+	ShutdownTimeout  time.Duration
 	// Coalesce overrides the watcher's coalescing delay when positive.
 	Coalesce time.Duration
 	// Registry receives the metrics; nil makes one with the Go and
@@ -81,13 +85,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*ControlPlane, erro
 	}
 	server := xdsserver.New(ctx, log, reg)
 	reconciler, err := reconcile.New(reconcile.Config{
-		Publisher:  server,
-		Status:     kvStatus{kv: client.KV(), key: cfg.StatusKey},
-		Listener:   cfg.Listener,
-		Ingress:    cfg.IngressService,
-		RateLimit:  cfg.RateLimit,
-		Log:        log,
-		Registerer: reg,
+		Publisher:        server,
+		Status:           kvStatus{kv: client.KV(), key: cfg.StatusKey},
+		Listener:         cfg.Listener,
+		Ingress:          cfg.IngressService,
+		RateLimit:        cfg.RateLimit,
+		TracingCollector: cfg.TracingCollector,
+		Log:              log,
+		Registerer:       reg,
 	})
 	if err != nil {
 		return nil, err

@@ -2,10 +2,12 @@ package entries_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,7 +82,7 @@ func TestApply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	for range 2 {
-		if err := entries.Apply(ctx, client); err != nil {
+		if err := entries.Apply(ctx, client, entries.TracingCollector("127.0.0.1:14317")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -142,5 +144,42 @@ func TestConsulConfigWrite(t *testing.T) {
 	}
 	if len(list) != 4 {
 		t.Errorf("%d service-intentions entries after consul config write, want 4", len(list))
+	}
+}
+
+// TestTracingCollector: the sidecars' tracer and access log come from
+// proxy-defaults, and the option moves the collector without touching the
+// rest of the cluster; a bad address is refused.
+func TestTracingCollector(t *testing.T) {
+	list, err := entries.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pd := list[0].Entry.(*api.ProxyConfigEntry)
+	if s, _ := pd.Config["envoy_tracing_json"].(string); !strings.Contains(s, "envoy.tracers.opentelemetry") || !strings.Contains(s, entries.CollectorCluster) {
+		t.Errorf("envoy_tracing_json = %q, want the OpenTelemetry tracer sending to %s", s, entries.CollectorCluster)
+	}
+	if !strings.Contains(pd.AccessLogs.JSONFormat, `"trace_id":"%TRACE_ID%"`) {
+		t.Errorf("the sidecars' access log format has no trace id: %s", pd.AccessLogs.JSONFormat)
+	}
+	if err := entries.TracingCollector("127.0.0.1:14317")(list); err != nil {
+		t.Fatal(err)
+	}
+	var cluster map[string]any
+	if err := json.Unmarshal([]byte(pd.Config["envoy_extra_static_clusters_json"].(string)), &cluster); err != nil {
+		t.Fatal(err)
+	}
+	sock := cluster["loadAssignment"].(map[string]any)["endpoints"].([]any)[0].(map[string]any)["lbEndpoints"].([]any)[0].(map[string]any)["endpoint"].(map[string]any)["address"].(map[string]any)["socketAddress"].(map[string]any)
+	if sock["address"] != "127.0.0.1" || sock["portValue"] != float64(14317) {
+		t.Errorf("collector socket address = %v", sock)
+	}
+	if cluster["name"] != entries.CollectorCluster || cluster["typedExtensionProtocolOptions"] == nil ||
+		cluster["loadAssignment"].(map[string]any)["clusterName"] != entries.CollectorCluster {
+		t.Errorf("the rewrite lost parts of the cluster: %v", cluster)
+	}
+	for _, bad := range []string{"jaeger", ":4317", "jaeger:0"} {
+		if err := entries.TracingCollector(bad)(list); err == nil {
+			t.Errorf("collector %q accepted", bad)
+		}
 	}
 }

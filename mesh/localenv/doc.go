@@ -3,7 +3,8 @@
 // for integration tests and for a local development runner.
 //
 // There is no Docker: the servers are the Debian binaries installed on the
-// machine (`make deps` installs them on a fresh one). Every server
+// machine, and Consul, Envoy, ratelimit and Jaeger (the trace backend) from
+// .cache/bin (`make deps` installs them all on a fresh one). Every server
 //
 //   - listens on 127.0.0.1 only, on a port the caller chooses or FreePort picks;
 //   - keeps all of its state (data, sockets, configuration, logs) under the

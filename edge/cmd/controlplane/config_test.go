@@ -28,6 +28,16 @@ func TestLoadConfig(t *testing.T) {
 	if want := (ir.RateLimitService{Address: "127.0.0.1", Port: 8081, Domain: "portico"}); cfg.rateLimit == nil || *cfg.rateLimit != want {
 		t.Errorf("rate limit %+v, want %+v", cfg.rateLimit, want)
 	}
+	if cfg.TracingCollectorAddr != "" {
+		t.Errorf("tracing collector %q by default, want none (no tracing)", cfg.TracingCollectorAddr)
+	}
+	cfg, err = loadConfig([]string{"TRACING_COLLECTOR_ADDR=jaeger:4317"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TracingCollectorAddr != "jaeger:4317" {
+		t.Errorf("tracing collector %q", cfg.TracingCollectorAddr)
+	}
 }
 
 // An invalid address is a configuration error: the process exits 78
@@ -39,6 +49,8 @@ func TestInvalidAddressesExitConfig(t *testing.T) {
 		{"INGRESS_LISTEN_ADDR=127.0.0.1:70000", "INGRESS_LISTEN_ADDR"},
 		{"RATELIMIT_ADDR=ratelimit", "RATELIMIT_ADDR"},
 		{"RATELIMIT_ADDR=127.0.0.1:http", "RATELIMIT_ADDR"},
+		{"TRACING_COLLECTOR_ADDR=jaeger", "TRACING_COLLECTOR_ADDR"},
+		{"TRACING_COLLECTOR_ADDR=:4317", "TRACING_COLLECTOR_ADDR"},
 		{"SHUTDOWN_TIMEOUT=0s", "SHUTDOWN_TIMEOUT"},
 	} {
 		var out bytes.Buffer

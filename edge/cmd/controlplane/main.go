@@ -35,11 +35,15 @@ type config struct {
 	StatusKey         string `env:"EDGE_CONFIG_STATUS_KEY" envDefault:"portico/edge/config-status"`
 	// RateLimitAddr is the envoyproxy/ratelimit gRPC address; empty turns
 	// the global limits off.
-	RateLimitAddr     string        `env:"RATELIMIT_ADDR"`
-	RateLimitDomain   string        `env:"RATELIMIT_DOMAIN" envDefault:"portico"`
-	RateLimitFailOpen bool          `env:"RATELIMIT_FAIL_OPEN" envDefault:"true"`
-	LogLevel          string        `env:"LOG_LEVEL" envDefault:"info"`
-	ShutdownTimeout   time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	RateLimitAddr     string `env:"RATELIMIT_ADDR"`
+	RateLimitDomain   string `env:"RATELIMIT_DOMAIN" envDefault:"portico"`
+	RateLimitFailOpen bool   `env:"RATELIMIT_FAIL_OPEN" envDefault:"true"`
+	// TracingCollectorAddr is the OTLP/gRPC collector (host:port) the
+	// ingress sends its spans to, unless the edge configuration's
+	// tracing.collector names one; with neither the ingress does not trace.
+	TracingCollectorAddr string        `env:"TRACING_COLLECTOR_ADDR"`
+	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
+	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 
 	// Parsed from the addresses above by loadConfig.
 	listener  ir.Listener
@@ -75,6 +79,15 @@ func loadConfig(environ []string) (config, error) {
 		}
 		cfg.rateLimit = &ir.RateLimitService{Address: host, Port: port, Domain: cfg.RateLimitDomain, FailOpen: cfg.RateLimitFailOpen}
 	}
+	if cfg.TracingCollectorAddr != "" {
+		// A host is required: the ingress connects to it.
+		if host, _, err := net.SplitHostPort(cfg.TracingCollectorAddr); err != nil || host == "" {
+			return config{}, fmt.Errorf("TRACING_COLLECTOR_ADDR: want host:port, got %q", cfg.TracingCollectorAddr)
+		}
+		if _, _, err := hostPort(cfg.TracingCollectorAddr); err != nil {
+			return config{}, fmt.Errorf("TRACING_COLLECTOR_ADDR: %w", err)
+		}
+	}
 	if cfg.ShutdownTimeout <= 0 {
 		return config{}, errors.New("SHUTDOWN_TIMEOUT must be positive")
 	}
@@ -91,16 +104,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	cp, err := controlplane.New(ctx, controlplane.Config{
-		ConsulHTTPAddr:  cfg.ConsulHTTPAddr,
-		XDSAddr:         cfg.XDSAddr,
-		AdminAddr:       cfg.AdminAddr,
-		Listener:        cfg.listener,
-		IngressService:  cfg.IngressService,
-		ConfigKey:       cfg.ConfigKey,
-		StatusKey:       cfg.StatusKey,
-		RateLimit:       cfg.rateLimit,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Registry:        proc.Registry,
+		ConsulHTTPAddr:   cfg.ConsulHTTPAddr,
+		XDSAddr:          cfg.XDSAddr,
+		AdminAddr:        cfg.AdminAddr,
+		Listener:         cfg.listener,
+		IngressService:   cfg.IngressService,
+		ConfigKey:        cfg.ConfigKey,
+		StatusKey:        cfg.StatusKey,
+		RateLimit:        cfg.rateLimit,
+		TracingCollector: cfg.TracingCollectorAddr,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		Registry:         proc.Registry,
 	}, log)
 	if err != nil {
 		return errors.Join(err, proc.Close(context.WithoutCancel(ctx)))

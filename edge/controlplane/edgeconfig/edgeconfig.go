@@ -27,6 +27,21 @@ type Document struct {
 	Routes   []Route `json:"routes"`
 	Proxy    Proxy   `json:"proxy"`
 	Edge     Edge    `json:"edge"`
+	// Tracing configures the ingress's spans; absent means a sampling
+	// percent of 0 (only requests that arrive sampled are traced).
+	Tracing Tracing `json:"tracing,omitzero"`
+}
+
+// Tracing configures the OpenTelemetry spans of the ingress. Tracing is
+// on when a collector is known: Collector here, or else the one the
+// control plane is started with (TRACING_COLLECTOR_ADDR); with neither,
+// the ingress has no tracer at all.
+type Tracing struct {
+	// Collector is the OTLP/gRPC collector's host:port.
+	Collector string `json:"collector,omitempty"`
+	// SamplingPercent of the requests arriving without a sampled
+	// traceparent start a trace, from 0 to 100 (fractions allowed: 0.1).
+	SamplingPercent float64 `json:"samplingPercent"`
 }
 
 // Edge names the service that caches responses and serves the merged API

@@ -66,6 +66,21 @@ func TestInvalidDocumentsAreRejectedWithTheReason(t *testing.T) {
 		{"edge features without the edge", func(m map[string]any) {
 			delete(m["edge"].(map[string]any), "service")
 		}, []string{"edge.docs: needs edge.service", "edge.dashboard: needs edge.service", ".cache: needs edge.service"}},
+		{"sampling above 100 percent", func(m map[string]any) {
+			m["tracing"] = map[string]any{"samplingPercent": 101}
+		}, []string{"tracing.samplingPercent: must be between 0 and 100"}},
+		{"negative sampling", func(m map[string]any) {
+			m["tracing"] = map[string]any{"samplingPercent": -0.5}
+		}, []string{"tracing.samplingPercent"}},
+		{"collector without a port", func(m map[string]any) {
+			m["tracing"] = map[string]any{"collector": "jaeger", "samplingPercent": 1}
+		}, []string{"tracing.collector: must be host:port"}},
+		{"collector port zero", func(m map[string]any) {
+			m["tracing"] = map[string]any{"collector": "jaeger:0", "samplingPercent": 1}
+		}, []string{"tracing.collector: must be host:port"}},
+		{"unknown tracing field", func(m map[string]any) {
+			m["tracing"] = map[string]any{"sampling": 1}
+		}, []string{`unknown field "sampling"`}},
 		{"missing issuer and skew too large", func(m map[string]any) {
 			a := m["auth"].(map[string]any)
 			delete(a, "issuer")
@@ -84,6 +99,25 @@ func TestInvalidDocumentsAreRejectedWithTheReason(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestTracingSection(t *testing.T) {
+	doc, err := Parse(mutate(t, func(m map[string]any) {
+		m["tracing"] = map[string]any{"collector": "jaeger:4317", "samplingPercent": 0.5}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Tracing{Collector: "jaeger:4317", SamplingPercent: 0.5}); doc.Tracing != want {
+		t.Fatalf("tracing = %+v, want %+v", doc.Tracing, want)
+	}
+	doc, err = Parse(mutate(t, func(m map[string]any) { delete(m, "tracing") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.Tracing != (Tracing{}) {
+		t.Fatalf("no tracing section gave %+v, want the zero value (no collector, 0 %%)", doc.Tracing)
 	}
 }
 

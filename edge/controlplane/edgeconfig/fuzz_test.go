@@ -28,6 +28,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`version: 1`))
 	f.Add([]byte(`{"version":1,"routes":[{"name":"a","path":"/a","service":"a"}]}`))
 	f.Add([]byte("routes:\n  - name: x\n    prefix: /x/\n    service: x\n    rateLimit: {local: {requests: 1, per: 1s, burst: 1}}\n"))
+	f.Add([]byte(string(edgeconfig.Default()) + "\ntracing: {collector: \"jaeger:4317\", samplingPercent: 0.25}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		doc, err := edgeconfig.Parse(data)
 		if err != nil {
@@ -98,6 +99,8 @@ func fuzzInputs(doc edgeconfig.Document) irbuild.Inputs {
 		},
 		Ingress:   "ingress",
 		RateLimit: &ir.RateLimitService{Address: "127.0.0.1", Port: 8081, Domain: "portico", FailOpen: true},
+		// Tracing on, so every document's tracer is translated too.
+		TracingCollector: "127.0.0.1:4317",
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -72,6 +74,7 @@ func (d Document) Validate() error {
 			v.add(fmt.Sprintf("routes[%d].cache", i), "needs edge.service")
 		}
 	}
+	v.tracing(d.Tracing)
 	// Sorted: the messages are written to KV and logs, and map order
 	// would give the same document a different text each time.
 	for _, alias := range slices.Sorted(maps.Keys(d.Proxy.Aliases)) {
@@ -209,6 +212,19 @@ func (v *validator) policy(at string, p Policy, complete bool) {
 			v.limit(at+".rateLimit.global.perClient", g.PerClient)
 			v.limit(at+".rateLimit.global.perSubject", g.PerSubject)
 		}
+	}
+}
+
+func (v *validator) tracing(t Tracing) {
+	if t.Collector != "" {
+		host, port, err := net.SplitHostPort(t.Collector)
+		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 {
+			v.add("tracing.collector", "must be host:port")
+		}
+	}
+	// Written so that NaN fails too.
+	if !(t.SamplingPercent >= 0 && t.SamplingPercent <= 100) {
+		v.add("tracing.samplingPercent", "must be between 0 and 100")
 	}
 }
 

@@ -20,6 +20,9 @@ type Xds struct {
 	Identity Identity `json:"identity"`
 	// RateLimitService counts the global limits; nil turns them off.
 	RateLimitService *RateLimitService `json:"rateLimitService,omitempty"`
+	// Tracing makes the ingress start OpenTelemetry spans; nil turns it
+	// off (no tracer, nothing sampled, nothing sent).
+	Tracing *Tracing `json:"tracing,omitempty"`
 }
 
 // Listener is where clients connect.
@@ -157,4 +160,17 @@ type RateLimitService struct {
 	Domain  string `json:"domain"`
 	// FailOpen lets requests through when the service cannot answer.
 	FailOpen bool `json:"failOpen"`
+}
+
+// Tracing is the ingress's OpenTelemetry tracer: spans sent over OTLP/gRPC
+// to a collector, W3C trace context (traceparent) propagated upstream.
+type Tracing struct {
+	// Address and Port are the collector's OTLP/gRPC listener.
+	Address string `json:"address"`
+	Port    uint32 `json:"port"`
+	// ServiceName is the spans' service.name.
+	ServiceName string `json:"serviceName"`
+	// SamplingPercent of the requests that arrive without a sampled
+	// traceparent start a trace: 0 to 100.
+	SamplingPercent float64 `json:"samplingPercent"`
 }

@@ -17,6 +17,7 @@ var (
 	ErrNoIdentity       = errors.New("ir: clusters need the ingress identity (leaf certificate, key and roots)")
 	ErrNoAuthCluster    = errors.New("ir: auth needs the JWKS cluster")
 	ErrGlobalLimits     = errors.New("ir: global rate limits need the rate-limit service")
+	ErrTracing          = errors.New("ir: tracing needs a collector address and port, a service name and a sampling percent between 0 and 100")
 )
 
 // Validate checks that the model is complete and consistent; the
@@ -38,6 +39,10 @@ func (x *Xds) Validate() error {
 	}
 	if x.Auth != nil && !clusters[x.Auth.JWKSCluster] {
 		errs = append(errs, fmt.Errorf("%w: %s", ErrNoAuthCluster, x.Auth.JWKSCluster))
+	}
+	if t := x.Tracing; t != nil && (t.Address == "" || t.Port == 0 || t.ServiceName == "" ||
+		!(t.SamplingPercent >= 0 && t.SamplingPercent <= 100)) {
+		errs = append(errs, ErrTracing)
 	}
 	routes := map[string]bool{}
 	for _, r := range x.Routes {

@@ -2,6 +2,7 @@ package ir_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -21,6 +22,7 @@ func valid() *ir.Xds {
 		Clusters:         []ir.Cluster{{Name: "users"}},
 		Identity:         ir.Identity{CertPEM: "c", KeyPEM: "k", RootsPEM: []string{"r"}},
 		RateLimitService: &ir.RateLimitService{Address: "127.0.0.1", Port: 8081, Domain: "d"},
+		Tracing:          &ir.Tracing{Address: "127.0.0.1", Port: 4317, ServiceName: "ingress", SamplingPercent: 1},
 	}
 }
 
@@ -35,7 +37,7 @@ func TestValidModel(t *testing.T) {
 func TestEachInconsistencyHasItsSentinel(t *testing.T) {
 	sentinels := []error{
 		ir.ErrNoListener, ir.ErrRouteMatch, ir.ErrRouteAction, ir.ErrUnknownCluster, ir.ErrDuplicateRoute,
-		ir.ErrDuplicateCluster, ir.ErrNoIdentity, ir.ErrNoAuthCluster, ir.ErrGlobalLimits,
+		ir.ErrDuplicateCluster, ir.ErrNoIdentity, ir.ErrNoAuthCluster, ir.ErrGlobalLimits, ir.ErrTracing,
 	}
 	tests := []struct {
 		name   string
@@ -54,6 +56,11 @@ func TestEachInconsistencyHasItsSentinel(t *testing.T) {
 		{"no key", func(x *ir.Xds) { x.Identity.KeyPEM = "" }, ir.ErrNoIdentity},
 		{"jwks cluster missing", func(x *ir.Xds) { x.Auth.JWKSCluster = "keys" }, ir.ErrNoAuthCluster},
 		{"global limits without the service", func(x *ir.Xds) { x.RateLimitService = nil }, ir.ErrGlobalLimits},
+		{"tracing without a collector port", func(x *ir.Xds) { x.Tracing.Port = 0 }, ir.ErrTracing},
+		{"tracing without a service name", func(x *ir.Xds) { x.Tracing.ServiceName = "" }, ir.ErrTracing},
+		{"sampling above 100 percent", func(x *ir.Xds) { x.Tracing.SamplingPercent = 100.5 }, ir.ErrTracing},
+		{"negative sampling", func(x *ir.Xds) { x.Tracing.SamplingPercent = -1 }, ir.ErrTracing},
+		{"sampling not a number", func(x *ir.Xds) { x.Tracing.SamplingPercent = math.NaN() }, ir.ErrTracing},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

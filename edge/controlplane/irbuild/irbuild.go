@@ -32,6 +32,10 @@ type Inputs struct {
 	Ingress string
 	// RateLimit is the global rate-limit service; nil disables global limits.
 	RateLimit *ir.RateLimitService
+	// TracingCollector is the OTLP/gRPC collector's host:port the control
+	// plane was started with; the document's tracing.collector wins over
+	// it, and with neither the ingress does not trace.
+	TracingCollector string
 }
 
 // Service is a catalog service and its healthy sidecar endpoints.
@@ -69,6 +73,11 @@ func Build(in Inputs) (*ir.Xds, error) {
 		[]ir.Route{notFoundRoute()},
 	)
 	x.Clusters = b.clusterList()
+	tracing, err := buildTracing(doc.Tracing, in.TracingCollector, in.Ingress)
+	if err != nil {
+		return nil, err
+	}
+	x.Tracing = tracing
 
 	if err := x.Validate(); err != nil {
 		return nil, err

@@ -29,6 +29,8 @@ type buildCase struct {
 	// Listener defaults to 127.0.0.1:5000.
 	Listener  *ir.Listener         `json:"listener,omitempty"`
 	RateLimit *ir.RateLimitService `json:"rateLimit,omitempty"`
+	// TracingCollector is the control plane's collector address.
+	TracingCollector string `json:"tracingCollector,omitempty"`
 	// NoIdentity leaves out the leaf certificate and roots.
 	NoIdentity bool `json:"noIdentity,omitempty"`
 }
@@ -98,6 +100,8 @@ func buildFrom(t *testing.T, path string) (*ir.Xds, error) {
 		Services:   c.Services,
 		Ingress:    "ingress",
 		RateLimit:  c.RateLimit,
+		// The control plane's collector, as its command passes it.
+		TracingCollector: c.TracingCollector,
 	}
 	if c.Listener != nil {
 		in.Listener = *c.Listener

@@ -50,13 +50,16 @@ type ConfigStatus struct {
 
 // Config wires a Reconciler.
 type Config struct {
-	Publisher  Publisher
-	Status     StatusWriter // optional
-	Listener   ir.Listener
-	Ingress    string
-	RateLimit  *ir.RateLimitService
-	Log        *slog.Logger
-	Registerer prometheus.Registerer
+	Publisher Publisher
+	Status    StatusWriter // optional
+	Listener  ir.Listener
+	Ingress   string
+	RateLimit *ir.RateLimitService
+	// TracingCollector is the OTLP/gRPC collector (host:port) the
+	// ingress sends spans to unless the document names one.
+	TracingCollector string
+	Log              *slog.Logger
+	Registerer       prometheus.Registerer
 	// Now is the clock for status times; default time.Now.
 	Now func() time.Time
 }
@@ -134,9 +137,10 @@ func (r *Reconciler) Apply(ctx context.Context, snap catalog.Snapshot) error {
 			CertPEM: snap.Leaf.CertPEM, KeyPEM: snap.Leaf.KeyPEM,
 			RootsPEM: snap.RootsPEM, TrustDomain: snap.TrustDomain,
 		},
-		Services:  services(snap.Services),
-		Ingress:   r.cfg.Ingress,
-		RateLimit: r.cfg.RateLimit,
+		Services:         services(snap.Services),
+		Ingress:          r.cfg.Ingress,
+		RateLimit:        r.cfg.RateLimit,
+		TracingCollector: r.cfg.TracingCollector,
 	})
 	if err == nil {
 		err = r.publish(ctx, model)

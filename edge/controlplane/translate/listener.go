@@ -111,12 +111,15 @@ func typed(name string, cfg proto.Message) (*core.TypedExtensionConfig, error) {
 	return &core.TypedExtensionConfig{Name: name, TypedConfig: a}, nil
 }
 
-// accessLogs writes one JSON object per request to stdout.
+// accessLogs writes one JSON object per request to stdout. trace_id is the
+// trace of the request's spans when it is traced (what to look up in the
+// trace backend); traceparent is what the client sent.
 func accessLogs() ([]*accesslog.AccessLog, error) {
 	format, err := structpb.NewStruct(map[string]any{
 		"time":           "%START_TIME%",
 		"request_id":     "%REQ(X-REQUEST-ID)%",
 		"traceparent":    "%REQ(TRACEPARENT)%",
+		"trace_id":       "%TRACE_ID%",
 		"method":         "%REQ(:METHOD)%",
 		"path":           "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
 		"protocol":       "%PROTOCOL%",

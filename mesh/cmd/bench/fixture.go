@@ -41,8 +41,10 @@ const generousRequests = 1_000_000_000
 // benchDocument is the shipped default with every limit raised and one
 // route added, written to KV as an operator would: the defaults keep only
 // a (generous) local bucket, every shipped route gets generous global
-// limits explicitly, and the added route inherits no global limit.
-func benchDocument() ([]byte, error) {
+// limits explicitly, and the added route inherits no global limit. The
+// ingress samples samplingPercent of the requests (when a trace backend
+// runs; without one the ingress has no tracer).
+func benchDocument(samplingPercent float64) ([]byte, error) {
 	doc, err := edgeconfig.Parse(edgeconfig.Default())
 	if err != nil {
 		return nil, err
@@ -56,6 +58,7 @@ func benchDocument() ([]byte, error) {
 			Global: &edgeconfig.GlobalLimits{PerClient: generous, PerSubject: generous},
 		}
 	}
+	doc.Tracing.SamplingPercent = samplingPercent
 	doc.Routes = append([]edgeconfig.Route{{
 		Name: "bench-jwt-only", Prefix: benchRoutePrefix, Service: "users", Rewrite: "/",
 	}}, doc.Routes...)
@@ -74,7 +77,7 @@ type edgeConfig struct {
 // applyBenchConfig writes the benchmark document and waits until the
 // control plane accepted it and the rate-limit service counts with the
 // raised limits (they come back in X-RateLimit-Limit).
-func applyBenchConfig(ctx context.Context, f *fixture) (*edgeConfig, error) {
+func applyBenchConfig(ctx context.Context, f *fixture, samplingPercent float64) (*edgeConfig, error) {
 	client, err := api.NewClient(&api.Config{Address: consulAddr})
 	if err != nil {
 		return nil, err
@@ -85,7 +88,7 @@ func applyBenchConfig(ctx context.Context, f *fixture) (*edgeConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", edgeConfigKey, err)
 	}
-	raw, err := benchDocument()
+	raw, err := benchDocument(samplingPercent)
 	if err != nil {
 		return nil, err
 	}

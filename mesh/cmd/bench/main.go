@@ -57,6 +57,10 @@ type options struct {
 	outDir            string
 	only              []string
 	compare           string
+	// tracing is "off" (no trace backend, no OTEL_* variables, sampling
+	// 0) or the ingress's sampling percent with Jaeger running.
+	tracing         string
+	samplingPercent float64
 }
 
 func parseFlags(args []string) (options, []string, error) {
@@ -75,8 +79,16 @@ func parseFlags(args []string) (options, []string, error) {
 	fs.StringVar(&o.outDir, "out", ".run/bench", "where results are written, one JSON file per run (relative to the repository)")
 	paths := fs.String("paths", "", "comma-separated paths to run (default all; direct always runs, as the baseline)")
 	fs.StringVar(&o.compare, "compare", "", "an earlier result to print against this run (or against a second file given as argument)")
+	fs.StringVar(&o.tracing, "tracing", "off", "off (no trace backend, no OTEL_* variables, sampling 0), or the ingress's sampling percent (0-100) with Jaeger running as `make up` has it")
 	if err := fs.Parse(args); err != nil {
 		return o, nil, err
+	}
+	if o.tracing != "off" {
+		p, err := strconv.ParseFloat(o.tracing, 64)
+		if err != nil || !(p >= 0 && p <= 100) {
+			return o, nil, fmt.Errorf("-tracing: %q is neither off nor a percent from 0 to 100", o.tracing)
+		}
+		o.samplingPercent = p
 	}
 	var err error
 	if o.rates, err = parseRates(*rates); err != nil {
@@ -199,14 +211,14 @@ func measure(ctx context.Context, root string, o options) (rep Report, err error
 		Started: time.Now().UTC(), Commit: commit(ctx, root), CPUs: runtime.NumCPU(),
 		Settings: Settings{
 			Rates: o.rates, LoginRates: o.loginRates, StepSecs: o.step.Seconds(), ProbeSecs: o.probe.Seconds(),
-			TargetP99: toMillis(o.targetP99), Workers: o.workers, CPUAtRate: o.cpuAt,
+			TargetP99: toMillis(o.targetP99), Workers: o.workers, CPUAtRate: o.cpuAt, Tracing: o.tracing,
 		},
 	}
 	defer func() { rep.Phases = ph.list }()
 
 	var st *stack
 	err = ph.do("stack up (devstack up, or -reuse)", func() (err error) {
-		st, err = bringUp(ctx, root, o.reuse)
+		st, err = bringUp(ctx, root, o.reuse, o.tracing != "off")
 		return err
 	})
 	defer func() {
@@ -234,7 +246,7 @@ func measure(ctx context.Context, root string, o options) (rep Report, err error
 
 	var ec *edgeConfig
 	err = ph.do("edge configuration (limits raised)", func() (err error) {
-		ec, err = applyBenchConfig(ctx, f)
+		ec, err = applyBenchConfig(ctx, f, o.samplingPercent)
 		return err
 	})
 	defer func() {

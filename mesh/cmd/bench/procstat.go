@@ -44,6 +44,7 @@ func stackProcesses() []processPort {
 		{"rabbitmq", 55672},
 		{"consul", 8500},
 		{"prometheus", 9090},
+		{"jaeger", 16686}, // with -tracing other than off
 	}
 }
 

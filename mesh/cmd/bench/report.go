@@ -35,6 +35,8 @@ type Settings struct {
 	TargetP99  Millis  `json:"target_p99_ms"`
 	Workers    int     `json:"workers"`
 	CPUAtRate  int     `json:"cpu_at_rate"`
+	// Tracing is -tracing: off, or the ingress's sampling percent.
+	Tracing string `json:"tracing,omitempty"`
 }
 
 // Phase is one part of the run and how long it took.

@@ -21,6 +21,8 @@ type stack struct {
 	// started is true when this run brought the stack up and so must take
 	// it down.
 	started bool
+	// traced runs Jaeger; otherwise devstack leaves the trace backend out.
+	traced bool
 }
 
 // Documented addresses of `make up` (README "Operations" and "Service mesh").
@@ -52,8 +54,8 @@ func busyPorts(ctx context.Context) []string {
 // running one answers. Without reuse it refuses to start over ports in use:
 // they may belong to another `make up` or to something else entirely, and
 // measuring either would be wrong.
-func bringUp(ctx context.Context, root string, reuse bool) (*stack, error) {
-	s := &stack{root: root}
+func bringUp(ctx context.Context, root string, reuse, traced bool) (*stack, error) {
+	s := &stack{root: root, traced: traced}
 	if reuse {
 		if err := s.ready(ctx); err != nil {
 			return nil, fmt.Errorf("-reuse: no running stack answers (%w); start one with `make up`", err)
@@ -109,6 +111,9 @@ func (s *stack) down() error {
 func (s *stack) devstack(ctx context.Context, verb string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(s.root, devstackBin), verb) //nolint:gosec // our own bin/devstack, a fixed verb
 	cmd.Dir = s.root
+	if !s.traced {
+		cmd.Env = append(os.Environ(), "PORTICO_TRACING=off")
+	}
 	// Its summary (with the admin password) is noise here; it is shown
 	// when the command fails.
 	out, err := cmd.CombinedOutput()

@@ -205,8 +205,14 @@ func printSummary(l layout, s stackState) {
 		fmt.Printf("  %-18s %s\n", c.Name, c.URL)
 	}
 	for _, c := range s.Components {
-		if c.Name == "ingress" {
+		switch c.Name {
+		case "ingress":
 			fmt.Printf("\nDashboard: %s/   API documentation: %s/docs/\n", c.URL, c.URL)
+		case "jaeger":
+			// The Go-module build of Jaeger has no UI assets.
+			query := strings.TrimSuffix(c.URL, "/api/traces?service=ingress")
+			fmt.Printf("\nTraces: Jaeger's query API at %s (this build serves no UI; README \"Tracing\"):\n"+
+				"  curl %s/api/traces/<trace_id of an access-log line>\n", query, query)
 		}
 	}
 	if b, err := os.ReadFile(l.adminFile()); err == nil {

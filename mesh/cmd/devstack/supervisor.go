@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portico-mesh/portico/mesh/entries"
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/stack"
 )
@@ -139,7 +140,7 @@ func (s *supervisor) startConsul(ctx context.Context) error {
 	// A restarted dev agent has forgotten everything: the mesh entries are
 	// written again here, the services register again by themselves, and
 	// the sidecars reconnect to the same ports.
-	s.keep("consul", consulProcess{c})
+	s.keep("consul", consulProcess{c, s.stack.MeshEntryOptions()})
 	s.track(componentState{
 		Name: "consul", PID: c.Pid(), URL: c.HTTPURL() + "/ui/", Health: c.HTTPURL() + "/v1/status/leader", Log: c.LogPath(),
 	})
@@ -147,7 +148,10 @@ func (s *supervisor) startConsul(ctx context.Context) error {
 }
 
 // consulProcess restarts the agent with the mesh entries applied.
-type consulProcess struct{ *localenv.Consul }
+type consulProcess struct {
+	*localenv.Consul
+	entryOptions []entries.Option
+}
 
 func (p consulProcess) Done() <-chan struct{} { return doneOrClosed(p.Consul.Done()) }
 
@@ -155,14 +159,14 @@ func (p consulProcess) Start(ctx context.Context) error {
 	if err := p.Consul.Start(ctx); err != nil {
 		return err
 	}
-	return stack.ApplyMeshEntries(ctx, p.Consul)
+	return stack.ApplyMeshEntries(ctx, p.Consul, p.entryOptions...)
 }
 
 // applyMeshConfig writes mesh/entries (defaults, resolvers, intentions with
 // default deny) before any sidecar starts, so that no request ever passes
 // without its intention.
 func (s *supervisor) applyMeshConfig(ctx context.Context) error {
-	return stack.ApplyMeshEntries(ctx, s.consul)
+	return stack.ApplyMeshEntries(ctx, s.consul, s.stack.MeshEntryOptions()...)
 }
 
 // startServices starts every service instance and its sidecar, then waits

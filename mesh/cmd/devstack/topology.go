@@ -65,11 +65,13 @@ type component struct {
 	start func(s *supervisor, ctx context.Context) error
 }
 
-// components is what `make up` runs, each after what it depends on: the
-// control plane needs the catalog, the rate-limit service its limits from
+// components is what `make up` runs, each after what it depends on: Jaeger
+// comes first, so every process exports its spans to it; the control plane
+// needs the catalog, the rate-limit service its limits from
 // the control plane, the ingress both.
 func components() []component {
 	return []component{
+		{"jaeger", (*supervisor).startJaeger},
 		{"postgres", (*supervisor).startPostgres},
 		{"rabbitmq", (*supervisor).startRabbitMQ},
 		{"redis", (*supervisor).startRedis},

@@ -38,6 +38,9 @@ type ControlPlaneConfig struct {
 	LogPath string
 	// LogLevel is the in-process control plane's log level.
 	LogLevel slog.Level
+	// TracingCollector is the OTLP/gRPC host:port the ingress sends spans
+	// to; empty means the stack's Jaeger, if it has one.
+	TracingCollector string
 }
 
 func (s *Stack) controlPlaneDefaults(cfg *ControlPlaneConfig) error {
@@ -55,6 +58,9 @@ func (s *Stack) controlPlaneDefaults(cfg *ControlPlaneConfig) error {
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.LogPath), 0o750); err != nil {
 		return err
+	}
+	if cfg.TracingCollector == "" {
+		cfg.TracingCollector = s.tracingCollector()
 	}
 	return localenv.FreePorts(&cfg.IngressPort, &cfg.RateLimitPort)
 }
@@ -107,15 +113,16 @@ func (s *Stack) RunControlPlane(ctx context.Context, cfg ControlPlaneConfig) (*C
 	// deadline: New ties its xDS streams to the context it is given.
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cp, err := controlplane.New(life, controlplane.Config{
-		ConsulHTTPAddr:  cfg.Consul.HTTPAddr(),
-		XDSAddr:         listen(cfg.XDSPort),
-		AdminAddr:       listen(cfg.AdminPort),
-		Listener:        ir.Listener{Address: "127.0.0.1", Port: uint32(cfg.IngressPort)},
-		IngressService:  "ingress",
-		ConfigKey:       cfg.ConfigKey,
-		StatusKey:       cfg.StatusKey,
-		RateLimit:       cfg.rateLimit(),
-		ShutdownTimeout: 5 * time.Second,
+		ConsulHTTPAddr:   cfg.Consul.HTTPAddr(),
+		XDSAddr:          listen(cfg.XDSPort),
+		AdminAddr:        listen(cfg.AdminPort),
+		Listener:         ir.Listener{Address: "127.0.0.1", Port: uint32(cfg.IngressPort)},
+		IngressService:   "ingress",
+		ConfigKey:        cfg.ConfigKey,
+		StatusKey:        cfg.StatusKey,
+		RateLimit:        cfg.rateLimit(),
+		TracingCollector: cfg.TracingCollector,
+		ShutdownTimeout:  5 * time.Second,
 	}, slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: cfg.LogLevel})))
 	if err != nil {
 		cancel()
@@ -159,6 +166,7 @@ func (s *Stack) StartControlPlane(ctx context.Context, cfg ControlPlaneConfig, b
 				"RATELIMIT_ADDR="+localenv.Loopback(cfg.RateLimitPort),
 				"EDGE_CONFIG_KEY="+cfg.ConfigKey,
 				"EDGE_CONFIG_STATUS_KEY="+cfg.StatusKey,
+				"TRACING_COLLECTOR_ADDR="+cfg.TracingCollector,
 			),
 		},
 		stack: s,

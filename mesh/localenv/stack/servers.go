@@ -18,6 +18,8 @@ import (
 // server's start (Consul's other ports are always private).
 type ServerPorts struct {
 	Postgres, Redis, RabbitMQ, RabbitMQManagement, ConsulHTTP int
+	// Jaeger's listeners, when ServersConfig.Tracing starts it.
+	JaegerOTLPGRPC, JaegerOTLPHTTP, JaegerQuery, JaegerQueryGRPC int
 }
 
 // ServersConfig configures StartServers.
@@ -30,6 +32,9 @@ type ServersConfig struct {
 	// Build, when set, runs while the servers start (they mostly wait):
 	// typically Build of the commands the services need.
 	Build func(context.Context) error
+	// Tracing starts Jaeger too (see StartJaeger) and points the
+	// sidecars' tracer at it.
+	Tracing bool
 }
 
 // Servers are the shared servers of a stack.
@@ -39,6 +44,8 @@ type Servers struct {
 	RabbitMQ  *localenv.RabbitMQ
 	Consul    *localenv.Consul
 	ConsulAPI *api.Client
+	// Jaeger is the trace backend; nil unless ServersConfig.Tracing.
+	Jaeger *localenv.Jaeger
 }
 
 // DatabaseURL is the URL of one database of Postgres.
@@ -50,7 +57,7 @@ func (sv *Servers) DatabaseURL(name string) string { return sv.Postgres.URL(name
 func (s *Stack) StartServers(ctx context.Context, cfg ServersConfig) (*Servers, error) {
 	sv := &Servers{}
 	var wg sync.WaitGroup
-	errs := make([]error, 5)
+	errs := make([]error, 6)
 	if cfg.Build != nil {
 		wg.Go(func() { errs[0] = cfg.Build(ctx) })
 	}
@@ -68,6 +75,14 @@ func (s *Stack) StartServers(ctx context.Context, cfg ServersConfig) (*Servers, 
 	wg.Go(func() {
 		sv.Consul, errs[4] = s.StartConsul(ctx, localenv.ConsulOptions{HTTPPort: cfg.Ports.ConsulHTTP, Node: cfg.ConsulNode})
 	})
+	if cfg.Tracing {
+		wg.Go(func() {
+			sv.Jaeger, errs[5] = s.StartJaeger(ctx, localenv.JaegerOptions{
+				OTLPGRPCPort: cfg.Ports.JaegerOTLPGRPC, OTLPHTTPPort: cfg.Ports.JaegerOTLPHTTP,
+				QueryPort: cfg.Ports.JaegerQuery, QueryGRPCPort: cfg.Ports.JaegerQueryGRPC,
+			})
+		})
+	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return sv, err
@@ -76,7 +91,7 @@ func (s *Stack) StartServers(ctx context.Context, cfg ServersConfig) (*Servers, 
 	if sv.ConsulAPI, err = sv.Consul.Client(); err != nil {
 		return sv, err
 	}
-	if err := entries.Apply(ctx, sv.ConsulAPI); err != nil {
+	if err := entries.Apply(ctx, sv.ConsulAPI, s.entryOptions()...); err != nil {
 		return sv, fmt.Errorf("mesh entries: %w", err)
 	}
 	for _, db := range cfg.Databases {
@@ -183,11 +198,25 @@ func DropDatabase(ctx context.Context, adminURL, name string) error {
 }
 
 // ApplyMeshEntries writes mesh/entries (defaults, resolvers, intentions
-// with default deny) to the agent c.
-func ApplyMeshEntries(ctx context.Context, c *localenv.Consul) error {
+// with default deny) to the agent c; opts adapt them (see
+// entries.TracingCollector).
+func ApplyMeshEntries(ctx context.Context, c *localenv.Consul, opts ...entries.Option) error {
 	client, err := c.Client()
 	if err != nil {
 		return err
 	}
-	return entries.Apply(ctx, client)
+	return entries.Apply(ctx, client, opts...)
 }
+
+// entryOptions adapt mesh/entries to the stack: the sidecars trace into
+// its Jaeger when it has one.
+func (s *Stack) entryOptions() []entries.Option {
+	if c := s.tracingCollector(); c != "" {
+		return []entries.Option{entries.TracingCollector(c)}
+	}
+	return nil
+}
+
+// MeshEntryOptions are the options ApplyMeshEntries needs to apply
+// mesh/entries as StartServers does for this stack.
+func (s *Stack) MeshEntryOptions() []entries.Option { return s.entryOptions() }

@@ -1,8 +1,9 @@
 // Package stack builds Portico's topology on loopback from the processes
 // of package localenv: the servers (PostgreSQL with a database per
-// service, Redis, RabbitMQ, Consul with mesh/entries applied), service
-// instances (a built binary, its Envoy sidecar and its registration), the
-// edge, the control plane, the rate-limit service and the Envoy ingress.
+// service, Redis, RabbitMQ, Consul with mesh/entries applied, and Jaeger
+// when the stack traces), service instances (a built binary, its Envoy
+// sidecar and its registration), the edge, the control plane, the
+// rate-limit service and the Envoy ingress.
 //
 // It is the one builder behind `make up` (mesh/cmd/devstack) and the
 // end-to-end suites (e2e/system, e2e/ingress, e2e/mesh). Each step is a
@@ -23,10 +24,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 // Config configures New.
@@ -51,9 +55,10 @@ type Config struct {
 type Stack struct {
 	cfg Config
 
-	mu    sync.Mutex
-	stops []stopStep // in start order; stopped in reverse
-	pids  []int      // every process started, checked after Stop
+	mu     sync.Mutex
+	stops  []stopStep // in start order; stopped in reverse
+	pids   []int      // every process started, checked after Stop
+	jaeger *localenv.Jaeger
 }
 
 type stopStep struct {
@@ -163,7 +168,8 @@ func (s *Stack) leftovers() []string {
 	return out
 }
 
-// environ is the base environment plus extra.
+// environ is the base environment, the tracing variables when the stack
+// traces, plus extra (which may override them).
 func (s *Stack) environ(extra ...string) []string {
-	return append(append([]string(nil), s.cfg.Environ...), extra...)
+	return slices.Concat(s.cfg.Environ, s.tracingEnv(), extra)
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
 func TestStopUndoesStepsInReverseOrder(t *testing.T) {
@@ -58,5 +60,42 @@ func TestStopReportsAProcessLeftRunning(t *testing.T) {
 	_ = cmd.Wait()
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatalf("Stop once the process is gone: %v", err)
+	}
+}
+
+// TestJaegerMakesTheStackTrace: before StartJaeger no process gets OTEL_*
+// variables and the control plane no collector; after it every process
+// exports to Jaeger, the control plane points the ingress at its OTLP/gRPC
+// listener and the mesh entries are applied with it.
+func TestJaegerMakesTheStackTrace(t *testing.T) {
+	s, err := New(Config{Root: ".", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	if env := strings.Join(s.environ(), " "); strings.Contains(env, "OTEL_") || s.tracingCollector() != "" || len(s.MeshEntryOptions()) != 0 {
+		t.Fatalf("a stack without Jaeger traces: env %q, collector %q", env, s.tracingCollector())
+	}
+	j, err := s.StartJaeger(t.Context(), localenv.JaegerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := s.environ("EXTRA=1")
+	if !slices.Contains(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+j.OTLPEndpoint()) || env[len(env)-1] != "EXTRA=1" {
+		t.Errorf("environ %q: want Jaeger's OTLP endpoint, then the caller's variables", env)
+	}
+	if s.tracingCollector() != j.OTLPGRPCAddr() || len(s.MeshEntryOptions()) != 1 {
+		t.Errorf("collector %q, want %q; %d mesh entry options", s.tracingCollector(), j.OTLPGRPCAddr(), len(s.MeshEntryOptions()))
+	}
+	cfg := ControlPlaneConfig{Consul: &localenv.Consul{}}
+	if err := s.controlPlaneDefaults(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TracingCollector != j.OTLPGRPCAddr() {
+		t.Errorf("control plane collector %q, want %q", cfg.TracingCollector, j.OTLPGRPCAddr())
 	}
 }
