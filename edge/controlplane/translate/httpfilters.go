@@ -30,10 +30,12 @@ type httpFeature interface {
 
 // httpFeatures lists the filters in the order requests pass them:
 // authenticate, then limit (a subject limit needs the verified subject).
+// upstreamErrors puts itself first, whatever its place here: it works on
+// responses, which pass the filters in the reverse order.
 // The router, which ends every chain, is not a feature. A list rather than
 // self-registration: the order matters, and it is read here in one place.
 func httpFeatures() []httpFeature {
-	return []httpFeature{jwtAuthn{}, localRateLimiter{}, globalRateLimiter{}}
+	return []httpFeature{jwtAuthn{}, localRateLimiter{}, globalRateLimiter{}, upstreamErrors{}}
 }
 
 // httpFilter wraps a filter's config for the chain.
