@@ -28,7 +28,7 @@ type seenRequest struct {
 
 // upstream is one instance of a mesh service: an HTTP server on loopback,
 // registered in Consul with a sidecar that fronts it. It records every
-// request, can be told to fail, and serves the test's JWKS (the ingress
+// request, can be told to fail or to answer late, and serves the test's JWKS (the ingress
 // fetches keys from the "users" service).
 type upstream struct {
 	Service string
@@ -54,6 +54,15 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if u.fail.Load() {
 		http.Error(w, "instance failing on purpose", http.StatusInternalServerError)
 		return
+	}
+	// ?delay=<duration> answers late: an upstream slower than its route's
+	// timeout.
+	if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if r.URL.Path == "/.well-known/jwks.json" {
 		w.Header().Set("Content-Type", "application/json")

@@ -6,7 +6,9 @@ import (
 
 	accesslog "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	celfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -34,6 +36,10 @@ type localReply struct {
 	// refusing filter gave none; overwrite replaces the filter's.
 	challenge string
 	overwrite bool
+	// tokenCheck limits the mapping to the token check's own replies
+	// (jwt_authn's response code details); a reply of the same status
+	// from elsewhere falls to the next mapping.
+	tokenCheck bool
 }
 
 // The details of the replies the ingress makes. They say what a client
@@ -44,6 +50,7 @@ const (
 	// refusing filters' own bodies are "local_rate_limited" and empty.
 	rateLimitedDetail   = "Too many requests for this route; retry after the number of seconds in Retry-After."
 	malformedDetail     = "The request is not well-formed HTTP, or uses a form the ingress refuses."
+	forbiddenDetail     = "Access to this service is not allowed."
 	notFoundDetail      = "No route matches this path."
 	methodDetail        = "This path does not accept this method; Allow lists the methods it does."
 	timeoutDetail       = "The request was not received in time."
@@ -73,11 +80,14 @@ const retryAfterFromReset = "%RESP(X-RATELIMIT-RESET)%"
 // ingressReplies lists every status Envoy answers on its own, sorted:
 // codec errors (400, 408, 426, 431, 501), the token check (401, 403), no
 // route and the hidden paths (404), the guard routes (405, 413), the rate
-// limits (429), and upstream failures (500, 502, 503, 504).
+// limits (429), and upstream failures (500, 502, 503, 504). A sidecar's
+// errors pass here too (upstreamErrors): its 403, an intention's denial,
+// is forbidden, not a refused token.
 var ingressReplies = []localReply{
 	{status: 400, detail: malformedDetail},
 	{status: 401, challenge: "Bearer"},
-	{status: 403, as: 401, challenge: bearerChallenge, overwrite: true},
+	{status: 403, as: 401, challenge: bearerChallenge, overwrite: true, tokenCheck: true},
+	{status: 403, detail: forbiddenDetail},
 	{status: 404, detail: notFoundDetail},
 	{status: 405, detail: methodDetail},
 	{status: 408, detail: timeoutDetail},
@@ -165,8 +175,14 @@ func localReplyMapper(r localReply) (*hcm.ResponseMapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local reply %d: %w", r.status, err)
 	}
+	filter := statusFilter(accesslog.ComparisonFilter_EQ, r.status)
+	if r.tokenCheck {
+		if filter, err = andTokenCheck(filter); err != nil {
+			return nil, err
+		}
+	}
 	return &hcm.ResponseMapper{
-		Filter:             statusFilter(accesslog.ComparisonFilter_EQ, r.status),
+		Filter:             filter,
 		StatusCode:         statusOverride(r.as),
 		HeadersToAdd:       headers,
 		BodyFormatOverride: body,
@@ -215,6 +231,28 @@ func statusFilter(op accesslog.ComparisonFilter_Op, status uint32) *accesslog.Ac
 			Value: &core.RuntimeUInt32{DefaultValue: status, RuntimeKey: key},
 		}},
 	}}
+}
+
+// tokenCheckDetails begins the response code details of every refusal
+// of jwt_authn.
+const tokenCheckDetails = "jwt_authn_access_denied"
+
+// andTokenCheck narrows a filter to the token check's replies.
+func andTokenCheck(f *accesslog.AccessLogFilter) (*accesslog.AccessLogFilter, error) {
+	cel, err := anypb.New(&celfilter.ExpressionFilter{
+		Expression: fmt.Sprintf("response.code_details.startsWith(%q)", tokenCheckDetails),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &accesslog.AccessLogFilter{FilterSpecifier: &accesslog.AccessLogFilter_AndFilter{AndFilter: &accesslog.AndFilter{
+		Filters: []*accesslog.AccessLogFilter{f, {FilterSpecifier: &accesslog.AccessLogFilter_ExtensionFilter{
+			ExtensionFilter: &accesslog.ExtensionFilter{
+				Name:       "envoy.access_loggers.extension_filters.cel",
+				ConfigType: &accesslog.ExtensionFilter_TypedConfig{TypedConfig: cel},
+			},
+		}}},
+	}}}, nil
 }
 
 func statusOverride(status uint32) *wrapperspb.UInt32Value {

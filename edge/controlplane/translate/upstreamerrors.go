@@ -2,11 +2,9 @@ package translate
 
 import (
 	"fmt"
-	"net/http"
 
 	xdscore "github.com/cncf/xds/go/xds/core/v3"
 	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	customresponse "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/custom_response/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -23,17 +21,17 @@ import (
 const customResponseFilterName = "envoy.filters.http.custom_response"
 
 // upstreamErrors turns an error that reaches the ingress from upstream
-// without a problem body into one. The services answer every error as
-// problem+json themselves; what does not is a service's sidecar speaking
-// for it: an intention's denial ("RBAC: access denied", 403), or no
-// service behind the sidecar (503). The local reply mappers never see
-// those, as they are responses, not the ingress's own replies. The type
-// is the status's (problem.TypeFor) and the original status is kept.
+// without a problem body into the ingress's own reply of that status. The
+// services answer every error as problem+json themselves; what does not is
+// a service's sidecar speaking for it: an intention's denial ("RBAC: access
+// denied", 403), or no service behind the sidecar (503). The local reply
+// mappers see only the ingress's own replies, so the filter replaces such
+// a response by a local reply of the same status, which they then write
+// as they write every other (localreply.go).
 type upstreamErrors struct{}
 
 // patchHCM puts the filter first in the chain, so it is the last to see a
-// response: the other filters' headers are kept, and its own replies and
-// the ingress's local replies (already problem+json) pass untouched.
+// response: the other filters' headers are kept.
 func (upstreamErrors) patchHCM(_ *ir.Xds, mgr *hcm.HttpConnectionManager) error {
 	m, err := upstreamErrorMatcher()
 	if err != nil {
@@ -51,48 +49,15 @@ func (upstreamErrors) patchRoute(*ir.Xds, ir.Route, *route.Route) error { return
 
 func (upstreamErrors) patchResources(*ir.Xds, *xdsresources.Set) error { return nil }
 
-// upstreamDetails replaces the details of the local replies where the
-// ingress's own text is the token check's (401) or an upstream's error
-// means something else (403: a denial, not a token refused).
-var upstreamDetails = map[uint32]string{
-	401: "The request needs a valid bearer token.",
-	403: "Access to this service is not allowed.",
-}
+// upstreamUnauthenticatedDetail is the text of a sidecar's 401 replaced:
+// the 401 mapping shows a reply's own text, which for the token check's
+// says what is wrong with the token.
+const upstreamUnauthenticatedDetail = "The request needs a valid bearer token."
 
-// upstreamErrorMatcher picks, for a response that is not problem+json, a
-// policy by its status where the ingress knows that status
-// (ingressReplies), else by its status class; a success matches neither.
+// upstreamErrorMatcher matches an error status (4xx, 5xx) whose response
+// is not problem+json.
 func upstreamErrorMatcher() (*xdsmatcher.Matcher, error) {
 	notProblem, err := notProblemPredicate()
-	if err != nil {
-		return nil, err
-	}
-	byStatus := map[string]*xdsmatcher.Matcher_OnMatch{}
-	// A status the ingress turns into another for its own replies (a
-	// token refused for its audience) keeps its own meaning here.
-	for _, r := range ingressReplies {
-		detail := r.detail
-		if d, ok := upstreamDetails[r.status]; ok {
-			detail = d
-		}
-		policy, err := upstreamProblemPolicy(problem.TypeFor(int(r.status)), http.StatusText(int(r.status)), detail)
-		if err != nil {
-			return nil, fmt.Errorf("upstream error %d: %w", r.status, err)
-		}
-		byStatus[fmt.Sprint(r.status)] = policy
-	}
-	byClass := map[string]*xdsmatcher.Matcher_OnMatch{}
-	for _, c := range []struct{ class, typ, title, detail string }{
-		{"4xx", problem.TypeMalformed, "Client Error", clientErrorDetail},
-		{"5xx", problem.TypeInternal, "Server Error", serverErrorDetail},
-	} {
-		policy, err := upstreamProblemPolicy(c.typ, c.title, c.detail)
-		if err != nil {
-			return nil, fmt.Errorf("upstream error %s: %w", c.class, err)
-		}
-		byClass[c.class] = policy
-	}
-	statusInput, err := xdsTyped("status", &matcher.HttpResponseStatusCodeMatchInput{})
 	if err != nil {
 		return nil, err
 	}
@@ -100,29 +65,43 @@ func upstreamErrorMatcher() (*xdsmatcher.Matcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	byClassMatcher := exactMatchTree(classInput, byClass, nil)
-	byStatusMatcher := exactMatchTree(statusInput, byStatus,
-		&xdsmatcher.Matcher_OnMatch{OnMatch: &xdsmatcher.Matcher_OnMatch_Matcher{Matcher: byClassMatcher}})
-	return &xdsmatcher.Matcher{MatcherType: &xdsmatcher.Matcher_MatcherList_{
-		MatcherList: &xdsmatcher.Matcher_MatcherList{Matchers: []*xdsmatcher.Matcher_MatcherList_FieldMatcher{{
-			Predicate: notProblem,
-			OnMatch:   &xdsmatcher.Matcher_OnMatch{OnMatch: &xdsmatcher.Matcher_OnMatch_Matcher{Matcher: byStatusMatcher}},
-		}}},
-	}}, nil
-}
-
-// exactMatchTree looks the input's value up in m, else goes on to
-// onNoMatch (nil: no match).
-func exactMatchTree(input *xdscore.TypedExtensionConfig, m map[string]*xdsmatcher.Matcher_OnMatch, onNoMatch *xdsmatcher.Matcher_OnMatch) *xdsmatcher.Matcher {
-	return &xdsmatcher.Matcher{
-		MatcherType: &xdsmatcher.Matcher_MatcherTree_{MatcherTree: &xdsmatcher.Matcher_MatcherTree{
-			Input: input,
-			TreeType: &xdsmatcher.Matcher_MatcherTree_ExactMatchMap{ExactMatchMap: &xdsmatcher.Matcher_MatcherTree_MatchMap{
-				Map: m,
-			}},
-		}},
-		OnNoMatch: onNoMatch,
+	statusInput, err := xdsTyped("status", &matcher.HttpResponseStatusCodeMatchInput{})
+	if err != nil {
+		return nil, err
 	}
+	replace, err := localReplyPolicy("")
+	if err != nil {
+		return nil, err
+	}
+	unauthenticated, err := localReplyPolicy(upstreamUnauthenticatedDetail)
+	if err != nil {
+		return nil, err
+	}
+	exact := func(s string) *xdsmatcher.StringMatcher {
+		return &xdsmatcher.StringMatcher{MatchPattern: &xdsmatcher.StringMatcher_Exact{Exact: s}}
+	}
+	and := func(p ...*xdsmatcher.Matcher_MatcherList_Predicate) *xdsmatcher.Matcher_MatcherList_Predicate {
+		return &xdsmatcher.Matcher_MatcherList_Predicate{MatchType: &xdsmatcher.Matcher_MatcherList_Predicate_AndMatcher{
+			AndMatcher: &xdsmatcher.Matcher_MatcherList_Predicate_PredicateList{Predicate: p},
+		}}
+	}
+	var matchers []*xdsmatcher.Matcher_MatcherList_FieldMatcher
+	for _, m := range []struct {
+		predicate *xdsmatcher.Matcher_MatcherList_Predicate
+		policy    *xdscore.TypedExtensionConfig
+	}{
+		{and(singlePredicate(statusInput, exact("401")), notProblem), unauthenticated},
+		{and(singlePredicate(classInput, exact("4xx")), notProblem), replace},
+		{and(singlePredicate(classInput, exact("5xx")), notProblem), replace},
+	} {
+		matchers = append(matchers, &xdsmatcher.Matcher_MatcherList_FieldMatcher{
+			Predicate: m.predicate,
+			OnMatch:   &xdsmatcher.Matcher_OnMatch{OnMatch: &xdsmatcher.Matcher_OnMatch_Action{Action: m.policy}},
+		})
+	}
+	return &xdsmatcher.Matcher{MatcherType: &xdsmatcher.Matcher_MatcherList_{
+		MatcherList: &xdsmatcher.Matcher_MatcherList{Matchers: matchers},
+	}}, nil
 }
 
 // notProblemPredicate holds for a response whose Content-Type is not
@@ -149,21 +128,14 @@ func singlePredicate(input *xdscore.TypedExtensionConfig, value *xdsmatcher.Stri
 	}}
 }
 
-// upstreamProblemPolicy replaces the body by a problem of the response's
-// own status.
-func upstreamProblemPolicy(typ, title, detail string) (*xdsmatcher.Matcher_OnMatch, error) {
-	body, err := problemFormat(typ, title, "%RESPONSE_CODE%", detail)
-	if err != nil {
-		return nil, err
+// localReplyPolicy replaces the response by a local reply of its own
+// status whose text is body, so the local reply mappers write it.
+func localReplyPolicy(body string) (*xdscore.TypedExtensionConfig, error) {
+	policy := &localresponse.LocalResponsePolicy{}
+	if body != "" {
+		policy.Body = inline(body)
 	}
-	action, err := xdsTyped("problem", &localresponse.LocalResponsePolicy{
-		BodyFormat:           body,
-		ResponseHeadersToAdd: []*core.HeaderValueOption{noStoreHeader()},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &xdsmatcher.Matcher_OnMatch{OnMatch: &xdsmatcher.Matcher_OnMatch_Action{Action: action}}, nil
+	return xdsTyped("local-reply", policy)
 }
 
 func xdsTyped(name string, m proto.Message) (*xdscore.TypedExtensionConfig, error) {
