@@ -235,7 +235,7 @@ func statusFilter(op accesslog.ComparisonFilter_Op, status uint32) *accesslog.Ac
 
 // tokenCheckDetails begins the response code details of every refusal
 // of jwt_authn.
-const tokenCheckDetails = "jwt_authn_access_denied"
+const tokenCheckDetails = "jwt_authn_access_denied" //nolint:gosec // a response code detail, not a credential
 
 // andTokenCheck narrows a filter to the token check's replies.
 func andTokenCheck(f *accesslog.AccessLogFilter) (*accesslog.AccessLogFilter, error) {
