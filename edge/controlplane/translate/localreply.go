@@ -57,7 +57,7 @@ const (
 	upgradeDetail       = "HTTP/1.1 or later is required."
 	headersDetail       = "The request's header fields (the token among them) are larger than the ingress accepts."
 	internalDetail      = "The ingress failed to handle the request; see its logs by request_id."
-	notImplDetail       = "The ingress does not support this request."
+	notImplDetail       = "The request uses a transfer coding or method the ingress does not support."
 	badGatewayDetail    = "The service answered with something that is not a valid response; retry later."
 	unavailableDetail   = "The service is unavailable at the moment; retry later."
 	gatewayTimeoutLimit = "The service did not answer in time; retry later."

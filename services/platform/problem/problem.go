@@ -132,6 +132,10 @@ func TypeFor(status int) string {
 		return TypeRateLimited
 	case http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway:
 		return TypeUnavailable
+	case http.StatusNotImplemented:
+		// A request in a form the server does not support (an unknown
+		// transfer coding): the client's to change, not a fault inside.
+		return TypeMalformed
 	}
 	if status >= 400 && status < 500 {
 		return TypeMalformed
