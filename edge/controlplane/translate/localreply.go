@@ -48,21 +48,21 @@ type localReply struct {
 const (
 	// rateLimitedDetail is the detail of every 429, local or global: the
 	// refusing filters' own bodies are "local_rate_limited" and empty.
-	rateLimitedDetail   = "Too many requests for this route; retry after the number of seconds in Retry-After."
-	malformedDetail     = "The request is not well-formed HTTP, or uses a form the ingress refuses."
-	forbiddenDetail     = "Access to this service is not allowed."
-	notFoundDetail      = "No route matches this path."
-	methodDetail        = "This path does not accept this method; Allow lists the methods it does."
-	timeoutDetail       = "The request was not received in time."
-	upgradeDetail       = "HTTP/1.1 or later is required."
-	headersDetail       = "The request's header fields (the token among them) are larger than the ingress accepts."
-	internalDetail      = "The ingress failed to handle the request; see its logs by request_id."
-	notImplDetail       = "The request uses a transfer coding or method the ingress does not support."
-	badGatewayDetail    = "The service answered with something that is not a valid response; retry later."
-	unavailableDetail   = "The service is unavailable at the moment; retry later."
-	gatewayTimeoutLimit = "The service did not answer in time; retry later."
-	clientErrorDetail   = "The ingress refused the request."
-	serverErrorDetail   = "The ingress could not complete the request; retry later."
+	rateLimitedDetail    = "Too many requests for this route; retry after the number of seconds in Retry-After."
+	malformedDetail      = "The request is not well-formed HTTP, or uses a form the ingress refuses."
+	forbiddenDetail      = "Access to this service is not allowed."
+	notFoundDetail       = "No route matches this path."
+	methodDetail         = "This path does not accept this method; Allow lists the methods it does."
+	timeoutDetail        = "The request was not received in time."
+	upgradeDetail        = "HTTP/1.1 or later is required."
+	headersDetail        = "The request's header fields (the token among them) are larger than the ingress accepts."
+	internalDetail       = "The ingress failed to handle the request; see its logs by request_id."
+	notImplDetail        = "The request uses a transfer coding or method the ingress does not support."
+	badGatewayDetail     = "The service answered with something that is not a valid response; retry later."
+	unavailableDetail    = "The service is unavailable at the moment; retry later."
+	gatewayTimeoutDetail = "The service did not answer in time; retry later."
+	clientErrorDetail    = "The ingress refused the request."
+	serverErrorDetail    = "The ingress could not complete the request; retry later."
 )
 
 // bearerChallenge is the challenge of every 401: jwt_authn sets its own
@@ -99,7 +99,7 @@ var ingressReplies = []localReply{
 	{status: 501, detail: notImplDetail},
 	{status: 502, detail: badGatewayDetail},
 	{status: 503, detail: unavailableDetail},
-	{status: 504, detail: gatewayTimeoutLimit},
+	{status: 504, detail: gatewayTimeoutDetail},
 }
 
 // localReplies rewrites every reply Envoy generates itself (a failed
