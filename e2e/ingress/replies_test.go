@@ -87,6 +87,16 @@ func TestIngressRepliesAreProblems(t *testing.T) {
 			waitServing(t, tok, products)
 			return sendRaw(t, "POST /api/products/products?delay=5s HTTP/1.1\r\nHost: ingress\r\n"+auth+"Content-Length: 2\r\n\r\n{}")
 		}},
+		{name: "request headers never finished", status: 408, send: func(t *testing.T) response {
+			// The ingress waits 10 s (RequestHeadersTimeout) for the rest.
+			return sendRaw(t, "GET /api/users/.well-known/jwks.json HTTP/1.1\r\nHost: ingress\r\nX-Slow: ")
+		}},
+		{name: "a service's plain-text 401", status: 401, send: func(t *testing.T) response {
+			return get(t, "/api/users/users/42?status=401", bearer(tok))
+		}},
+		{name: "a service's plain-text 500", status: 500, send: func(t *testing.T) response {
+			return get(t, "/api/users/users/42?status=500", bearer(tok))
+		}},
 		{name: "instance gone behind its sidecar", status: 503, send: func(t *testing.T) response {
 			products := startUpstream(t, "products")
 			waitServing(t, tok, products)
@@ -122,6 +132,12 @@ func TestIngressRepliesAreProblems(t *testing.T) {
 			}
 			rows = append(rows, fmt.Sprintf("%-34s %d  %-40s %s", c.name, r.Status, p["type"], detail))
 		})
+	}
+	// A service's own problem passes untouched, detail and all.
+	r := get(t, "/api/users/users/42?status=409&problem=1", bearer(tok))
+	requireProblem(t, r, http.StatusConflict, problem.TypeConflict)
+	if d := r.JSON(t)["detail"]; d != "said by the service" {
+		t.Errorf("a service's problem was rewritten: %s", r.Body)
 	}
 	t.Logf("the ingress's own replies:\n%-34s %s  %-40s %s\n%s", "case", "status", "type", "detail", strings.Join(rows, "\n"))
 }

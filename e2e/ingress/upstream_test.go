@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,19 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.mu.Unlock()
 	if u.fail.Load() {
 		http.Error(w, "instance failing on purpose", http.StatusInternalServerError)
+		return
+	}
+	// ?status=<code> answers with that error in plain text, as a sidecar
+	// or a misbehaving service would; with &problem=1 as a problem, as
+	// the services do.
+	if code, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil {
+		if r.URL.Query().Get("problem") != "" {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(code)
+			_, _ = fmt.Fprintf(w, `{"type":"urn:portico:problem:conflict","title":"Conflict","status":%d,"detail":"said by the service"}`, code)
+			return
+		}
+		http.Error(w, "plain text from upstream 10.0.0.7:8080", code)
 		return
 	}
 	// ?delay=<duration> answers late: an upstream slower than its route's
