@@ -1,6 +1,7 @@
 package ingress_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/problem"
 )
@@ -40,6 +42,13 @@ func TestIngressRepliesAreProblems(t *testing.T) {
 			Name: "keys-read-only", Path: "/keys", Methods: []string{http.MethodGet},
 			Service: "users", Rewrite: "/.well-known/jwks.json", Public: true,
 		})
+	})
+	// The document is acknowledged; its route serves.
+	localenvtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "the read-only route serves", func(context.Context) error {
+		if r := get(t, "/keys", nil); r.Status != http.StatusOK {
+			return errStatus(r)
+		}
+		return nil
 	})
 	tok := validToken(t)
 	auth := "Authorization: Bearer " + tok + "\r\n"

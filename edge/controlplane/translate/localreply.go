@@ -56,7 +56,7 @@ const (
 	timeoutDetail        = "The request was not received in time."
 	upgradeDetail        = "HTTP/1.1 or later is required."
 	headersDetail        = "The request's header fields (the token among them) are larger than the ingress accepts."
-	internalDetail       = "The ingress failed to handle the request; see its logs by request_id."
+	internalDetail       = "The request failed on the way; the logs have the cause under request_id."
 	notImplDetail        = "The request uses a transfer coding or method the ingress does not support."
 	badGatewayDetail     = "The service answered with something that is not a valid response; retry later."
 	unavailableDetail    = "The service is unavailable at the moment; retry later."
