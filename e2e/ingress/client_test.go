@@ -1,10 +1,12 @@
 package ingress_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,6 +80,44 @@ func requireProblem(t *testing.T, r response, status int, typ string) {
 	if s, ok := p["status"].(float64); !ok || int(s) != status {
 		t.Fatalf("problem status %v, want %d", p["status"], status)
 	}
+	// RFC 9110 §15.5.2: a 401 says how to authenticate.
+	if status == http.StatusUnauthorized && !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer") {
+		t.Fatalf("a 401 without a Bearer challenge: WWW-Authenticate %q", r.Header.Get("WWW-Authenticate"))
+	}
 }
 
 func errStatus(r response) error { return fmt.Errorf("status %d: %s", r.Status, r.Body) }
+
+// sendRaw writes raw bytes, exactly as given, to the ingress on a
+// connection of its own and reads one response: for requests no HTTP
+// client would send (smuggling shapes, broken syntax, HTTP/1.0). A
+// connection closed without a response is status 0.
+func sendRaw(t *testing.T, raw string) response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(env.ingressURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	if err := conn.SetDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Logf("no response: %v", err)
+		return response{}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}

@@ -175,12 +175,6 @@ func TestPublicRoutes(t *testing.T) {
 	}
 }
 
-// TestUnknownPath is a 404 problem, with or without a token.
-func TestUnknownPath(t *testing.T) {
-	requireProblem(t, get(t, "/nowhere", nil), http.StatusNotFound, "urn:portico:problem:not-found")
-	requireProblem(t, get(t, "/api", bearer(validToken(t))), http.StatusNotFound, "urn:portico:problem:not-found")
-}
-
 // TestKeyRotation: a token signed by a key the users service starts to
 // publish is accepted once the ingress refreshed the key set, within the
 // configured refresh time; tokens of the old key keep working while it is

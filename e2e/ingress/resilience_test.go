@@ -174,13 +174,20 @@ func TestIntentionDeniesIngress(t *testing.T) {
 	}
 	t.Cleanup(remove)
 	start := time.Now()
+	var denied response
 	localenvtest.Eventually(t, 10*time.Second, 50*time.Millisecond, "products denied", func(context.Context) error {
-		if r := get(t, "/api/products/products", bearer(tok)); r.Status != http.StatusForbidden {
-			return errStatus(r)
+		if denied = get(t, "/api/products/products", bearer(tok)); denied.Status != http.StatusForbidden {
+			return errStatus(denied)
 		}
 		return nil
 	})
 	t.Logf("deny intention enforced after %s", time.Since(start).Round(time.Millisecond))
+	// The sidecar's own "RBAC: access denied" reaches the client as a
+	// problem, like every error.
+	requireProblem(t, denied, http.StatusForbidden, "urn:portico:problem:forbidden")
+	if d, _ := denied.JSON(t)["detail"].(string); strings.Contains(strings.ToLower(d), "rbac") {
+		t.Fatalf("the detail names the sidecar's filter: %q", d)
+	}
 	if r := get(t, "/api/users/users/1", bearer(tok)); r.Status != http.StatusOK {
 		t.Fatalf("users affected by a products intention: %d: %s", r.Status, r.Body)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,7 +29,7 @@ type seenRequest struct {
 
 // upstream is one instance of a mesh service: an HTTP server on loopback,
 // registered in Consul with a sidecar that fronts it. It records every
-// request, can be told to fail, and serves the test's JWKS (the ingress
+// request, can be told to fail or to answer late, and serves the test's JWKS (the ingress
 // fetches keys from the "users" service).
 type upstream struct {
 	Service string
@@ -54,6 +55,28 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if u.fail.Load() {
 		http.Error(w, "instance failing on purpose", http.StatusInternalServerError)
 		return
+	}
+	// ?status=<code> answers with that error in plain text, as a sidecar
+	// or a misbehaving service would; with &problem=1 as a problem, as
+	// the services do.
+	if code, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil {
+		if r.URL.Query().Get("problem") != "" {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(code)
+			_, _ = fmt.Fprintf(w, `{"type":"urn:portico:problem:conflict","title":"Conflict","status":%d,"detail":"said by the service"}`, code)
+			return
+		}
+		http.Error(w, "plain text from upstream 10.0.0.7:8080", code)
+		return
+	}
+	// ?delay=<duration> answers late: an upstream slower than its route's
+	// timeout.
+	if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if r.URL.Path == "/.well-known/jwks.json" {
 		w.Header().Set("Content-Type", "application/json")

@@ -74,8 +74,9 @@ func TestPrivateReadsAreNeverStored(t *testing.T) {
 		refusedBefore := edgeMetric(t, "edge_cache_not_stored_total", `upstream="users"`)
 		reads := 0
 
-		// Alice's record, read by alice and then by bob on the same URL;
-		// each user's own record; and the list, the same URL for both.
+		// Alice's record, read by alice and then by bob on the same URL
+		// (refused to him); each user's own record; and the list, the same
+		// URL for both (each sees only their own account).
 		for round := range 3 {
 			for _, c := range []struct {
 				who    account
@@ -83,11 +84,18 @@ func TestPrivateReadsAreNeverStored(t *testing.T) {
 				wantID int64
 			}{
 				{sys.alice, userPath(sys.alice.ID), sys.alice.ID},
-				{sys.bob, userPath(sys.alice.ID), sys.alice.ID},
+				// Not bob's to read at all (403): the URL alice's read
+				// went to must not hand him her record either.
+				{sys.bob, userPath(sys.alice.ID), 0},
 				{sys.bob, userPath(sys.bob.ID), sys.bob.ID},
 				{sys.alice, userPath(sys.alice.ID), sys.alice.ID},
 			} {
 				what := fmt.Sprintf("round %d: %s GET %s", round, c.who.Username, c.path)
+				if c.wantID == 0 {
+					r := expect(t, http.StatusForbidden, request{method: http.MethodGet, path: c.path, token: c.who.Token})
+					notStored(t, what, r, "no-store")
+					continue
+				}
 				r := expect(t, http.StatusOK, request{method: http.MethodGet, path: c.path, token: c.who.Token})
 				reads++
 				if r.xcache() != "MISS" && r.xcache() != "BYPASS" {

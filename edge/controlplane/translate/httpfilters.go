@@ -30,12 +30,14 @@ type httpFeature interface {
 
 // httpFeatures lists the filters in the order requests pass them:
 // authenticate, then limit (a subject limit needs the verified subject).
-// The router, which ends every chain, is not a feature; nor is it a filter,
-// the tracer is one (it sets the connection manager's tracing and adds no
-// filter, so its place does not matter). A list rather than
-// self-registration: the order matters, and it is read here in one place.
+// upstreamErrors puts itself first, whatever its place here: it works on
+// responses, which pass the filters in the reverse order. The tracer adds
+// no filter (it sets the connection manager's tracing), so its place does
+// not matter. The router, which ends every chain, is not a feature. A list
+// rather than self-registration: the order matters, and it is read here in
+// one place.
 func httpFeatures() []httpFeature {
-	return []httpFeature{jwtAuthn{}, localRateLimiter{}, globalRateLimiter{}, tracer{}}
+	return []httpFeature{jwtAuthn{}, localRateLimiter{}, globalRateLimiter{}, upstreamErrors{}, tracer{}}
 }
 
 // httpFilter wraps a filter's config for the chain.

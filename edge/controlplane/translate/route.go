@@ -25,19 +25,44 @@ const safeRetryOn = "connect-failure,refused-stream"
 
 func routeConfiguration(x *ir.Xds) (*route.RouteConfiguration, error) {
 	var routes []*route.Route
-	for _, r := range x.Routes {
-		rs, err := envoyRoutes(r)
-		if err != nil {
-			return nil, fmt.Errorf("route %s: %w", r.Name, err)
-		}
+	add := func(r ir.Route, rs ...*route.Route) error {
 		for _, er := range rs {
 			for _, f := range httpFeatures() {
 				if err := f.patchRoute(x, r, er); err != nil {
-					return nil, fmt.Errorf("route %s: %w", r.Name, err)
+					return fmt.Errorf("route %s: %w", r.Name, err)
 				}
 			}
 		}
 		routes = append(routes, rs...)
+		return nil
+	}
+	// The guard routes (guardroutes.go) around the model's.
+	if err := add(bodyTooLargeRoute()); err != nil {
+		return nil, err
+	}
+	guards := methodNotAllowedRoutes(x.Routes)
+	addGuards := func(at int) error {
+		for _, r := range guards[at] {
+			if err := add(r, methodNotAllowedRoute(r)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for i, r := range x.Routes {
+		if err := addGuards(i); err != nil {
+			return nil, err
+		}
+		rs, err := envoyRoutes(r)
+		if err != nil {
+			return nil, fmt.Errorf("route %s: %w", r.Name, err)
+		}
+		if err := add(r, rs...); err != nil {
+			return nil, err
+		}
+	}
+	if err := addGuards(len(x.Routes)); err != nil {
+		return nil, err
 	}
 	return &route.RouteConfiguration{
 		Name: RouteConfigName,
@@ -57,13 +82,7 @@ func routeConfiguration(x *ir.Xds) (*route.RouteConfiguration, error) {
 // configured failures, writes only where the request cannot have arrived.
 func envoyRoutes(r ir.Route) ([]*route.Route, error) {
 	if r.Direct != nil {
-		er := baseRoute(r, r.Methods)
-		er.Action = &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{
-			Status: r.Direct.Status,
-			Body:   inline(r.Direct.Body),
-		}}
-		er.ResponseHeadersToAdd = []*core.HeaderValueOption{setHeader("content-type", r.Direct.ContentType)}
-		return []*route.Route{er}, nil
+		return []*route.Route{directRoute(r, r.Methods)}, nil
 	}
 	if r.Retry == nil {
 		er, err := forwardRoute(r, r.Methods, nil)

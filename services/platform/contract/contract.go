@@ -11,6 +11,12 @@ package contract
 
 import "strconv"
 
+// MaxRequestBody is the largest request body, in bytes, the ingress lets
+// through (a longer declared Content-Length is refused there with 413) and
+// a service reads: one limit, so a client meets the same 413 wherever it
+// is enforced.
+const MaxRequestBody = 1 << 20
+
 // HeaderPrefix begins every header of this contract. The ingress removes
 // every client-sent header with this prefix before it routes a request,
 // so no client can claim an identity or pick an upstream.

@@ -103,38 +103,51 @@ func PreconditionFailed(detail string) *Problem {
 	return New(TypePreconditionFailed, http.StatusPreconditionFailed, detail)
 }
 
+// TypeFor is the type that stands for a bare HTTP status: the one mapping
+// from status to type, used by every service for the framework's own errors
+// and by the control plane for every reply the ingress makes itself. A
+// client error it has no more precise type for is a malformed request,
+// never an internal error: the client can fix it.
+func TypeFor(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return TypeUnauthenticated
+	case http.StatusForbidden:
+		return TypeForbidden
+	case http.StatusNotFound:
+		return TypeNotFound
+	case http.StatusMethodNotAllowed:
+		return TypeMethodNotAllowed
+	case http.StatusConflict:
+		return TypeConflict
+	case http.StatusPreconditionFailed:
+		return TypePreconditionFailed
+	case http.StatusRequestEntityTooLarge:
+		return TypeTooLarge
+	case http.StatusUnsupportedMediaType:
+		return TypeUnsupportedMedia
+	case http.StatusUnprocessableEntity:
+		return TypeValidation
+	case http.StatusTooManyRequests:
+		return TypeRateLimited
+	case http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway:
+		return TypeUnavailable
+	case http.StatusNotImplemented:
+		// A request in a form the server does not support (an unknown
+		// transfer coding): the client's to change, not a fault inside.
+		return TypeMalformed
+	}
+	if status >= 400 && status < 500 {
+		return TypeMalformed
+	}
+	return TypeInternal
+}
+
 // ForStatus returns the problem that stands for a bare HTTP status, used for
 // errors raised by the framework itself (unknown route, body too large...).
 func ForStatus(status int) *Problem {
-	typ := TypeInternal
-	switch status {
-	case http.StatusBadRequest:
-		typ = TypeMalformed
-	case http.StatusUnauthorized:
-		typ = TypeUnauthenticated
-	case http.StatusForbidden:
-		typ = TypeForbidden
-	case http.StatusNotFound:
-		typ = TypeNotFound
-	case http.StatusMethodNotAllowed:
-		typ = TypeMethodNotAllowed
-	case http.StatusConflict:
-		typ = TypeConflict
-	case http.StatusPreconditionFailed:
-		typ = TypePreconditionFailed
-	case http.StatusRequestEntityTooLarge:
-		typ = TypeTooLarge
-	case http.StatusUnsupportedMediaType:
-		typ = TypeUnsupportedMedia
-	case http.StatusUnprocessableEntity:
-		typ = TypeValidation
-	case http.StatusTooManyRequests:
-		typ = TypeRateLimited
-	case http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway:
-		typ = TypeUnavailable
-	}
 	if status < 400 || status > 599 {
 		status = http.StatusInternalServerError
 	}
-	return New(typ, status, "")
+	return New(TypeFor(status), status, "")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
@@ -36,7 +37,7 @@ type Config struct {
 	ReadTimeout  time.Duration // default 10s
 	WriteTimeout time.Duration // default 30s
 	IdleTimeout  time.Duration // default 120s
-	BodyLimit    int           // bytes, default 1 MiB
+	BodyLimit    int           // bytes, default contract.MaxRequestBody
 }
 
 func (c *Config) defaults() {
@@ -50,7 +51,7 @@ func (c *Config) defaults() {
 		c.IdleTimeout = 120 * time.Second
 	}
 	if c.BodyLimit == 0 {
-		c.BodyLimit = 1 << 20
+		c.BodyLimit = contract.MaxRequestBody
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)

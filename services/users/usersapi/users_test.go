@@ -350,8 +350,12 @@ func TestReadsRequireIdentityAndAreNotCached(t *testing.T) {
 	if cc := r.Header.Get("Cache-Control"); cc != cachePrivateNoStore {
 		t.Errorf("list Cache-Control %q, want %q", cc, cachePrivateNoStore)
 	}
+	// A missing user is 404 to an admin; to anyone else, another user's
+	// account, 403 (TestUpdateAndDeleteAuthorization).
+	admin := identityOf(alice)
+	admin.Roles = []string{"admin"}
 	for _, p := range []string{"/users/999999", "/users/abc", "/users/0", "/users/-1"} {
-		r := expect(t, s.do(t, http.MethodGet, p, nil, as(identityOf(alice))), http.StatusNotFound)
+		r := expect(t, s.do(t, http.MethodGet, p, nil, as(admin)), http.StatusNotFound)
 		if r.problem(t).Type != problem.TypeNotFound || r.Header.Get("Cache-Control") != cacheNoStore {
 			t.Errorf("GET %s: %s %v", p, r.Body, r.Header)
 		}
@@ -365,7 +369,10 @@ func TestListPagination(t *testing.T) {
 	for i := range 5 {
 		all = append(all, s.register(t, fmt.Sprintf("user%d", i), fmt.Sprintf("user%d@example.com", i), "a password"))
 	}
-	caller := as(identityOf(all[0]))
+	// Only an admin lists others.
+	admin := identityOf(all[0])
+	admin.Roles = []string{"admin"}
+	caller := as(admin)
 
 	type page struct {
 		Items      []userJSON `json:"items"`
@@ -464,9 +471,10 @@ func TestUpdateAndDeleteAuthorization(t *testing.T) {
 	aliceID := s.login(t, "alice@example.com", "alice's password")
 	alicePath, bobPath := fmt.Sprintf("/users/%d", alice.ID), fmt.Sprintf("/users/%d", bob.ID)
 
-	// Another user's account is off limits, whether or not it exists.
+	// Another user's account is off limits, whether or not it exists:
+	// reading it too.
 	for _, p := range []string{bobPath, "/users/999999"} {
-		for _, method := range []string{http.MethodPut, http.MethodDelete} {
+		for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
 			var body any
 			if method == http.MethodPut {
 				body = map[string]any{"username": "hijacked"}
@@ -475,6 +483,18 @@ func TestUpdateAndDeleteAuthorization(t *testing.T) {
 			if r.problem(t).Type != problem.TypeForbidden {
 				t.Errorf("%s %s: %s", method, p, r.Body)
 			}
+		}
+	}
+	// A non-admin's list holds the caller alone; an admin's, everyone.
+	for caller, want := range map[string]int{"alice": 1, "admin": 3} {
+		id := aliceID
+		if caller == "admin" {
+			id = admin
+		}
+		var p struct{ Items []userJSON }
+		expect(t, s.do(t, http.MethodGet, "/users", nil, as(id)), http.StatusOK).decode(t, &p)
+		if len(p.Items) != want || (caller == "alice" && p.Items[0].ID != alice.ID) {
+			t.Errorf("%s lists %+v, want %d users", caller, p.Items, want)
 		}
 	}
 	// Anonymous callers are not even considered.

@@ -54,6 +54,10 @@ func (a Actor) mayChange(id int64) error {
 	return nil
 }
 
+// mayRead: users read themselves, admins anyone; checked before the
+// target is read, as mayChange is.
+func (a Actor) mayRead(id int64) error { return a.mayChange(id) }
+
 // mayUpdate checks the members only an admin may send.
 func (a Actor) mayUpdate(uu UpdateUser) error {
 	if uu.Roles != nil && !a.IsAdmin() {

@@ -227,3 +227,44 @@ func TestEnsureAdmin(t *testing.T) {
 		})
 	}
 }
+
+// TestReadsAreTheAccountsOwn: a user reads and lists only their own
+// account, an admin every account; another user's is ErrForbidden before
+// it is looked up, so it says nothing about whether the account exists.
+func TestReadsAreTheAccountsOwn(t *testing.T) {
+	alice := User{ID: 7, Username: "alice", Email: "alice@x.io", IsActive: true, Roles: []string{}, Version: 1}
+	bob := User{ID: 8, Username: "bob", Email: "bob@x.io", IsActive: true, Roles: []string{}, Version: 1}
+	b := newTestBusiness(t, newFakeStore(alice, bob))
+	ctx := context.Background()
+	asAlice, asAdmin := Actor{UserID: 7}, Actor{UserID: 1, Roles: []string{RoleAdmin}}
+
+	if u, err := b.QueryByID(ctx, asAlice, 7); err != nil || u.ID != 7 {
+		t.Errorf("alice reads herself: %+v, %v", u, err)
+	}
+	for _, id := range []int64{8, 999} {
+		if _, err := b.QueryByID(ctx, asAlice, id); !errors.Is(err, ErrForbidden) {
+			t.Errorf("alice reads user %d: %v, want ErrForbidden", id, err)
+		}
+	}
+	if u, err := b.QueryByID(ctx, asAdmin, 8); err != nil || u.ID != 8 {
+		t.Errorf("an admin reads bob: %+v, %v", u, err)
+	}
+	for _, tt := range []struct {
+		actor   Actor
+		afterID int64
+		want    []int64
+	}{
+		{asAlice, 0, []int64{7}},
+		{asAlice, 7, nil},
+		{asAdmin, 0, []int64{7, 8}},
+	} {
+		users, more, err := b.Query(ctx, tt.actor, Page{AfterID: tt.afterID, Limit: 10})
+		var ids []int64
+		for _, u := range users {
+			ids = append(ids, u.ID)
+		}
+		if err != nil || more || !slices.Equal(ids, tt.want) {
+			t.Errorf("%+v lists after %d: %v (more %v, %v), want %v", tt.actor, tt.afterID, ids, more, err, tt.want)
+		}
+	}
+}

@@ -181,22 +181,37 @@ func (b *Business) Authenticate(ctx context.Context, email, password string) (Us
 	return u, nil
 }
 
-// QueryByID returns one user to any authenticated caller.
+// QueryByID returns a user to that user or an admin: an account's email
+// and roles are its own (anyone may register, so "any authenticated
+// caller" would be anyone).
 func (b *Business) QueryByID(ctx context.Context, actor Actor, id int64) (User, error) {
-	if err := actor.authenticated(); err != nil {
+	if err := actor.mayRead(id); err != nil {
 		return User{}, err
 	}
 	return b.store.QueryByID(ctx, id)
 }
 
-// Query returns one page of users to any authenticated caller, and whether
-// more follow.
+// Query returns one page of users, and whether more follow: every user to
+// an admin, the caller alone to anyone else.
 func (b *Business) Query(ctx context.Context, actor Actor, page Page) (users []User, more bool, err error) {
 	if err := actor.authenticated(); err != nil {
 		return nil, false, err
 	}
 	if page.Limit < 1 || page.AfterID < 0 {
 		return nil, false, fmt.Errorf("%w: page limit %d after %d", ErrInvalid, page.Limit, page.AfterID)
+	}
+	if !actor.IsAdmin() {
+		if actor.UserID <= page.AfterID {
+			return nil, false, nil
+		}
+		u, err := b.store.QueryByID(ctx, actor.UserID)
+		if errors.Is(err, ErrNotFound) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		return []User{u}, false, nil
 	}
 	users, err = b.store.Query(ctx, page.AfterID, page.Limit+1)
 	if err != nil {
