@@ -22,7 +22,9 @@ import (
 // of the request's ingress access-log line: the ingress's span and its
 // upstream attempt, the products sidecar's span under that attempt, the
 // products service's span under the sidecar's (W3C traceparent at each
-// hop), and its SQL under that.
+// hop), its SQL under that, and the event the write committed: enqueued
+// under the service's span, published by the relay under the enqueue span,
+// consumed by the edge's purge consumer under the publish span.
 func TestOneTraceThroughTheIngress(t *testing.T) {
 	// The user agent finds the request's access-log line.
 	agent := "e2e-trace-" + randomHex(6)
@@ -67,10 +69,18 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 	}); err != nil {
 		t.Error(err)
 	}
-	// EXTEND HERE (issue 11, after merging h/trace-svc): the outbox
-	// relay's publish span and the edge's consumption of the product's
-	// event belong to this trace (child or link); assert them on tree,
-	// e.g. tree.find(func(s localenv.TraceSpan) bool { ... }).
+	// The event of the write continues the trace: the outbox's enqueue span
+	// under the service's request span, the relay's publish span under the
+	// enqueue span (the context stored with the event), and the edge's
+	// purge consumer under the publish span (the AMQP traceparent header).
+	for _, hop := range []struct {
+		name string
+		span localenv.TraceSpan
+	}{
+		{"enqueue", hops.enqueue}, {"publish", hops.publish}, {"process", hops.process},
+	} {
+		t.Logf("%s: %s/%s", hop.name, hop.span.Service, hop.span.Operation)
+	}
 	t.Logf("ingress access log: %s\ntrace %s:\n%s", mustJSON(t, line), traceID, tree)
 }
 
@@ -78,6 +88,9 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 type writeHops struct {
 	root, sidecar, server localenv.TraceSpan
 	sql                   []localenv.TraceSpan
+	// The event's hops: committed with the write, published by the relay,
+	// consumed by the edge.
+	enqueue, publish, process localenv.TraceSpan
 }
 
 // productWriteHops finds, in tr, the ingress's request span at the root,
@@ -106,6 +119,25 @@ func productWriteHops(tr trace) (writeHops, error) {
 	h.server = *server
 	if h.sql = tr.sqlUnder(server); len(h.sql) == 0 {
 		return h, errors.New("no SQL span under the products service's")
+	}
+	next := func(parent localenv.TraceSpan, service, prefix string) (localenv.TraceSpan, error) {
+		s := tr.find(func(s localenv.TraceSpan) bool {
+			return s.ParentID == parent.SpanID && s.Service == service && strings.HasPrefix(s.Operation, prefix)
+		})
+		if s == nil {
+			return localenv.TraceSpan{}, fmt.Errorf("no %s span %q... under %s/%s", service, prefix, parent.Service, parent.Operation)
+		}
+		return *s, nil
+	}
+	var err error
+	if h.enqueue, err = next(h.server, "products", "enqueue product.created"); err != nil {
+		return h, err
+	}
+	if h.publish, err = next(h.enqueue, "products", "publish "); err != nil {
+		return h, err
+	}
+	if h.process, err = next(h.publish, "edge", "process "); err != nil {
+		return h, err
 	}
 	return h, nil
 }

@@ -285,6 +285,8 @@ var ingressResponses = []ingressResponse{
 		description: "The request is not well-formed HTTP (request line, header names or values), refused by the ingress's codec."},
 	{status: 401, component: "portico.Unauthenticated", protectedOnly: true,
 		description: "No valid bearer token (missing, malformed, expired, or not signed by the users service), answered by the ingress."},
+	{status: 403, component: "portico.Forbidden",
+		description: "An intention of the mesh denies the ingress this service (the operator's decision, answered by the service's sidecar)."},
 	{status: 404, component: "portico.NoRoute",
 		description: "No route of the ingress matches the request (the ingress's own answer; a service's 404 is documented by the service)."},
 	{status: 405, component: "portico.MethodNotAllowed",
@@ -295,8 +297,14 @@ var ingressResponses = []ingressResponse{
 		description: "Over a rate limit of the ingress; retry after the Retry-After delay."},
 	{status: 431, component: "portico.HeadersTooLarge",
 		description: "The request line and headers together are larger than the ingress accepts."},
+	{status: 500, component: "portico.Internal",
+		description: "The service failed without a problem body of its own; the ingress answers in its place, naming no instance."},
+	{status: 502, component: "portico.BadGateway",
+		description: "The service's answer could not be read (reset or malformed), answered by the ingress."},
 	{status: 503, component: "portico.Unavailable",
-		description: "No healthy instance of the service can take the request now (or it timed out)."},
+		description: "No healthy instance of the service can take the request now."},
+	{status: 504, component: "portico.Timeout",
+		description: "The service did not answer within the route's timeout, answered by the ingress."},
 }
 
 func ingressComponents() map[string]map[string]any {
