@@ -3,6 +3,7 @@ package system_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/mesh/localenv"
+	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
 
 // What the dashboards' Grafana variables become in the queries. Grafana
@@ -74,6 +76,8 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 	waitForSeries(t, prom, time.Minute, "a scrape of every target after the load", "min(timestamp(up)) > "+after, func() string { return "" })
 	waitForSeries(t, prom, time.Minute, "the recording rules evaluated after the load",
 		"timestamp(ingress:envoy_http_downstream_rq:rate5m) > "+after, func() string { return "" })
+
+	checkExemplarsLinkTraces(t, prom, loaded.Add(-5*time.Minute), time.Now())
 
 	queries := dashboardQueries(t)
 	if len(queries) == 0 {
@@ -418,4 +422,32 @@ func writeSeriesNames(t *testing.T, prom *localenv.Prometheus, path string) {
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Logf("write %s: %v", path, err)
 	}
+}
+
+// checkExemplarsLinkTraces: the services' latency histogram carries trace
+// ids as exemplars (the stack traces every request), and the trace of one
+// is in Jaeger: a latency bucket in Grafana links to a real trace.
+func checkExemplarsLinkTraces(t *testing.T, prom *localenv.Prometheus, start, end time.Time) {
+	t.Helper()
+	exemplars, err := prom.Exemplars(t.Context(), "http_request_duration_seconds_bucket", start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var traceID string
+	for _, e := range exemplars {
+		if id := e.Labels[telemetry.ExemplarTraceID]; id != "" {
+			traceID = id
+			break
+		}
+	}
+	if traceID == "" {
+		t.Fatalf("no exemplar with a %s label on http_request_duration_seconds_bucket among %d exemplars", telemetry.ExemplarTraceID, len(exemplars))
+	}
+	waitTrace(t, traceID, func(tr trace) error {
+		if len(tr) == 0 {
+			return errors.New("no spans yet")
+		}
+		return nil
+	})
+	t.Logf("%d exemplars on the services' latency buckets; trace %s of one is in Jaeger", len(exemplars), traceID)
 }

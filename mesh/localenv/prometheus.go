@@ -117,6 +117,8 @@ func (p *Prometheus) Start(ctx context.Context) error {
 				"--storage.tsdb.path=" + filepath.Join(p.opts.Dir, "data"),
 				"--web.listen-address=" + Loopback(p.opts.Port),
 				"--log.level=warn",
+				// The latency histograms carry trace ids as exemplars.
+				"--enable-feature=exemplar-storage",
 			},
 			Dir:     p.opts.Dir,
 			LogPath: p.LogPath(),
@@ -273,4 +275,58 @@ func sampleValue(pair [2]any) float64 {
 		return math.NaN()
 	}
 	return v
+}
+
+// Exemplar is one exemplar of a series: its labels (a trace id, say) and
+// the observed value.
+type Exemplar struct {
+	Series map[string]string
+	Labels map[string]string
+	Value  float64
+}
+
+// Exemplars returns the exemplars of the series expr selects between start
+// and end (/api/v1/query_exemplars); Prometheus keeps them only with
+// --enable-feature=exemplar-storage, which Start sets.
+func (p *Prometheus) Exemplars(ctx context.Context, expr string, start, end time.Time) ([]Exemplar, error) {
+	form := url.Values{
+		"query": {expr},
+		"start": {strconv.FormatFloat(float64(start.UnixMilli())/1000, 'f', 3, 64)},
+		"end":   {strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/api/v1/query_exemplars", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   []struct {
+			SeriesLabels map[string]string `json:"seriesLabels"`
+			Exemplars    []struct {
+				Labels map[string]string `json:"labels"`
+				Value  string            `json:"value"`
+			} `json:"exemplars"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&body); err != nil {
+		return nil, fmt.Errorf("exemplars of %q: %d: %w", expr, resp.StatusCode, err)
+	}
+	if body.Status != "success" {
+		return nil, fmt.Errorf("exemplars of %q: %d: %s", expr, resp.StatusCode, body.Error)
+	}
+	var out []Exemplar
+	for _, s := range body.Data {
+		for _, e := range s.Exemplars {
+			v, _ := strconv.ParseFloat(e.Value, 64)
+			out = append(out, Exemplar{Series: s.SeriesLabels, Labels: e.Labels, Value: v})
+		}
+	}
+	return out, nil
 }

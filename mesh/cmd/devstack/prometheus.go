@@ -41,6 +41,9 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 				"--storage.tsdb.retention.time=2d",
 				"--web.listen-address=" + localenv.Loopback(prometheusPort),
 				"--log.level=warn",
+				// The latency histograms carry trace ids as exemplars,
+				// which Grafana links to traces.
+				"--enable-feature=exemplar-storage",
 			},
 		},
 	}
