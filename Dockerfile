@@ -45,7 +45,7 @@ RUN /out/podkit ingress-bootstrap -node-id ingress-1 -admin-port 19000 -xds cont
 FROM golang:1.26.8 AS ratelimit-build
 ENV CGO_ENABLED=0
 WORKDIR /src
-COPY .ci/install-ratelimit.sh .ci/install-ratelimit.sh
+COPY .ci/gomodbuild.sh .ci/install-ratelimit.sh .ci/
 RUN .ci/install-ratelimit.sh
 
 # The Swagger UI assets the edge serves at /docs/, installed by the same

@@ -29,10 +29,11 @@ die() { printf 'images: ERROR: %s\n' "$*" >&2; exit 1; }
 
 present() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
-# The debootstrapped root file system as a tar, built once per machine:
-# debootstrap fetches ~90 packages from the Debian archive.
+# rootfs_tar DIGEST: the debootstrapped root file system with debian/rootfs
+# added, as a tar, built once per machine (debootstrap fetches ~90 packages
+# from the Debian archive) and once per change of debian/.
 rootfs_tar() {
-	local tar="$CACHE/debian-$SUITE-minbase.tar" dir="$CACHE/debootstrap-$SUITE"
+	local tar="$CACHE/debian-$SUITE-minbase-$1.tar" dir="$CACHE/debootstrap-$SUITE"
 	if [ -s "$tar" ]; then
 		echo "$tar"
 		return
@@ -59,56 +60,95 @@ rootfs_tar() {
 	echo "$tar"
 }
 
-# context FOLDER [PATH NAME]: the folder's files, plus the file or
+# context FOLDER [PATH NAME]...: the folder's files, plus each file or
 # directory PATH (a binary, a toolchain) as NAME, as one tar on stdout.
 context() {
-	local folder=$1 args=(-C "$HERE/$1" .)
-	if [ $# -eq 3 ]; then
+	local args=(-C "$HERE/$1" .)
+	shift
+	while [ $# -gt 0 ]; do
 		local base
-		base=$(basename "$2")
-		args+=(--transform "s,^$base\(/\|\$\),$3\1," -C "$(dirname "$2")" "$base")
-	fi
+		base=$(basename "$1")
+		args+=(--transform "s,^$base\(/\|\$\),$2\1," -C "$(dirname "$1")" "$base")
+		shift 2
+	done
 	tar --numeric-owner -cf - "${args[@]}"
 }
 
-# docker_build IMAGE: builds the context on stdin; the log in .run/images.
+# docker_build IMAGE INPUTS: builds the context on stdin, labelled with the
+# digest of its inputs; the log in .run/images.
 docker_build() {
 	local log="$ROOT/.run/images/${1//[\/:]/_}.log"
 	mkdir -p "$ROOT/.run/images"
-	if ! "$DOCKER" build -t "$1" - >"$log" 2>&1; then
+	if ! "$DOCKER" build --label "$INPUTS_LABEL=$2" -t "$1" - >"$log" 2>&1; then
 		tail -n 30 "$log" >&2
 		die "building $1 failed; its log: $log"
 	fi
 }
 
+# The certificate authorities this host adds to Debian's (a TLS-inspecting
+# egress proxy's, say): the stand-ins that fetch over HTTPS while our
+# images build (golang: the module proxy; node: the npm registry) trust
+# them too. Usually none.
+HOST_CAS=/usr/local/share/ca-certificates
+if [ ! -d "$HOST_CAS" ]; then
+	HOST_CAS=$(mktemp -d)
+	trap 'rm -rf "$HOST_CAS"' EXIT
+fi
+
 need_version() { # what, have, want
 	[[ "$2" == *"$3"* ]] || die "$1 is '$2', the image is pinned to $3 (make deps)"
 }
 
+# inputs FOLDER: a digest of everything its stand-in is built from (the
+# folder, the base image, the binaries and certificates it copies), kept in
+# a label, so that a stand-in whose inputs changed is built again.
+INPUTS_LABEL=org.portico.mesh-images.inputs
+inputs() {
+	{
+		(cd "$HERE/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+		case "$1" in
+		debian) echo "$SUITE $MIRROR" ;;
+		*) inputs debian ;;
+		esac
+		case "$1" in
+		golang) go env GOVERSION GOROOT ;;
+		consul) sha256sum <"$BIN/consul" ;;
+		envoy) sha256sum <"$(readlink -f "$BIN/envoy")" ;;
+		esac
+		case "$1" in
+		golang | node) find "$HOST_CAS" -type f -print0 | sort -z | xargs -0r sha256sum ;;
+		esac
+	} | sha256sum | cut -c1-16
+}
+
 build() {
-	local image=$1 folder=$2 start=$SECONDS
+	local image=$1 folder=$2 digest=$3 start=$SECONDS
 	case "$folder" in
 	debian)
 		"$DOCKER" import --change 'CMD ["bash"]' \
 			--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-			"$(rootfs_tar)" "$image" >/dev/null
+			--change "LABEL $INPUTS_LABEL=$digest" \
+			"$(rootfs_tar "$digest")" "$image" >/dev/null
 		;;
 	golang)
 		need_version "the host's Go" "$(go env GOVERSION) " "go${image#*:} "
-		context golang "$(go env GOROOT)" go | docker_build "$image"
+		context golang "$(go env GOROOT)" go "$HOST_CAS" ca-certificates | docker_build "$image" "$digest"
+		;;
+	node)
+		context node "$HOST_CAS" ca-certificates | docker_build "$image" "$digest"
 		;;
 	consul)
 		need_version .cache/bin/consul "$("$BIN/consul" version | head -n1) " "v${image#*:} "
-		context consul "$BIN/consul" consul | docker_build "$image"
+		context consul "$BIN/consul" consul | docker_build "$image" "$digest"
 		;;
 	envoy)
 		local envoy
 		envoy=$(readlink -f "$BIN/envoy")
 		need_version .cache/bin/envoy "$("$envoy" --version)" "/${image#*:v}/"
-		context envoy "$envoy" envoy | docker_build "$image"
+		context envoy "$envoy" envoy | docker_build "$image" "$digest"
 		;;
 	*)
-		context "$folder" | docker_build "$image"
+		context "$folder" | docker_build "$image" "$digest"
 		;;
 	esac
 	say "$image" "built ($folder) in $((SECONDS - start))s"
@@ -118,19 +158,24 @@ build() {
 missing=()
 while read -r image folder; do
 	case "$image" in '' | '#'*) continue ;; esac
+	digest=
+	[ "$folder" = - ] || digest=$(inputs "$folder")
 	if present "$image"; then
-		say "$image" "present"
-		continue
-	fi
-	if timeout "${PULL_TIMEOUT:-120}" "$DOCKER" pull -q "$image" >/dev/null 2>&1; then
+		have=$("$DOCKER" image inspect -f "{{index .Config.Labels \"$INPUTS_LABEL\"}}" "$image")
+		# No label: the upstream image itself (pulled or loaded).
+		if [ -z "$have" ] || [ "$have" = "$digest" ]; then
+			say "$image" "present"
+			continue
+		fi
+		say "$image" "stand-in out of date: building again"
+	elif timeout "${PULL_TIMEOUT:-120}" "$DOCKER" pull -q "$image" >/dev/null 2>&1; then
 		say "$image" "pulled"
 		continue
-	fi
-	if [ "$folder" = - ]; then
+	elif [ "$folder" = - ]; then
 		missing+=("$image")
 		say "$image" "MISSING: no registry, no local build (mesh/images/README.md)"
 		continue
 	fi
-	build "$image" "$folder"
+	build "$image" "$folder" "$digest"
 done <"$HERE/images.txt"
 [ "${#missing[@]}" -eq 0 ] || say "not available" "${missing[*]}"
