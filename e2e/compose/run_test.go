@@ -493,11 +493,13 @@ func prometheusTargets(t *testing.T) {
 }
 
 // stopProductsUnderTraffic: with requests flowing to the products service,
-// products-1 is stopped; Consul then lists only products-2 as passing and
-// the requests go on succeeding there.
+// products-1 is stopped; Consul then lists only products-2 as passing and,
+// once the mesh has caught up, the requests go on succeeding there.
 func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var ok, failed atomic.Int64
+	// ok and failed count every request; streak the successes since the
+	// last failure.
+	var ok, failed, streak atomic.Int64
 	var lastErr atomic.Value
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -509,8 +511,10 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 			case ctx.Err() != nil:
 			case err == nil && got.status == http.StatusOK:
 				ok.Add(1)
+				streak.Add(1)
 			default:
 				failed.Add(1)
+				streak.Store(0)
 				lastErr.Store(fmt.Sprint(err, " ", got))
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -519,13 +523,13 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 	defer func() { cancel(); wg.Wait() }()
 
 	localenvtest.Eventually(t, time.Minute, 100*time.Millisecond, "traffic flowing", func(context.Context) error {
-		if ok.Load() < 20 {
-			return fmt.Errorf("%d requests succeeded", ok.Load())
+		if n := streak.Load(); n < 20 {
+			return fmt.Errorf("%d requests in a row succeeded", n)
 		}
 		return nil
 	})
 	r.compose(2*time.Minute, "stop", "products-1")
-	stopped := ok.Load() + failed.Load()
+	before := ok.Load()
 	localenvtest.Eventually(t, time.Minute, time.Second, "only products-2 passing in Consul", func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, consulURL+"/v1/health/service/products?passing=true", nil)
 		if err != nil {
@@ -545,17 +549,25 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 		}
 		return nil
 	})
-	// From here on every request must succeed, on products-2.
-	okBefore, failedBefore := ok.Load(), failed.Load()
+	// The mesh follows Consul within moments: a run of successes, then
+	// not one failure while 100 more succeed on products-2 alone.
 	localenvtest.Eventually(t, time.Minute, 100*time.Millisecond, "traffic going on", func(context.Context) error {
-		if n := ok.Load() - okBefore; n < 50 {
-			return fmt.Errorf("%d requests succeeded since", n)
+		if n := streak.Load(); n < 20 {
+			return fmt.Errorf("%d requests in a row succeeded (last failure: %v)", n, lastErr.Load())
 		}
 		return nil
 	})
-	if f := failed.Load() - failedBefore; f > 0 {
-		t.Errorf("%d requests failed with products-2 alone passing; last: %v", f, lastErr.Load())
+	failedAround := failed.Load()
+	okAlone := ok.Load()
+	localenvtest.Eventually(t, time.Minute, 100*time.Millisecond, "100 more requests", func(context.Context) error {
+		if n := ok.Load() - okAlone; n < 100 {
+			return fmt.Errorf("%d succeeded", n)
+		}
+		return nil
+	})
+	if f := failed.Load() - failedAround; f > 0 {
+		t.Errorf("%d requests failed on products-2 alone; last: %v", f, lastErr.Load())
 	}
-	t.Logf("requests: %d before the stop, %d failed around it (last: %v), %d succeeded on products-2 alone",
-		stopped, failedBefore, lastErr.Load(), ok.Load()-okBefore)
+	t.Logf("requests: %d succeeded before the stop, %d failed around it (last: %v), %d succeeded after",
+		before, failedAround, lastErr.Load(), ok.Load()-before)
 }
