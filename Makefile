@@ -106,9 +106,11 @@ images: ## Pull, or build locally (mesh/images), each upstream image of docker-c
 	@.ci/dockerd.sh start
 	@mesh/images/build.sh
 
+# Without Grafana's image, every other service is named (--scale grafana=0
+# would still pull it).
 .PHONY: compose-up
 compose-up: images ## docker compose up -d --build --wait (without Grafana if its image is absent)
-	docker compose up -d --build --wait $$(docker image inspect $(GRAFANA_IMAGE) >/dev/null 2>&1 || echo --scale grafana=0)
+	docker compose up -d --build --wait $$(docker image inspect $(GRAFANA_IMAGE) >/dev/null 2>&1 || docker compose config --services | grep -vx grafana)
 
 .PHONY: compose-down
 compose-down: ## docker compose down -v; stops the dockerd that `make images` started
