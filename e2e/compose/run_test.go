@@ -134,7 +134,7 @@ func TestComposeRun(t *testing.T) {
 	t.Run("docs", func(t *testing.T) { docs(t, c.with(t)) })
 	t.Run("cache and purge", func(t *testing.T) { cacheAndPurge(t, c.with(t), r, admin) })
 	t.Run("prometheus targets", func(t *testing.T) { prometheusTargets(t) })
-	t.Run("products instance stopped under traffic", func(t *testing.T) { stopProductsUnderTraffic(t, c.with(t), r) })
+	t.Run("products instance stopped under traffic", func(t *testing.T) { stopProductsUnderTraffic(t, c.with(t), r, admin) })
 
 	start = time.Now()
 	r.compose(10*time.Minute, "down", "-v", "--remove-orphans")
@@ -500,7 +500,7 @@ func prometheusTargets(t *testing.T) {
 // stopProductsUnderTraffic: with requests flowing to the products service,
 // products-1 is stopped; Consul then lists only products-2 as passing and,
 // once the mesh has caught up, the requests go on succeeding there.
-func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
+func stopProductsUnderTraffic(t *testing.T, c *client, r runner, token string) {
 	ctx, cancel := context.WithCancel(t.Context())
 	// ok and failed count every request; streak the successes since the
 	// last failure.
@@ -511,7 +511,7 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 		for i := 0; ctx.Err() == nil; i++ {
 			// A new name filter each time: a cache MISS, so the request
 			// reaches an instance.
-			got, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/products/products?limit=1&name=traffic%d", i), "", "")
+			got, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/products/products?limit=1&name=traffic%d", i), token, "")
 			switch {
 			case ctx.Err() != nil:
 			case err == nil && got.status == http.StatusOK:
@@ -522,14 +522,16 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 				streak.Store(0)
 				lastErr.Store(fmt.Sprint(err, " ", got))
 			}
-			time.Sleep(20 * time.Millisecond)
+			// 5 a second: under the ingress's limits per caller
+			// (edgeconfig's default: 600 a minute per subject).
+			time.Sleep(200 * time.Millisecond)
 		}
 	})
 	defer func() { cancel(); wg.Wait() }()
 
-	localenvtest.Eventually(t, time.Minute, 100*time.Millisecond, "traffic flowing", func(context.Context) error {
+	localenvtest.Eventually(t, 2*time.Minute, 100*time.Millisecond, "traffic flowing", func(context.Context) error {
 		if n := streak.Load(); n < 20 {
-			return fmt.Errorf("%d requests in a row succeeded", n)
+			return fmt.Errorf("%d requests in a row succeeded (last failure: %v)", n, lastErr.Load())
 		}
 		return nil
 	})
@@ -556,7 +558,7 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 	})
 	// The mesh follows Consul within moments: a run of successes, then
 	// not one failure while 100 more succeed on products-2 alone.
-	localenvtest.Eventually(t, time.Minute, 100*time.Millisecond, "traffic going on", func(context.Context) error {
+	localenvtest.Eventually(t, 2*time.Minute, 100*time.Millisecond, "traffic going on", func(context.Context) error {
 		if n := streak.Load(); n < 20 {
 			return fmt.Errorf("%d requests in a row succeeded (last failure: %v)", n, lastErr.Load())
 		}
@@ -564,7 +566,7 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner) {
 	})
 	failedAround := failed.Load()
 	okAlone := ok.Load()
-	localenvtest.Eventually(t, time.Minute, 100*time.Millisecond, "100 more requests", func(context.Context) error {
+	localenvtest.Eventually(t, 2*time.Minute, 100*time.Millisecond, "100 more requests", func(context.Context) error {
 		if n := ok.Load() - okAlone; n < 100 {
 			return fmt.Errorf("%d succeeded", n)
 		}
