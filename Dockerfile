@@ -28,8 +28,11 @@ COPY . .
 # build context, so compose passes PORTICO_VERSION.
 ARG VERSION=dev
 # Package paths as in the Makefile's BINARIES (devstack, the `make up`
-# supervisor, is what this stack replaces), plus podkit.
-RUN mkdir -p /out && \
+# supervisor, is what this stack replaces), plus podkit. Go's build cache
+# outlives the layer (a BuildKit cache mount, as Compose v2 always builds
+# with BuildKit): a source change recompiles only what it touches.
+RUN --mount=type=cache,target=/root/.cache/go-build \
+    mkdir -p /out && \
     for b in users=./services/cmd/users products=./services/cmd/products edge=./edge/cmd/edge \
              controlplane=./edge/cmd/controlplane podkit=./mesh/cmd/podkit; do \
       go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o "/out/${b%%=*}" "${b#*=}" || exit 1; \
@@ -45,8 +48,8 @@ RUN /out/podkit ingress-bootstrap -node-id ingress-1 -admin-port 19000 -xds cont
 FROM golang:1.26.8 AS ratelimit-build
 ENV CGO_ENABLED=0
 WORKDIR /src
-COPY .ci/install-ratelimit.sh .ci/install-ratelimit.sh
-RUN .ci/install-ratelimit.sh
+COPY .ci/gomodbuild.sh .ci/install-ratelimit.sh .ci/
+RUN --mount=type=cache,target=/root/.cache/go-build .ci/install-ratelimit.sh
 
 # The Swagger UI assets the edge serves at /docs/, installed by the same
 # script `make deps` runs (npm package swagger-ui-dist at the version pinned

@@ -97,6 +97,31 @@ status: $(BIN)/devstack ## Show what `make up` runs and whether it is healthy
 logs: $(BIN)/devstack ## Follow the logs of every process `make up` started
 	@$(BIN)/devstack logs
 
+# --- Docker Compose (docker-compose.yml) on this machine's engine -----------
+# The upstream image the local images cannot stand in for; compose-up runs
+# without it when it is absent (mesh/images/README.md).
+GRAFANA_IMAGE := $(shell awk '$$1 ~ /^grafana\// { print $$1 }' mesh/images/images.txt)
+
+.PHONY: images
+images: ## Pull, or build locally (mesh/images), each upstream image of docker-compose.yml
+	@.ci/dockerd.sh start
+	@mesh/images/build.sh
+
+# Without Grafana's image, every other service is named (--scale grafana=0
+# would still pull it).
+.PHONY: compose-up
+compose-up: images ## docker compose up -d --build --wait (without Grafana if its image is absent)
+	docker compose up -d --build --wait $$(docker image inspect $(GRAFANA_IMAGE) >/dev/null 2>&1 || docker compose config --services | grep -vx grafana)
+
+.PHONY: compose-down
+compose-down: ## docker compose down -v; stops the dockerd that `make images` started
+	docker compose down -v --remove-orphans
+	@.ci/dockerd.sh stop
+
+.PHONY: test-compose
+test-compose: ## Run docker-compose.yml for real and drive it (e2e/compose, tag composerun; slow)
+	$(GO) test -tags composerun -count=1 -timeout 60m -run '^TestComposeRun$$' -v ./e2e/compose/
+
 .PHONY: clean
 clean: down ## Stop everything and delete local data and binaries
 	rm -rf $(BIN) .run

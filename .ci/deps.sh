@@ -205,5 +205,10 @@ for tool in envoy consul ratelimit jaeger; do
 	"$ROOT/.ci/install-$tool.sh" | sed "s/^/deps: $tool: /"
 done
 "$ROOT/.ci/install-nomad.sh" | sed "s/^/deps: nomad: /" # validates nomad/*.nomad.hcl
+# The Docker engine and the Compose v2 CLI plugin: docker-compose.yml's run
+# (e2e/compose, make compose-up); the images themselves are `make images`.
+for tool in docker compose; do
+	"$ROOT/.ci/install-$tool.sh" | sed "s/^/deps: $tool: /"
+done
 # The assets of the Swagger UI the edge serves at /docs/ (npm package).
 "$ROOT/edge/scripts/install-swagger-ui.sh" | sed "s/^/deps: swagger-ui: /"

@@ -26,6 +26,8 @@ type deliverable struct {
 	df      dockerfile
 	// Prometheus configurations: the compose stack's and make up's.
 	promCompose, promMakeUp []byte
+	// mesh/images/images.txt: the local stand-ins of upstream images.
+	localImages []byte
 }
 
 // check is one invariant; it returns what it found wrong.

@@ -25,6 +25,7 @@ func load(t *testing.T) *deliverable {
 	for path, dst := range map[string]*[]byte{
 		"observability/prometheus/prometheus.compose.yml": &d.promCompose,
 		"observability/prometheus/prometheus.yml":         &d.promMakeUp,
+		"mesh/images/images.txt":                          &d.localImages,
 	} {
 		if *dst, err = os.ReadFile(filepath.Join(root, path)); err != nil {
 			t.Fatal(err)
@@ -47,6 +48,7 @@ var checks = map[string]check{
 	"dockerfile":               checkDockerfile,
 	"prometheus":               checkPrometheus,
 	"swagger ui":               checkSwaggerUI,
+	"local images":             checkLocalImages,
 }
 
 func TestDeliverable(t *testing.T) {
@@ -129,8 +131,11 @@ func TestConsulAgentConfig(t *testing.T) {
 			if err := os.Mkdir(config, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			// The image's entrypoint adds the data directory.
-			fragments := []string{`data_dir = "` + filepath.ToSlash(filepath.Join(dir, "data")) + `"`}
+			// The image's entrypoint adds the data directory. The agent
+			// binds to its container's one address; here, where several
+			// may exist (Docker's bridge, for one), loopback stands in
+			// for it, or Consul refuses to pick one.
+			fragments := []string{`data_dir = "` + filepath.ToSlash(filepath.Join(dir, "data")) + `"`, `bind_addr = "127.0.0.1"`}
 			for _, arg := range s.Command {
 				if hcl, ok := strings.CutPrefix(arg, "-hcl="); ok {
 					fragments = append(fragments, hcl)
@@ -185,6 +190,15 @@ func replaceInDockerfile(t *testing.T, d *deliverable, old, replacement string) 
 }
 
 var breakages = []breakage{
+	{"local images", "image without a stand-in", func(t *testing.T, d *deliverable) {
+		edit(t, d, "redis", func(s *service) { s.Image = "redis:7.4.3" })
+	}},
+	{"local images", "FROM without a stand-in", func(t *testing.T, d *deliverable) {
+		replaceInDockerfile(t, d, "FROM golang:1.26.8 AS build", "FROM golang:1.26.9 AS build")
+	}},
+	{"local images", "folder missing", func(t *testing.T, d *deliverable) {
+		d.localImages = []byte(strings.Replace(string(d.localImages), " postgres\n", " postgresql\n", 1))
+	}},
 	{"images pinned", "latest", func(t *testing.T, d *deliverable) {
 		edit(t, d, "redis", func(s *service) { s.Image = "redis:latest" })
 	}},
@@ -248,7 +262,7 @@ var breakages = []breakage{
 		replaceInDockerfile(t, d, "COPY edge/apidocs/serve.go", "COPY edge/apidocs/version.go")
 	}},
 	{"files exist", "COPY of an ignored path", func(t *testing.T, d *deliverable) {
-		replaceInDockerfile(t, d, "COPY .ci/install-ratelimit.sh", "COPY .cache/bin/ratelimit")
+		replaceInDockerfile(t, d, "COPY .ci/gomodbuild.sh", "COPY .cache/bin/ratelimit")
 	}},
 	{"mesh entries", "another directory", func(t *testing.T, d *deliverable) {
 		edit(t, d, "mesh-config", func(s *service) { s.Volumes[0].Source = filepath.Join(d.root, "mesh") })

@@ -1,0 +1,580 @@
+//go:build composerun
+
+// The compose run: docker-compose.yml for real on this machine's Docker
+// engine, driven as a user would drive it. It builds images and starts
+// two dozen containers (minutes, much CPU), so it is kept out of `make
+// test` by its build tag; `make test-compose` runs it.
+
+package compose
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+)
+
+const (
+	ingressURL    = "http://127.0.0.1:5000"
+	prometheusURL = "http://127.0.0.1:9090"
+	consulURL     = "http://127.0.0.1:8500"
+	// The compose file's project name (name: portico).
+	projectLabel = "com.docker.compose.project=portico"
+	// docker-compose.yml's defaults for the bootstrap admin.
+	adminEmail    = "admin@portico.local"
+	adminPassword = "portico-dev-admin"
+)
+
+// published are the host ports the compose file publishes; the run needs
+// them free.
+var published = []string{"5000", "8500", "15672", "9090", "3000"}
+
+// runner runs the repository's commands from its root, timing each.
+type runner struct {
+	t    *testing.T
+	root string
+}
+
+// run runs name args within timeout and returns its combined output; a
+// failure ends the test with the output.
+func (r runner) run(timeout time.Duration, name string, args ...string) string {
+	r.t.Helper()
+	out, err := r.try(timeout, name, args...)
+	if err != nil {
+		r.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (r runner) try(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = r.root
+	cmd.WaitDelay = 10 * time.Second
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	r.t.Logf("%s %s: %v", name, strings.Join(args, " "), time.Since(start).Round(time.Second))
+	return string(out), err
+}
+
+func (r runner) compose(timeout time.Duration, args ...string) string {
+	r.t.Helper()
+	return r.run(timeout, "docker", append([]string{"compose"}, args...)...)
+}
+
+// TestComposeRun: the engine (started if none runs), the images (pulled or
+// built as local stand-ins, mesh/images), `docker compose up -d --build
+// --wait`, every container healthy, then the seed's curl flow through the
+// ingress on 127.0.0.1:5000, the merged docs, the edge cache and its purge
+// by events, Prometheus's targets, one products instance stopped under
+// traffic, and `docker compose down -v` leaving nothing behind.
+func TestComposeRun(t *testing.T) {
+	root, err := filepath.Abs(repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runner{t: t, root: root}
+	for _, p := range published {
+		l, err := net.Listen("tcp", "127.0.0.1:"+p)
+		if err != nil {
+			t.Fatalf("port %s, which docker-compose.yml publishes, is taken (make down? another compose project?): %v", p, err)
+		}
+		l.Close()
+	}
+
+	r.run(3*time.Minute, ".ci/dockerd.sh", "start")
+	t.Cleanup(func() { r.run(3*time.Minute, ".ci/dockerd.sh", "stop") })
+	t.Log(r.run(40*time.Minute, "mesh/images/build.sh"))
+
+	up := []string{"up", "-d", "--build", "--wait", "--wait-timeout", "900"}
+	if _, err := r.try(time.Minute, "docker", "image", "inspect", grafanaImage(t, root)); err != nil {
+		t.Logf("%s is absent (no registry, no local build): the stack runs without Grafana", grafanaImage(t, root))
+		// Every other service by name: --scale grafana=0 would still pull it.
+		for _, svc := range strings.Fields(r.compose(time.Minute, "config", "--services")) {
+			if svc != "grafana" {
+				up = append(up, svc)
+			}
+		}
+	}
+	downed := false
+	t.Cleanup(func() {
+		if !downed {
+			t.Log(r.compose(5*time.Minute, "logs", "--no-color", "--tail", "40"))
+			r.compose(5*time.Minute, "down", "-v", "--remove-orphans")
+		}
+	})
+	start := time.Now()
+	if out, err := r.try(45*time.Minute, "docker", append([]string{"compose"}, up...)...); err != nil {
+		t.Fatalf("docker compose %s: %v\n%s\n%s", strings.Join(up, " "), err, out,
+			r.compose(time.Minute, "ps", "-a", "--format", "table {{.Service}}\t{{.Status}}"))
+	}
+	t.Logf("docker compose up -d --build --wait: every container healthy after %v", time.Since(start).Round(time.Second))
+	checkContainers(t, r)
+
+	ctx := t.Context()
+	c := &client{t: t}
+	admin := c.login(ctx, adminEmail, adminPassword)
+	t.Run("seed curl flow", func(t *testing.T) { seedFlow(t, c.with(t), admin) })
+	t.Run("docs", func(t *testing.T) { docs(t, c.with(t)) })
+	t.Run("cache and purge", func(t *testing.T) { cacheAndPurge(t, c.with(t), r, admin) })
+	t.Run("prometheus targets", func(t *testing.T) { prometheusTargets(t) })
+	t.Run("products instance stopped under traffic", func(t *testing.T) { stopProductsUnderTraffic(t, c.with(t), r, admin) })
+
+	start = time.Now()
+	r.compose(10*time.Minute, "down", "-v", "--remove-orphans")
+	downed = true
+	t.Logf("docker compose down -v: %v", time.Since(start).Round(time.Second))
+	for _, kind := range []string{"container", "network", "volume"} {
+		args := []string{kind, "ls", "-q", "--filter", "label=" + projectLabel}
+		if kind == "container" {
+			args = append(args, "-a")
+		}
+		if left := strings.TrimSpace(r.run(time.Minute, "docker", args...)); left != "" {
+			t.Errorf("after docker compose down -v, %ss of the project remain: %s", kind, left)
+		}
+	}
+}
+
+// grafanaImage is the Grafana image of images.txt, the one upstream image
+// no local stand-in replaces.
+func grafanaImage(t *testing.T, root string) string {
+	b, err := os.ReadFile(filepath.Join(root, "mesh", "images", "images.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "grafana/") {
+			return f[0]
+		}
+	}
+	t.Fatal("images.txt names no grafana image")
+	return ""
+}
+
+// checkContainers: every long-running container healthy, every one-shot
+// exited 0, as `docker compose ps -a` reports them.
+func checkContainers(t *testing.T, r runner) {
+	t.Helper()
+	out := r.compose(time.Minute, "ps", "-a", "--format", "{{.Service}}\t{{.State}}\t{{.Health}}\t{{.ExitCode}}")
+	oneShots := map[string]bool{"postgres-init": true, "mesh-config": true}
+	seen := 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 {
+			t.Fatalf("docker compose ps: %q", line)
+		}
+		seen++
+		svc, state, health, exit := f[0], f[1], f[2], f[3]
+		switch {
+		case oneShots[svc]:
+			if state != "exited" || exit != "0" {
+				t.Errorf("%s: %s, exit code %s; want exited 0", svc, state, exit)
+			}
+		case state != "running" || health != "healthy":
+			t.Errorf("%s: %s, %q; want running and healthy", svc, state, health)
+		}
+	}
+	t.Logf("%d containers: the long-running ones healthy, the one-shots done", seen)
+}
+
+// client speaks to the ingress as curl does.
+type client struct {
+	t *testing.T
+}
+
+func (c *client) with(t *testing.T) *client { return &client{t: t} }
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r reply) String() string { return fmt.Sprintf("%d %.400s", r.status, r.body) }
+
+// do sends one request to the ingress.
+func (c *client) do(ctx context.Context, method, path, token, body string, header ...string) (reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, ingressURL+path, rd)
+	if err != nil {
+		return reply{}, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}, err
+}
+
+// expect sends one request and requires the status.
+func (c *client) expect(want int, method, path, token, body string, header ...string) reply {
+	c.t.Helper()
+	r, err := c.do(c.t.Context(), method, path, token, body, header...)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if r.status != want {
+		c.t.Fatalf("%s %s: %s; want %d", method, path, r, want)
+	}
+	return r
+}
+
+func (c *client) login(ctx context.Context, email, password string) string {
+	c.t.Helper()
+	var token string
+	// The first login may meet a route the control plane is still
+	// settling; it succeeds within seconds.
+	localenvtest.Eventually(c.t, time.Minute, 500*time.Millisecond, "login of "+email, func(ctx context.Context) error {
+		r, err := c.do(ctx, http.MethodPost, "/api/users/login", "", fmt.Sprintf(`{"email": %q, "password": %q}`, email, password))
+		if err != nil {
+			return err
+		}
+		if r.status != http.StatusOK {
+			return errors.New(r.String())
+		}
+		var body struct {
+			AccessToken string `json:"access_token"`
+			TokenType   string `json:"token_type"`
+		}
+		if err := json.Unmarshal(r.body, &body); err != nil || body.AccessToken == "" || body.TokenType != "Bearer" {
+			return fmt.Errorf("login answered %s", r)
+		}
+		token = body.AccessToken
+		return nil
+	})
+	return token
+}
+
+func decodeJSON[T any](t *testing.T, r reply) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("%v: %s", err, r)
+	}
+	return v
+}
+
+type user struct {
+	ID       int64  `json:"id"`
+	Username string `json:"username"`
+	Email    string `json:"email"`
+	IsActive bool   `json:"is_active"`
+}
+
+type product struct {
+	ID            int64       `json:"id"`
+	Name          string      `json:"name"`
+	Price         json.Number `json:"price"`
+	StockQuantity int         `json:"stock_quantity"`
+}
+
+// seedFlow is README's "Try it" (the seed's curl examples) with the users
+// and products CRUD of the seed's README: register, login, users read,
+// update and delete, products create, read, update and delete, and the
+// seed's /proxy/<service>/ path.
+func seedFlow(t *testing.T, c *client, admin string) {
+	suffix := fmt.Sprint(time.Now().UnixNano() % 1e9)
+	name, email := "testuser"+suffix, "test"+suffix+"@example.com"
+	created := decodeJSON[user](t, c.expect(http.StatusCreated, http.MethodPost, "/api/users/users", "",
+		fmt.Sprintf(`{"username": %q, "email": %q, "password": "password123"}`, name, email)))
+	if created.Username != name || created.Email != email || created.ID == 0 {
+		t.Fatalf("registered %+v", created)
+	}
+	token := c.login(t.Context(), email, "password123")
+
+	list := decodeJSON[struct{ Items []user }](t, c.expect(http.StatusOK, http.MethodGet, "/api/users/users?limit=100", token, ""))
+	if len(list.Items) == 0 {
+		t.Fatal("GET /api/users/users: no users")
+	}
+	path := fmt.Sprintf("/api/users/users/%d", created.ID)
+	if got := decodeJSON[user](t, c.expect(http.StatusOK, http.MethodGet, path, token, "")); got.Email != email {
+		t.Fatalf("GET %s: %+v", path, got)
+	}
+	updated := decodeJSON[user](t, c.expect(http.StatusOK, http.MethodPut, path, token,
+		fmt.Sprintf(`{"username": "updated_user%s", "is_active": true}`, suffix)))
+	if updated.Username != "updated_user"+suffix {
+		t.Fatalf("PUT %s: %+v", path, updated)
+	}
+
+	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
+		`{"name": "Laptop Pro `+suffix+`", "description": "High-performance laptop", "price": 1200.00, "stock_quantity": 50}`))
+	if p.Price.String() != "1200.00" || p.StockQuantity != 50 {
+		t.Fatalf("created %+v", p)
+	}
+	c.expect(http.StatusOK, http.MethodGet, "/api/products/products", token, "")
+	ppath := fmt.Sprintf("/api/products/products/%d", p.ID)
+	c.expect(http.StatusOK, http.MethodGet, ppath, token, "")
+	if got := decodeJSON[product](t, c.expect(http.StatusOK, http.MethodPut, ppath, token, `{"stock_quantity": 49}`)); got.StockQuantity != 49 {
+		t.Fatalf("PUT %s: %+v", ppath, got)
+	}
+	// The seed's gateway path, /proxy/<service>_service/...
+	proxied := c.expect(http.StatusOK, http.MethodGet, "/proxy/products_service/products", token, "")
+	if !bytes.Contains(proxied.body, []byte(`"items"`)) {
+		t.Fatalf("/proxy/products_service/products: %s", proxied)
+	}
+	c.expect(http.StatusOK, http.MethodGet, "/proxy/users_service/users", token, "")
+
+	// Deleting a product is an admin's; a user deletes themselves.
+	c.expect(http.StatusForbidden, http.MethodDelete, ppath, token, "")
+	c.expect(http.StatusNoContent, http.MethodDelete, ppath, admin, "")
+	c.expect(http.StatusNotFound, http.MethodGet, ppath, token, "")
+	c.expect(http.StatusNoContent, http.MethodDelete, path, token, "")
+	c.expect(http.StatusNotFound, http.MethodGet, path, admin, "")
+}
+
+// docs: the Swagger UI at /docs/ with its assets, and the merged document.
+func docs(t *testing.T, c *client) {
+	page := c.expect(http.StatusOK, http.MethodGet, "/docs/", "", "")
+	if !bytes.Contains(page.body, []byte(`id="swagger-ui"`)) {
+		t.Fatalf("/docs/ is not the Swagger UI page: %s", page)
+	}
+	refs := regexp.MustCompile(`(?:src|href)="([^"/:]+)"`).FindAllSubmatch(page.body, -1)
+	if len(refs) < 4 {
+		t.Fatalf("/docs/ references %d assets: %s", len(refs), page)
+	}
+	for _, ref := range refs {
+		r := c.expect(http.StatusOK, http.MethodGet, "/docs/"+string(ref[1]), "", "")
+		if string(ref[1]) == "swagger-ui-bundle.js" && len(r.body) < 100<<10 {
+			t.Errorf("/docs/swagger-ui-bundle.js is %d bytes: not swagger-ui-dist's bundle", len(r.body))
+		}
+	}
+	doc := c.expect(http.StatusOK, http.MethodGet, "/openapi.json", "", "")
+	for _, want := range []string{`"/api/users/login"`, `"/api/products/products/{id}"`} {
+		if !bytes.Contains(doc.body, []byte(want)) {
+			t.Errorf("/openapi.json has no %s", want)
+		}
+	}
+}
+
+// edgeMetric sums the edge's series of name with every label given, read
+// in the edge pod through its sidecar's metrics listener (the way
+// Prometheus reads it), with the agent container's wget.
+func edgeMetric(t *testing.T, r runner, name string, labels ...string) float64 {
+	t.Helper()
+	out := r.compose(time.Minute, "exec", "-T", "edge-agent", "wget", "-qO-", "http://127.0.0.1:9102/metrics")
+	var sum float64
+	for _, line := range strings.Split(out, "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		metric, labelText, _ := strings.Cut(series, "{")
+		if !ok || metric != name {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(labelText, l)
+		}
+		if match {
+			var v float64
+			if _, err := fmt.Sscan(value, &v); err != nil {
+				t.Fatalf("edge metrics: %q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
+}
+
+// cacheAndPurge: a product read is a MISS, then a HIT; after an update the
+// edge's purge (an event through RabbitMQ) serves the new data well before
+// the cached copy would have expired.
+func cacheAndPurge(t *testing.T, c *client, r runner, token string) {
+	applied := func() float64 { return edgeMetric(t, r, "edge_purge_events_total", `result="applied"`) }
+	before := applied()
+	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
+		`{"name": "Cached lamp", "price": "19.99"}`))
+	// The creation's own event is consumed first, so that it cannot be
+	// mistaken for the update's.
+	localenvtest.Eventually(t, time.Minute, 200*time.Millisecond, "the creation event applied", func(context.Context) error {
+		if n := applied(); n <= before {
+			return fmt.Errorf("%v events applied, want more than %v", n, before)
+		}
+		return nil
+	})
+	path := fmt.Sprintf("/api/products/products/%d", p.ID)
+	if x := c.expect(http.StatusOK, http.MethodGet, path, token, "").header.Get("X-Cache"); x != "MISS" {
+		t.Fatalf("first read: X-Cache %q, want MISS", x)
+	}
+	hit := c.expect(http.StatusOK, http.MethodGet, path, token, "")
+	cachedAt := time.Now()
+	if x := hit.header.Get("X-Cache"); x != "HIT" {
+		t.Fatalf("second read: X-Cache %q, want HIT", x)
+	}
+	maxAge := 30 * time.Second // products' default PRODUCTS_CACHE_MAX_AGE
+	if cc := hit.header.Get("Cache-Control"); !strings.Contains(cc, "max-age=30") {
+		t.Fatalf("Cache-Control %q: the test assumes max-age=30", cc)
+	}
+
+	before = applied()
+	c.expect(http.StatusOK, http.MethodPut, path, token, `{"name": "Cached lamp v2"}`)
+	var fresh time.Time
+	localenvtest.Eventually(t, maxAge, 20*time.Millisecond, "the new name served", func(ctx context.Context) error {
+		got, err := c.do(ctx, http.MethodGet, path, token, "")
+		if err != nil {
+			return err
+		}
+		if p := decodeJSON[product](t, got); p.Name != "Cached lamp v2" {
+			return fmt.Errorf("still %q (X-Cache %s)", p.Name, got.header.Get("X-Cache"))
+		}
+		fresh = time.Now()
+		return nil
+	})
+	if fresh.Sub(cachedAt) >= maxAge {
+		t.Fatalf("the new name came %v after the copy was cached: expiry, not a purge", fresh.Sub(cachedAt))
+	}
+	if n := applied(); n <= before {
+		t.Fatalf("the edge applied no event for the update (%v, before %v)", n, before)
+	}
+	t.Logf("purged: the new name served %v after the cached read", fresh.Sub(cachedAt).Round(time.Millisecond))
+}
+
+// prometheusTargets: every scrape target of prometheus.compose.yml is up.
+func prometheusTargets(t *testing.T) {
+	localenvtest.Eventually(t, 3*time.Minute, 2*time.Second, "every Prometheus target up", func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, prometheusURL+"/api/v1/targets?state=active", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Data struct {
+				ActiveTargets []struct {
+					Labels    map[string]string `json:"labels"`
+					Health    string            `json:"health"`
+					LastError string            `json:"lastError"`
+				} `json:"activeTargets"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return err
+		}
+		var down []string
+		for _, tg := range body.Data.ActiveTargets {
+			if tg.Health != "up" {
+				down = append(down, fmt.Sprintf("%s/%s %s %s", tg.Labels["job"], tg.Labels["instance"], tg.Health, tg.LastError))
+			}
+		}
+		if len(body.Data.ActiveTargets) == 0 || len(down) > 0 {
+			return fmt.Errorf("%d targets, not up: %v", len(body.Data.ActiveTargets), down)
+		}
+		t.Logf("%d targets up", len(body.Data.ActiveTargets))
+		return nil
+	})
+}
+
+// stopProductsUnderTraffic: with requests flowing to the products service,
+// products-1 is stopped; Consul then lists only products-2 as passing and,
+// once the mesh has caught up, the requests go on succeeding there.
+func stopProductsUnderTraffic(t *testing.T, c *client, r runner, token string) {
+	ctx, cancel := context.WithCancel(t.Context())
+	// ok and failed count every request; streak the successes since the
+	// last failure.
+	var ok, failed, streak atomic.Int64
+	var lastErr atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			// A new name filter each time: a cache MISS, so the request
+			// reaches an instance.
+			got, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/products/products?limit=1&name=traffic%d", i), token, "")
+			switch {
+			case ctx.Err() != nil:
+			case err == nil && got.status == http.StatusOK:
+				ok.Add(1)
+				streak.Add(1)
+			default:
+				failed.Add(1)
+				streak.Store(0)
+				lastErr.Store(fmt.Sprint(err, " ", got))
+			}
+			// 5 a second: under the ingress's limits per caller
+			// (edgeconfig's default: 600 a minute per subject).
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	localenvtest.Eventually(t, 2*time.Minute, 100*time.Millisecond, "traffic flowing", func(context.Context) error {
+		if n := streak.Load(); n < 20 {
+			return fmt.Errorf("%d requests in a row succeeded (last failure: %v)", n, lastErr.Load())
+		}
+		return nil
+	})
+	r.compose(2*time.Minute, "stop", "products-1")
+	before := ok.Load()
+	localenvtest.Eventually(t, time.Minute, time.Second, "only products-2 passing in Consul", func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, consulURL+"/v1/health/service/products?passing=true", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var entries []struct{ Service struct{ ID string } }
+		if err := json.NewDecoder(resp.Body).Decode(&entries); err != nil {
+			return err
+		}
+		if len(entries) != 1 || entries[0].Service.ID != "products-2" {
+			return fmt.Errorf("passing: %+v", entries)
+		}
+		return nil
+	})
+	// The mesh follows Consul within moments: a run of successes, then
+	// not one failure while 100 more succeed on products-2 alone.
+	localenvtest.Eventually(t, 2*time.Minute, 100*time.Millisecond, "traffic going on", func(context.Context) error {
+		if n := streak.Load(); n < 20 {
+			return fmt.Errorf("%d requests in a row succeeded (last failure: %v)", n, lastErr.Load())
+		}
+		return nil
+	})
+	failedAround := failed.Load()
+	okAlone := ok.Load()
+	localenvtest.Eventually(t, 2*time.Minute, 100*time.Millisecond, "100 more requests", func(context.Context) error {
+		if n := ok.Load() - okAlone; n < 100 {
+			return fmt.Errorf("%d succeeded", n)
+		}
+		return nil
+	})
+	if f := failed.Load() - failedAround; f > 0 {
+		t.Errorf("%d requests failed on products-2 alone; last: %v", f, lastErr.Load())
+	}
+	t.Logf("requests: %d succeeded before the stop, %d failed around it (last: %v), %d succeeded after",
+		before, failedAround, lastErr.Load(), ok.Load()-before)
+}
