@@ -424,6 +424,14 @@ func (c *Cache) refreshInBackground(req *Request, resource string, f found) {
 		defer c.refreshing.Delete(f.variantKey)
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.OriginTimeout)
 		defer cancel()
+		// A request that read the stale entry just before the previous
+		// refresh stored its successor arrives here after that refresh
+		// ended: the store, read again, tells, and the origin is spared a
+		// second fetch.
+		if cur, err := c.cfg.Store.lookup(ctx, resource, req); err == nil && cur.entry != nil && cur.entry.age(c.cfg.Now()) < cur.entry.FreshFor {
+			c.metrics.refreshes.WithLabelValues(req.Upstream, "already-fresh").Inc()
+			return
+		}
 		_, err, _ := c.flight.Do(f.flightKey(), func() (any, error) {
 			return c.fetchAndStore(ctx, req, resource, f)
 		})

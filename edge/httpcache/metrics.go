@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"upstream", "reason"}),
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_cache_background_refreshes_total",
-			Help: "Background refreshes of stale entries, by upstream and result (stored, not-stored, failed, dropped).",
+			Help: "Background refreshes of stale entries, by upstream and result (done, failed, dropped when too many run, already-fresh when another refresh stored it first).",
 		}, []string{"upstream", "result"}),
 		origin: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "edge_origin_duration_seconds",
