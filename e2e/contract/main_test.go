@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,16 +19,14 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/stack"
+	"github.com/portico-mesh/portico/mesh/localenv/stack/stacktest"
 )
 
 // sys is the system the run calls through its ingress.
 var sys *system
 
-const (
-	// startTimeout bounds the start, builds included.
-	startTimeout = 4 * time.Minute
-	stopTimeout  = 90 * time.Second
-)
+// startTimeout bounds the start, builds included.
+const startTimeout = 4 * time.Minute
 
 // system is what the suite started (owned by stack) and what the test
 // reads of it.
@@ -40,60 +37,19 @@ type system struct {
 	adminEmail, adminPassword string
 }
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	startCtx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	s, err := startSystem(startCtx)
-	cancel()
-	code := 1
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/contract: start:", err)
-	} else {
-		sys = s
-		code = m.Run()
-	}
-	if s == nil {
-		return code
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-	defer cancel()
-	// A failed run keeps its logs: they explain the failure.
-	keep := err != nil || code != 0
-	if err := s.stack.Stop(stopCtx); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/contract: stop:", err)
-		code, keep = 1, true
-	}
-	if keep {
-		fmt.Fprintln(os.Stderr, "e2e/contract: logs kept in", s.stack.Dir())
-	} else if err := os.RemoveAll(s.stack.Dir()); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/contract:", err)
-	}
-	return code
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Run(m, "e2e/contract", startTimeout, func(ctx context.Context, st *stack.Stack) (err error) {
+		sys, err = startSystem(ctx, st)
+		return err
+	}))
 }
 
 // startSystem starts servers, one users and one products instance, the
 // edge, the control plane (in process), the rate-limit service and the
 // ingress, with the edge configuration of contractEdgeConfig. It returns
 // once the merged document lists both services.
-func startSystem(ctx context.Context) (*system, error) {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		return nil, err
-	}
-	// /tmp keeps PostgreSQL's socket path short; 0755 lets PostgreSQL,
-	// which runs as another user under root, enter it.
-	dir, err := os.MkdirTemp("/tmp", "portico-contract-")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
-	st, err := stack.New(stack.Config{Root: root, Dir: dir})
-	if err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
+func startSystem(ctx context.Context, st *stack.Stack) (*system, error) {
+	root := st.Root()
 	s := &system{stack: st, adminEmail: "admin@portico.test", adminPassword: "admin-" + randomHex(12)}
 
 	begin := time.Now()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -54,28 +53,10 @@ type system struct {
 	scrapeTargets []localenv.ScrapeTarget
 }
 
-// startSystem starts the whole system on the stack builder and returns
-// once a client can log in through the ingress. On failure it returns
-// the partly started system (or nil if nothing started), which the caller
-// stops.
-func startSystem(ctx context.Context) (*system, error) {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		return nil, err
-	}
-	// /tmp rather than $TMPDIR keeps PostgreSQL's socket path short; 0755
-	// lets PostgreSQL, which runs as another user under root, enter it.
-	dir, err := os.MkdirTemp("/tmp", "portico-system-")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
-	st, err := stack.New(stack.Config{Root: root, Dir: dir})
-	if err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
+// startSystem starts the whole system on st and returns once a client can
+// log in through the ingress; stacktest.Run stops st, whatever happened.
+func startSystem(ctx context.Context, st *stack.Stack) (*system, error) {
+	root := st.Root()
 	s := &system{stack: st, adminEmail: "admin@portico.test", adminPassword: "admin-" + randomHex(12)}
 
 	var servers *stack.Servers
@@ -207,16 +188,6 @@ func (s *system) startIngress(ctx context.Context, sv *stack.Servers) error {
 		}
 		return nil
 	})
-}
-
-// stop stops everything in reverse start order (the stack checks that no
-// process is left), and removes the directory if asked.
-func (s *system) stop(ctx context.Context, removeDir bool) error {
-	err := s.stack.Stop(ctx)
-	if removeDir && err == nil {
-		err = os.RemoveAll(s.stack.Dir())
-	}
-	return err
 }
 
 // fetch GETs a path of the ingress and returns the body of a 200.
