@@ -363,8 +363,9 @@ func seedFlow(t *testing.T, c *client, admin string) {
 // request's line in the ingress's access log (docker compose logs), then
 // GET /api/traces/<id> on the query API the compose file publishes. The
 // trace has the ingress's spans, the products sidecar's (proxy-defaults,
-// its collector moved to jaeger:4317 by mesh-config) and the products
-// service's (OTEL_EXPORTER_OTLP_ENDPOINT), each process exporting its own.
+// its collector moved to jaeger:4317 by mesh-config), the products
+// service's (OTEL_EXPORTER_OTLP_ENDPOINT) and its event's publish and
+// consumption, each process exporting its own.
 func traceOfProductWrite(t *testing.T, c *client, r runner, token string) {
 	agent := fmt.Sprintf("compose-trace-%d", time.Now().UnixNano())
 	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
@@ -395,23 +396,16 @@ func traceOfProductWrite(t *testing.T, c *client, r runner, token string) {
 	}
 
 	// Each process exports on its own schedule (the SDK's batch delay is
-	// five seconds): wait for every hop.
+	// five seconds): wait for every hop, parent to child. The write's
+	// event joins the trace too: the outbox relay's publish in products,
+	// the purge consumer's span in the edge.
 	var spans []jaegerSpan
 	localenvtest.Eventually(t, 2*time.Minute, time.Second, "trace "+traceID+" in Jaeger", func(ctx context.Context) error {
 		var err error
 		if spans, err = jaegerTrace(ctx, traceID); err != nil {
 			return err
 		}
-		for _, hop := range []struct{ service, nodePrefix string }{
-			{"ingress", ""}, {"mesh-sidecar", "products-"}, {"products", ""},
-		} {
-			if !slices.ContainsFunc(spans, func(s jaegerSpan) bool {
-				return s.service == hop.service && strings.HasPrefix(s.tags["node_id"], hop.nodePrefix)
-			}) {
-				return fmt.Errorf("no span of %s%s among %d: %v", hop.service, hop.nodePrefix, len(spans), spans)
-			}
-		}
-		return nil
+		return productWriteHops(spans)
 	})
 	var root *jaegerSpan
 	for i := range spans {
@@ -423,6 +417,34 @@ func traceOfProductWrite(t *testing.T, c *client, r runner, token string) {
 		t.Errorf("the trace does not start at the ingress: %v", spans)
 	}
 	t.Logf("access log trace_id %s: %d spans in Jaeger: %v", traceID, len(spans), spans)
+}
+
+// productWriteHops requires, in one trace's spans, the products sidecar's
+// span under an ingress span, the products service's span under the
+// sidecar's, the relay's publish in products and the edge's consumption.
+func productWriteHops(spans []jaegerSpan) error {
+	byID := map[string]jaegerSpan{}
+	for _, s := range spans {
+		byID[s.spanID] = s
+	}
+	var sidecar *jaegerSpan
+	for i, s := range spans {
+		if s.service == "mesh-sidecar" && strings.HasPrefix(s.tags["node_id"], "products-") && byID[s.parentID].service == "ingress" {
+			sidecar = &spans[i]
+		}
+	}
+	if sidecar == nil {
+		return fmt.Errorf("no products sidecar span under an ingress span among %v", spans)
+	}
+	if !slices.ContainsFunc(spans, func(s jaegerSpan) bool { return s.service == "products" && s.parentID == sidecar.spanID }) {
+		return fmt.Errorf("no products span under its sidecar's among %v", spans)
+	}
+	for _, hop := range [][2]string{{"products", "publish "}, {"edge", "process "}} {
+		if !slices.ContainsFunc(spans, func(s jaegerSpan) bool { return s.service == hop[0] && strings.HasPrefix(s.operation, hop[1]) }) {
+			return fmt.Errorf("no %s span %s… (the event) among %v", hop[0], hop[1], spans)
+		}
+	}
+	return nil
 }
 
 // jaegerSpan is one span as Jaeger's query API returns it, its service
