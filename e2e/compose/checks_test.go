@@ -35,7 +35,7 @@ type check func(d *deliverable) []string
 
 // publishedPorts are the only host ports the stack may publish, all on
 // the host's loopback.
-var publishedPorts = []string{"15672", "3000", "5000", "8500", "9090"} // sorted as strings
+var publishedPorts = []string{"15672", "16686", "3000", "5000", "8500", "9090"} // sorted as strings
 
 // appTargets are the Dockerfile targets of Portico's mesh services: each
 // runs in a pod with its agent and sidecar.
@@ -300,13 +300,26 @@ func checkEnvironment(d *deliverable) []string {
 			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
 			continue
 		}
+		sdk := s.Build.Target != "ratelimit" // a Portico binary: the OpenTelemetry SDK reads OTEL_*
 		for env := range s.Environment {
-			if !allowed[env] {
+			if !allowed[env] && (!sdk || !otelSDKEnv[env]) {
 				problems = append(problems, fmt.Sprintf("%s sets %s, which %s does not read", name, env, reader))
 			}
 		}
 	}
 	return problems
+}
+
+// otelSDKEnv are the standard OpenTelemetry variables the SDK reads for
+// every Portico binary (services/platform/telemetry: autoexport and the
+// resource): no struct tag names them, so envtags cannot.
+var otelSDKEnv = map[string]bool{
+	"OTEL_SDK_DISABLED": true, "OTEL_SERVICE_NAME": true, "OTEL_RESOURCE_ATTRIBUTES": true,
+	"OTEL_TRACES_EXPORTER": true, "OTEL_TRACES_SAMPLER": true, "OTEL_TRACES_SAMPLER_ARG": true,
+	"OTEL_EXPORTER_OTLP_ENDPOINT": true, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": true,
+	"OTEL_EXPORTER_OTLP_PROTOCOL": true, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": true,
+	"OTEL_EXPORTER_OTLP_HEADERS": true, "OTEL_EXPORTER_OTLP_TIMEOUT": true,
+	"OTEL_BSP_SCHEDULE_DELAY": true, "OTEL_BSP_MAX_QUEUE_SIZE": true, "OTEL_BSP_EXPORT_TIMEOUT": true,
 }
 
 // dockerignored says whether the .dockerignore patterns (plain paths and
@@ -385,31 +398,80 @@ func checkFilesExist(d *deliverable) []string {
 	return problems
 }
 
-// checkMeshEntries requires mesh-config to write every file of mesh/entries
-// (the directory mounted whole, its *.json in name order) against the
-// server, and those files to be the entries make up applies.
+// checkMeshEntries requires mesh-config to write mesh/entries the way make
+// up does, with podkit mesh-entries (entries.Apply over the files embedded
+// at build time, so the two stacks apply one set), from an image of the
+// Dockerfile that carries podkit, against the server.
 func checkMeshEntries(d *deliverable) []string {
 	s, ok := d.service("mesh-config")
 	if !ok {
 		return []string{"no mesh-config service"}
 	}
 	var problems []string
-	var mountTarget string
-	for _, v := range s.Volumes {
-		if v.Bind && v.Source == filepath.Join(d.root, "mesh", "entries") {
-			mountTarget = v.Target
+	if s.Build == nil || !hasPodkit(d.df, s.Build.Target) {
+		problems = append(problems, "mesh-config: not built from a Dockerfile target that carries podkit")
+	}
+	cmd := append(append([]string{}, s.Entrypoint...), s.Command...)
+	if len(cmd) < 2 || path.Base(cmd[0]) != "podkit" || cmd[1] != "mesh-entries" {
+		problems = append(problems, fmt.Sprintf("mesh-config runs %q, want podkit mesh-entries", cmd))
+	}
+	if got := flagValue(cmd, "-http-addr"); got != "http://consul-server:8500" {
+		problems = append(problems, fmt.Sprintf("mesh-config: -http-addr %q, want the server", got))
+	}
+	return problems
+}
+
+// hasPodkit says whether the Dockerfile stage target, or a stage it is
+// built on, copies podkit in.
+func hasPodkit(df dockerfile, target string) bool {
+	for st := df.stageNamed(target); st != nil; st = df.stageNamed(st.base) {
+		for _, in := range st.instrs {
+			if in.cmd == "COPY" && strings.Contains(in.args, "/podkit ") {
+				return true
+			}
 		}
 	}
-	if mountTarget == "" {
-		return []string{"mesh-config: mesh/entries is not mounted"}
+	return false
+}
+
+// tracingCollector is the OTLP/gRPC address of the compose stack's Jaeger,
+// for the Envoys; the Go processes use its OTLP/HTTP twin.
+const (
+	tracingCollector = "jaeger:4317"
+	otlpHTTPEndpoint = "http://jaeger:4318"
+)
+
+// checkTracing requires the trace backend and every process sending to
+// it: the Go binaries through the SDK's variables (OTLP/HTTP), the ingress
+// through the control plane's TRACING_COLLECTOR_ADDR, the sidecars through
+// the proxy-defaults mesh-config writes (its collector moved from the
+// files' 127.0.0.1:4317, which no pod has).
+func checkTracing(d *deliverable) []string {
+	var problems []string
+	if j, ok := d.service("jaeger"); !ok || !strings.HasPrefix(j.Image, "jaegertracing/jaeger:") {
+		problems = append(problems, "no jaeger service running jaegertracing/jaeger")
 	}
-	script := strings.Join(append(append([]string{}, s.Entrypoint...), s.Command...), " ")
-	want := fmt.Sprintf(`for f in %s/*.json; do consul config write "$f"; done`, mountTarget)
-	if !strings.Contains(script, want) {
-		problems = append(problems, fmt.Sprintf("mesh-config runs %q, want it to run %q", script, want))
+	packages := binaryPackages(d.df)
+	for _, name := range d.serviceNames() {
+		s, _ := d.service(name)
+		if s.Build == nil || packages[s.Build.Target] == "" {
+			continue
+		}
+		if got := envValue(s, "OTEL_EXPORTER_OTLP_ENDPOINT"); got != otlpHTTPEndpoint {
+			problems = append(problems, fmt.Sprintf("%s: OTEL_EXPORTER_OTLP_ENDPOINT %q, want %s", name, got, otlpHTTPEndpoint))
+		}
+		if got := envValue(s, "OTEL_EXPORTER_OTLP_PROTOCOL"); got != "http/protobuf" {
+			problems = append(problems, fmt.Sprintf("%s: OTEL_EXPORTER_OTLP_PROTOCOL %q, want http/protobuf", name, got))
+		}
+		if _, ok := s.DependsOn["jaeger"]; !ok {
+			problems = append(problems, name+": does not wait for jaeger")
+		}
 	}
-	if got := envValue(s, "CONSUL_HTTP_ADDR"); got != "http://consul-server:8500" {
-		problems = append(problems, fmt.Sprintf("mesh-config: CONSUL_HTTP_ADDR %q, want the server", got))
+	if cp, ok := d.service("controlplane"); !ok || envValue(cp, "TRACING_COLLECTOR_ADDR") != tracingCollector {
+		problems = append(problems, "controlplane: TRACING_COLLECTOR_ADDR is not "+tracingCollector+": the ingress would not trace")
+	}
+	if mc, ok := d.service("mesh-config"); !ok || flagValue(append(append([]string{}, mc.Entrypoint...), mc.Command...), "-tracing-collector") != tracingCollector {
+		problems = append(problems, "mesh-config: -tracing-collector is not "+tracingCollector+": the sidecars would trace to a 127.0.0.1:4317 no pod has")
 	}
 	return problems
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ var checks = map[string]check{
 	"environment":              checkEnvironment,
 	"files exist":              checkFilesExist,
 	"mesh entries":             checkMeshEntries,
+	"tracing":                  checkTracing,
 	"dockerfile":               checkDockerfile,
 	"prometheus":               checkPrometheus,
 	"swagger ui":               checkSwaggerUI,
@@ -65,7 +67,7 @@ func TestTopologyOfMakeUp(t *testing.T) {
 	d := load(t)
 	want := []string{
 		"consul-server", "controlplane", "edge", "edge-agent", "edge-sidecar", "grafana", "ingress",
-		"mesh-config", "postgres", "postgres-init", "products-1", "products-1-agent", "products-1-sidecar",
+		"jaeger", "mesh-config", "postgres", "postgres-init", "products-1", "products-1-agent", "products-1-sidecar",
 		"products-2", "products-2-agent", "products-2-sidecar", "prometheus", "rabbitmq", "ratelimit", "redis",
 		"users", "users-agent", "users-sidecar",
 	}
@@ -264,13 +266,27 @@ var breakages = []breakage{
 	{"files exist", "COPY of an ignored path", func(t *testing.T, d *deliverable) {
 		replaceInDockerfile(t, d, "COPY .ci/gomodbuild.sh", "COPY .cache/bin/ratelimit")
 	}},
-	{"mesh entries", "another directory", func(t *testing.T, d *deliverable) {
-		edit(t, d, "mesh-config", func(s *service) { s.Volumes[0].Source = filepath.Join(d.root, "mesh") })
-	}},
-	{"mesh entries", "some of the files", func(t *testing.T, d *deliverable) {
+	{"mesh entries", "consul config write instead", func(t *testing.T, d *deliverable) {
 		edit(t, d, "mesh-config", func(s *service) {
-			s.Command = []string{strings.Replace(strings.Join(s.Command, " "), "/*.json", "/3*.json", 1)}
+			s.Build, s.Image = nil, "hashicorp/consul:1.22.5"
+			s.Entrypoint = []string{"/bin/sh", "-ec"}
+			s.Command = []string{`for f in /mesh/entries/*.json; do consul config write "$f"; done`}
 		})
+	}},
+	{"mesh entries", "another server", func(t *testing.T, d *deliverable) {
+		edit(t, d, "mesh-config", func(s *service) { s.Command[slices.Index(s.Command, "-http-addr")+1] = "http://127.0.0.1:8500" })
+	}},
+	{"tracing", "sidecars at the files' loopback collector", func(t *testing.T, d *deliverable) {
+		edit(t, d, "mesh-config", func(s *service) { s.Command = s.Command[:slices.Index(s.Command, "-tracing-collector")] })
+	}},
+	{"tracing", "ingress untraced", func(t *testing.T, d *deliverable) {
+		edit(t, d, "controlplane", func(s *service) { delete(s.Environment, "TRACING_COLLECTOR_ADDR") })
+	}},
+	{"tracing", "a service exports nowhere", func(t *testing.T, d *deliverable) {
+		edit(t, d, "products-2", func(s *service) { delete(s.Environment, "OTEL_EXPORTER_OTLP_ENDPOINT") })
+	}},
+	{"environment", "an OTEL variable the SDK does not read", func(t *testing.T, d *deliverable) {
+		edit(t, d, "edge", func(s *service) { s.Environment["OTEL_EXPORTER_ENDPOINT"] = "http://jaeger:4318" })
 	}},
 	{"dockerfile", "unpinned FROM", func(t *testing.T, d *deliverable) {
 		replaceInDockerfile(t, d, "FROM debian:12.11-slim AS runtime", "FROM debian:bookworm-slim AS runtime")

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ const (
 	ingressURL    = "http://127.0.0.1:5000"
 	prometheusURL = "http://127.0.0.1:9090"
 	consulURL     = "http://127.0.0.1:8500"
+	jaegerURL     = "http://127.0.0.1:16686"
 	// The compose file's project name (name: portico).
 	projectLabel = "com.docker.compose.project=portico"
 	// docker-compose.yml's defaults for the bootstrap admin.
@@ -42,7 +44,7 @@ const (
 
 // published are the host ports the compose file publishes; the run needs
 // them free.
-var published = []string{"5000", "8500", "15672", "9090", "3000"}
+var published = []string{"5000", "8500", "15672", "9090", "3000", "16686"}
 
 // runner runs the repository's commands from its root, timing each.
 type runner struct {
@@ -81,7 +83,8 @@ func (r runner) compose(timeout time.Duration, args ...string) string {
 // TestComposeRun: the engine (started if none runs), the images (pulled or
 // built as local stand-ins, mesh/images), `docker compose up -d --build
 // --wait`, every container healthy, then the seed's curl flow through the
-// ingress on 127.0.0.1:5000, the merged docs, the edge cache and its purge
+// ingress on 127.0.0.1:5000, one product write's trace in Jaeger, the
+// merged docs, the edge cache and its purge
 // by events, Prometheus's targets, one products instance stopped under
 // traffic, and `docker compose down -v` leaving nothing behind.
 func TestComposeRun(t *testing.T) {
@@ -131,6 +134,7 @@ func TestComposeRun(t *testing.T) {
 	c := &client{t: t}
 	admin := c.login(ctx, adminEmail, adminPassword)
 	t.Run("seed curl flow", func(t *testing.T) { seedFlow(t, c.with(t), admin) })
+	t.Run("trace of a product write", func(t *testing.T) { traceOfProductWrite(t, c.with(t), r, admin) })
 	t.Run("docs", func(t *testing.T) { docs(t, c.with(t)) })
 	t.Run("cache and purge", func(t *testing.T) { cacheAndPurge(t, c.with(t), r, admin) })
 	t.Run("prometheus targets", func(t *testing.T) { prometheusTargets(t) })
@@ -352,6 +356,160 @@ func seedFlow(t *testing.T, c *client, admin string) {
 	c.expect(http.StatusNotFound, http.MethodGet, ppath, token, "")
 	c.expect(http.StatusNoContent, http.MethodDelete, path, token, "")
 	c.expect(http.StatusNotFound, http.MethodGet, path, admin, "")
+}
+
+// traceOfProductWrite: a product written through the ingress is one trace
+// in Jaeger, found as README tells a user to find it: the trace id of the
+// request's line in the ingress's access log (docker compose logs), then
+// GET /api/traces/<id> on the query API the compose file publishes. The
+// trace has the ingress's spans, the products sidecar's (proxy-defaults,
+// its collector moved to jaeger:4317 by mesh-config), the products
+// service's (OTEL_EXPORTER_OTLP_ENDPOINT) and its event's publish and
+// consumption, each process exporting its own.
+func traceOfProductWrite(t *testing.T, c *client, r runner, token string) {
+	agent := fmt.Sprintf("compose-trace-%d", time.Now().UnixNano())
+	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
+		`{"name": "Traced `+agent+`", "description": "traced by e2e/compose", "price": 9.99, "stock_quantity": 1}`,
+		"User-Agent", agent))
+	t.Cleanup(func() {
+		_, _ = c.do(context.Background(), http.MethodDelete, fmt.Sprintf("/api/products/products/%d", p.ID), token, "")
+	})
+
+	var line map[string]any
+	localenvtest.Eventually(t, time.Minute, time.Second, "the ingress's access-log line of the write", func(ctx context.Context) error {
+		out, err := r.try(time.Minute, "docker", "compose", "logs", "--no-color", "--no-log-prefix", "ingress")
+		if err != nil {
+			return fmt.Errorf("docker compose logs ingress: %w", err)
+		}
+		for l := range strings.Lines(out) {
+			var rec map[string]any
+			if strings.Contains(l, agent) && json.Unmarshal([]byte(l), &rec) == nil && rec["user_agent"] == agent {
+				line = rec
+				return nil
+			}
+		}
+		return errors.New("no line with user agent " + agent)
+	})
+	traceID, _ := line["trace_id"].(string)
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(traceID) || strings.Trim(traceID, "0") == "" {
+		t.Fatalf("the ingress's access-log line has no trace id: %v", line)
+	}
+
+	// Each process exports on its own schedule (the SDK's batch delay is
+	// five seconds): wait for every hop, parent to child. The write's
+	// event joins the trace too: the outbox relay's publish in products,
+	// the purge consumer's span in the edge.
+	var spans []jaegerSpan
+	localenvtest.Eventually(t, 2*time.Minute, time.Second, "trace "+traceID+" in Jaeger", func(ctx context.Context) error {
+		var err error
+		if spans, err = jaegerTrace(ctx, traceID); err != nil {
+			return err
+		}
+		return productWriteHops(spans)
+	})
+	var root *jaegerSpan
+	for i := range spans {
+		if spans[i].parentID == "" {
+			root = &spans[i]
+		}
+	}
+	if root == nil || root.service != "ingress" {
+		t.Errorf("the trace does not start at the ingress: %v", spans)
+	}
+	t.Logf("access log trace_id %s: %d spans in Jaeger: %v", traceID, len(spans), spans)
+}
+
+// productWriteHops requires, in one trace's spans, the products sidecar's
+// span under an ingress span, the products service's span under the
+// sidecar's, the relay's publish in products and the edge's consumption.
+func productWriteHops(spans []jaegerSpan) error {
+	byID := map[string]jaegerSpan{}
+	for _, s := range spans {
+		byID[s.spanID] = s
+	}
+	var sidecar *jaegerSpan
+	for i, s := range spans {
+		if s.service == "mesh-sidecar" && strings.HasPrefix(s.tags["node_id"], "products-") && byID[s.parentID].service == "ingress" {
+			sidecar = &spans[i]
+		}
+	}
+	if sidecar == nil {
+		return fmt.Errorf("no products sidecar span under an ingress span among %v", spans)
+	}
+	if !slices.ContainsFunc(spans, func(s jaegerSpan) bool { return s.service == "products" && s.parentID == sidecar.spanID }) {
+		return fmt.Errorf("no products span under its sidecar's among %v", spans)
+	}
+	for _, hop := range [][2]string{{"products", "publish "}, {"edge", "process "}} {
+		if !slices.ContainsFunc(spans, func(s jaegerSpan) bool { return s.service == hop[0] && strings.HasPrefix(s.operation, hop[1]) }) {
+			return fmt.Errorf("no %s span %s… (the event) among %v", hop[0], hop[1], spans)
+		}
+	}
+	return nil
+}
+
+// jaegerSpan is one span as Jaeger's query API returns it, its service
+// resolved.
+type jaegerSpan struct {
+	service, operation, spanID, parentID string
+	tags                                 map[string]string
+}
+
+func (s jaegerSpan) String() string { return s.service + "/" + s.operation }
+
+// jaegerTrace reads one trace through the query API (GET /api/traces/{id}).
+func jaegerTrace(ctx context.Context, traceID string) ([]jaegerSpan, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jaegerURL+"/api/traces/"+traceID, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("GET /api/traces/%s: %s %s", traceID, resp.Status, b)
+	}
+	var out struct {
+		Data []struct {
+			Spans []struct {
+				SpanID        string `json:"spanID"`
+				OperationName string `json:"operationName"`
+				ProcessID     string `json:"processID"`
+				References    []struct {
+					RefType string `json:"refType"`
+					SpanID  string `json:"spanID"`
+				} `json:"references"`
+				Tags []struct {
+					Key   string `json:"key"`
+					Value any    `json:"value"`
+				} `json:"tags"`
+			} `json:"spans"`
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, err
+	}
+	var spans []jaegerSpan
+	for _, tr := range out.Data {
+		for _, s := range tr.Spans {
+			span := jaegerSpan{service: tr.Processes[s.ProcessID].ServiceName, operation: s.OperationName, spanID: s.SpanID, tags: map[string]string{}}
+			for _, ref := range s.References {
+				if ref.RefType == "CHILD_OF" {
+					span.parentID = ref.SpanID
+				}
+			}
+			for _, tag := range s.Tags {
+				span.tags[tag.Key] = fmt.Sprint(tag.Value)
+			}
+			spans = append(spans, span)
+		}
+	}
+	return spans, nil
 }
 
 // docs: the Swagger UI at /docs/ with its assets, and the merged document.

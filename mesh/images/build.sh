@@ -8,7 +8,7 @@
 # The stand-ins build on debian:12.11-slim, itself a Debian bookworm minbase
 # root file system from debootstrap (cached in .cache/images, so once per
 # machine) imported into the engine. Binaries come from `make deps`:
-# consul and envoy from .cache/bin, Go from the host's toolchain.
+# consul, envoy and jaeger from .cache/bin, Go from the host's toolchain.
 #
 # Usage: mesh/images/build.sh       (make images; needs a running engine)
 # Env:   DOCKER (default docker), PULL_TIMEOUT (default 120 s per image)
@@ -114,6 +114,7 @@ inputs() {
 		golang) go env GOVERSION GOROOT ;;
 		consul) sha256sum <"$BIN/consul" ;;
 		envoy) sha256sum <"$(readlink -f "$BIN/envoy")" ;;
+		jaeger) sha256sum <"$BIN/jaeger" ;;
 		esac
 		case "$1" in
 		golang | node) find "$HOST_CAS" -type f -print0 | sort -z | xargs -0r sha256sum ;;
@@ -146,6 +147,15 @@ build() {
 		envoy=$(readlink -f "$BIN/envoy")
 		need_version .cache/bin/envoy "$("$envoy" --version)" "/${image#*:v}/"
 		context envoy "$envoy" envoy | docker_build "$image" "$digest"
+		;;
+	jaeger)
+		# Jaeger v2's images are tagged 2.N.x; the Go module of the same
+		# release is v1.(N+63).x (2.0.0 = v1.63.0, 2.13.0 = v1.76.0).
+		local tag=${image#*:} minor module
+		minor=$(cut -d. -f2 <<<"$tag")
+		module="v1.$((minor + 63)).$(cut -d. -f3 <<<"$tag")"
+		need_version .cache/bin/jaeger "$("$BIN/jaeger" version 2>/dev/null)" "\"gitVersion\":\"$module\""
+		context jaeger "$BIN/jaeger" jaeger | docker_build "$image" "$digest"
 		;;
 	*)
 		context "$folder" | docker_build "$image" "$digest"

@@ -13,6 +13,10 @@
 //	    envoy -bootstrap` write the bootstrap of the registered proxy, then
 //	    exec Envoy with it, plus a listener that serves the pod's metrics
 //	    to Prometheus (the app and Envoy's admin stay on loopback).
+//	podkit mesh-entries -http-addr URL [-tracing-collector HOST:PORT]
+//	    write mesh/entries (embedded: the files make up applies) to the
+//	    Consul server, the sidecars' OTLP collector moved from the files'
+//	    node-local 127.0.0.1:4317 to HOST:PORT (entries.TracingCollector).
 package main
 
 import (
@@ -29,12 +33,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/portico-mesh/portico/envoy"
+	"github.com/portico-mesh/portico/mesh/entries"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: podkit probe|ingress-bootstrap|sidecar [flags]")
+		fmt.Fprintln(os.Stderr, "usage: podkit probe|ingress-bootstrap|sidecar|mesh-entries [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +52,8 @@ func main() {
 		err = ingressBootstrap(args, os.Stdout)
 	case "sidecar":
 		err = sidecar(args)
+	case "mesh-entries":
+		err = meshEntries(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -107,6 +116,35 @@ func ingressBootstrap(args []string, out io.Writer) error {
 	}
 	_, err = out.Write(b)
 	return err
+}
+
+// meshEntries writes the mesh's config entries to a Consul server, as
+// `make up` does (entries.Apply), so that a stack whose collector is not on
+// each node's loopback still applies the one set of files.
+func meshEntries(args []string) error {
+	fs := flag.NewFlagSet("mesh-entries", flag.ContinueOnError)
+	httpAddr := fs.String("http-addr", "http://127.0.0.1:8500", "the Consul server's HTTP API")
+	collector := fs.String("tracing-collector", "", "host:port of the OTLP/gRPC collector the sidecars trace to; empty keeps the files' 127.0.0.1:4317")
+	timeout := fs.Duration("timeout", time.Minute, "how long writing the entries may take")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("mesh-entries: unexpected arguments %q", fs.Args())
+	}
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = *httpAddr
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	var opts []entries.Option
+	if *collector != "" {
+		opts = append(opts, entries.TracingCollector(*collector))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	return entries.Apply(ctx, client, opts...)
 }
 
 func splitHostPort(addr string) (string, int, error) {

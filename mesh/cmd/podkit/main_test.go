@@ -139,3 +139,34 @@ func TestSidecarFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestMeshEntries: mesh-config's command writes every entry to the server,
+// the sidecars' collector moved to the address given and nowhere else.
+func TestMeshEntries(t *testing.T) {
+	consul := localenvtest.StartConsul(t)
+	client, err := consul.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // as `docker compose run --rm mesh-config` reruns it
+		if err := meshEntries([]string{"-http-addr", "http://" + consul.HTTPAddr(), "-tracing-collector", "jaeger:4317"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, _, err := client.ConfigEntries().Get(api.ProxyDefaults, api.ProxyConfigGlobal, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusters, _ := e.(*api.ProxyConfigEntry).Config["envoy_extra_static_clusters_json"].(string)
+	if !strings.Contains(clusters, `"address":"jaeger"`) || !strings.Contains(clusters, `"portValue":4317`) || strings.Contains(clusters, "127.0.0.1") {
+		t.Errorf("proxy-defaults' collector cluster: %s", clusters)
+	}
+	if _, _, err := client.ConfigEntries().Get(api.ServiceIntentions, "products", nil); err != nil {
+		t.Errorf("the intentions were not written: %v", err)
+	}
+	for _, bad := range [][]string{{"-tracing-collector", "jaeger"}, {"-http-addr", "http://" + consul.HTTPAddr(), "extra"}} {
+		if err := meshEntries(bad); err == nil {
+			t.Errorf("meshEntries(%q) succeeded", bad)
+		}
+	}
+}
