@@ -72,6 +72,10 @@ bench-xds: ## Time catalog change -> ingress Envoy ACK -> first request (median,
 bench-cache: ## Edge cache hit vs miss latency through an ingress (median, p99, ratio)
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkCacheThroughIngress -benchtime 1x ./e2e/system/
 
+.PHONY: bench-tracing
+bench-tracing: ## The ingress path at sampling 0, 1 and 100 %, side by side in one run (median, p99)
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkTracingSampling -benchtime 1x ./e2e/system/
+
 # Flags of mesh/cmd/bench, e.g. BENCH_FLAGS='-rates 100,200 -duration 3s',
 # -reuse to measure a running `make up`, -compare .run/bench/<old>.json.
 BENCH_FLAGS ?=
