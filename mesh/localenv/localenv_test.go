@@ -192,6 +192,45 @@ func TestProcessStopEscalatesToSIGKILL(t *testing.T) {
 	}
 }
 
+// Kill ends a process that ignores its stop signal at once, with SIGKILL
+// (the exit status says so), and the rest of its group with it.
+func TestProcessKill(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := StartProcess(Command{
+		Name:    "stubborn",
+		Path:    "/bin/sh",
+		Args:    []string{"-c", `trap "" TERM; sleep 300 & wait`},
+		LogPath: filepath.Join(dir, "log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(members(t, p.Pid())) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	group := members(t, p.Pid())
+	if len(group) < 2 {
+		t.Fatalf("expected shell and sleep in the group, got %v", group)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	requireGone(t, p)
+	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("exit status %v, want killed", err)
+	}
+	for _, pid := range group {
+		if alive(pid) {
+			t.Errorf("group member %d survived", pid)
+		}
+	}
+	if err := p.Kill(); err != nil {
+		t.Errorf("second Kill: %v", err)
+	}
+}
+
 func TestProcessStopKillsStragglers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
