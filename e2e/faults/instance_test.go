@@ -99,3 +99,4 @@ func newRow(t *testing.T, name, target string) *row {
 	})
 	return r
 }
+
