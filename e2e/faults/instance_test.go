@@ -99,4 +99,3 @@ func newRow(t *testing.T, name, target string) *row {
 	})
 	return r
 }
-

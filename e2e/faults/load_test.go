@@ -20,9 +20,9 @@ type loadConfig struct {
 	// WriteEvery makes every n-th request a product creation (POST);
 	// zero sends reads only.
 	WriteEvery int
-	// Observe, when set, sees every reply (the case checks what it
-	// needs: a header, a problem type).
-	Observe func(request, reply)
+	// Observe, when set, sees every reply with the time its request was
+	// sent (the case checks what it needs: a header, a problem type).
+	Observe func(req request, rep reply, sent time.Time)
 }
 
 // tally is what a load counted.
@@ -129,7 +129,8 @@ func startLoad(t *testing.T, cfg loadConfig) *load {
 	return l
 }
 
-func (l *load) record(r request, observe func(request, reply)) {
+func (l *load) record(r request, observe func(request, reply, time.Time)) {
+	sent := time.Now()
 	got, err := send(context.Background(), r)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -155,7 +156,7 @@ func (l *load) record(r request, observe func(request, reply)) {
 		}
 	}
 	if observe != nil {
-		observe(r, got)
+		observe(r, got, sent)
 	}
 }
 
