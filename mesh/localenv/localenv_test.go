@@ -369,6 +369,23 @@ func TestPostgres(t *testing.T) {
 	}
 	requirePortClosed(t, pg.Port())
 
+	// Start restarts the same server on its cluster and port.
+	if err := pg.Start(startCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept string
+	if err := restarted.QueryRow(ctx, `SELECT v FROM kept`).Scan(&kept); err != nil || kept != "survives restart" {
+		t.Errorf("after Start: v=%q err=%v", kept, err)
+	}
+	restarted.Close(ctx)
+	if err := pg.Stop(stopCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+
 	// A second start on the same Dir reuses the cluster.
 	initdbLog, err := os.Stat(filepath.Join(dir, "initdb.log"))
 	if err != nil {
