@@ -564,6 +564,23 @@ func TestRabbitMQ(t *testing.T) {
 		t.Fatalf("after restart Get = %q, %v, %v; want the persistent message", msg.Body, ok, err)
 	}
 
+	// A crash: what the broker confirmed survives SIGKILL.
+	publish(t, ch, queue, "confirmed")
+	broker = r.brokerProc
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	requireGone(t, broker)
+	requirePortClosed(t, r.Port())
+	if err := r.Start(startCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, ch = amqpChannel(t, r.URL())
+	msg, ok, err = ch.Get(queue, true)
+	if err != nil || !ok || string(msg.Body) != "confirmed" {
+		t.Fatalf("after a kill Get = %q, %v, %v; want the confirmed message", msg.Body, ok, err)
+	}
+
 	broker = r.brokerProc
 	if err := r.Close(stopCtx(t)); err != nil {
 		t.Fatal(err)
