@@ -23,7 +23,7 @@ const consulOutage = 10 * time.Second
 // new CA and the catalog is whole again, requests fail: that transition
 // is counted and printed, not asserted; once it is over none fails.
 func TestConsulAgentRestarted(t *testing.T) {
-	r := newRow(t, "Consul agent down 10 s, restarted (-dev: new CA)", "0 failed while down and once converged")
+	r := newRow(t, 3, "Consul agent down 10 s, restarted (-dev: new CA)", "0 failed while down and once converged")
 	consul := sys.servers.Consul
 	l := startLoad(t, loadConfig{Rate: 60, WriteEvery: 10})
 	waitRequests(t, l, 120)

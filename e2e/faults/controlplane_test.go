@@ -18,7 +18,7 @@ const controlPlaneOutage = 20 * time.Second
 // what it has when its xDS stream breaks), and no request fails; after
 // the restart it is programmed again with the same configuration.
 func TestControlPlaneDown(t *testing.T) {
-	r := newRow(t, "control plane down 20 s, restarted", "config kept, 0 failed")
+	r := newRow(t, 3, "control plane down 20 s, restarted", "config kept, 0 failed")
 	cp := sys.controlPlane.Process
 	l := startLoad(t, loadConfig{Rate: 60, WriteEvery: 10})
 	waitRequests(t, l, 120)

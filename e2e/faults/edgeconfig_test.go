@@ -22,7 +22,7 @@ import (
 // the status key says so and names the revision still serving, the
 // ingress keeps every resource version it had, and no request fails.
 func TestInvalidEdgeConfigRejected(t *testing.T) {
-	r := newRow(t, "invalid edge configuration in KV", "rejected, config kept, 0 failed")
+	r := newRow(t, 2, "invalid edge configuration in KV", "rejected, config kept, 0 failed")
 	kv := sys.servers.ConsulAPI.KV()
 	good, _, err := kv.Get(stack.ConfigKey, (&api.QueryOptions{}).WithContext(t.Context()))
 	if err != nil || good == nil {

@@ -16,7 +16,7 @@ import (
 // sending to it (outlier ejection or the catalog), and once restarted it
 // serves again.
 func TestProductsInstanceKilled(t *testing.T) {
-	r := newRow(t, "products instance SIGKILL", "reads 0 failed, writes ≤ 3 failed (issue: ≤ 0.1%), ejected, rejoins")
+	r := newRow(t, 1, "products instance SIGKILL", "reads 0 failed, writes ≤ 3 failed (issue: ≤ 0.1%), ejected, rejoins")
 	victim := sys.products[0]
 	l := startLoad(t, loadConfig{Rate: 60, WriteEvery: 4})
 	waitRequests(t, l, 120)
@@ -76,26 +76,4 @@ func TestProductsInstanceKilled(t *testing.T) {
 		t.Errorf("%d writes failed (at most %d, as 503s): %s", got.FailedWrites, ejectionThreshold, got)
 	}
 	t.Logf("failed share %.2f%% of %d requests", 100*float64(got.non2xx())/float64(got.Requests), got.Requests)
-}
-
-// waitRequests waits until the load has sent n requests.
-func waitRequests(t *testing.T, l *load, n int) {
-	t.Helper()
-	localenvtest.WaitUntil(t, time.Duration(n)*time.Second, fmt.Sprintf("%d requests sent", n), func() bool {
-		return l.snapshot().Requests >= n
-	})
-}
-
-// newRow starts a case's row of the matrix; it is recorded, with the
-// case's result, when the test ends.
-func newRow(t *testing.T, name, target string) *row {
-	r := &row{Case: name, Target: target}
-	t.Cleanup(func() {
-		r.Result = "ok"
-		if t.Failed() {
-			r.Result = "FAIL"
-		}
-		record(*r)
-	})
-	return r
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
 // loadConfig is a steady client load through the ingress.
@@ -181,4 +183,12 @@ func (l *load) snapshot() tally {
 
 func productBody(name string) string {
 	return fmt.Sprintf(`{"name": %q, "description": "made by e2e/faults", "price": "9.99", "stock_quantity": 3}`, name+" "+randomHex(3))
+}
+
+// waitRequests waits until the load has sent n requests.
+func waitRequests(t *testing.T, l *load, n int) {
+	t.Helper()
+	localenvtest.WaitUntil(t, time.Duration(n)*time.Second, fmt.Sprintf("%d requests sent", n), func() bool {
+		return l.snapshot().Requests >= n
+	})
 }

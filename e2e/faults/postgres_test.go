@@ -24,7 +24,7 @@ const postgresOutage = 10 * time.Second
 // written (every 201 is a row, every row created has its event), and the
 // service recovers by itself.
 func TestPostgresRestarted(t *testing.T) {
-	r := newRow(t, "PostgreSQL restarted (10 s down)", "failures 503 problem+json, 0 half-written, recovers")
+	r := newRow(t, 5, "PostgreSQL restarted (10 s down)", "failures 503 problem+json, 0 half-written, recovers")
 	events := bindEvents(t)
 	var (
 		mu  sync.Mutex

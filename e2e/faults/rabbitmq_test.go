@@ -23,7 +23,7 @@ const burstWrites = 1000
 // deduplicates on the id sees 0 duplicate effects (no product with two
 // different events).
 func TestRabbitMQKilledMidStream(t *testing.T) {
-	r := newRow(t, "RabbitMQ SIGKILL mid-burst (≥ 1,000 writes)", "0 failed writes, 0 lost, 0 duplicate effects")
+	r := newRow(t, 6, "RabbitMQ SIGKILL mid-burst (≥ 1,000 writes)", "0 failed writes, 0 lost, 0 duplicate effects")
 	events := bindEvents(t)
 	l := startLoad(t, loadConfig{Rate: 100, WriteEvery: 1})
 	waitRequests(t, l, burstWrites/3)

@@ -17,7 +17,7 @@ const redisOutage = 20 * time.Second
 // rate-limit service is configured failure_mode_deny false: no 429, no
 // X-RateLimit-Remaining), and nothing answers 5xx.
 func TestRedisDown(t *testing.T) {
-	r := newRow(t, "Redis down 20 s", "BYPASS, limits fail open, 0 5xx")
+	r := newRow(t, 4, "Redis down 20 s", "BYPASS, limits fail open, 0 5xx")
 	var (
 		// window is when Redis was down: from after its stop returned to
 		// before its start; a read sent within it is judged.
