@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -20,6 +21,10 @@ type row struct {
 	Result             string
 }
 
+// matrixFileEnv names a file that receives the table too (the Makefile's
+// test target sets it).
+const matrixFileEnv = "PORTICO_FAULT_MATRIX_FILE"
+
 var matrix struct {
 	mu   sync.Mutex
 	rows []row
@@ -30,6 +35,16 @@ func record(r row) {
 	matrix.mu.Lock()
 	defer matrix.mu.Unlock()
 	matrix.rows = append(matrix.rows, r)
+}
+
+// writeMatrix writes the table to the file path.
+func writeMatrix(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	printMatrix(f)
+	return f.Close()
 }
 
 // printMatrix writes the table of every case run.
