@@ -134,6 +134,9 @@ func startLoad(t *testing.T, cfg loadConfig) *load {
 func (l *load) record(r request, observe func(request, reply, time.Time)) {
 	sent := time.Now()
 	got, err := send(context.Background(), r)
+	if err == nil && observe != nil {
+		observe(r, got, sent)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.tally.Requests++
@@ -156,9 +159,6 @@ func (l *load) record(r request, observe func(request, reply, time.Time)) {
 		if json.Unmarshal(got.body, &p) == nil {
 			l.tally.Created = append(l.tally.Created, p.ID)
 		}
-	}
-	if observe != nil {
-		observe(r, got, sent)
 	}
 }
 
