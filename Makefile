@@ -38,8 +38,10 @@ lint: ## gofmt, go vet, golangci-lint and actionlint
 	@.ci/lint.sh
 
 .PHONY: test
-test: ## Run every test against real servers it starts itself
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+test: ## Run every test against real servers it starts itself; prints the fault matrix (e2e/faults)
+	@matrix=$$(mktemp); \
+	PORTICO_FAULT_MATRIX_FILE=$$matrix $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...; status=$$?; \
+	cat $$matrix; rm -f $$matrix; exit $$status
 
 # The fuzz targets, as package:Target; each runs for FUZZTIME in turn (go
 # test fuzzes one target per invocation). Their seed corpora

@@ -192,6 +192,45 @@ func TestProcessStopEscalatesToSIGKILL(t *testing.T) {
 	}
 }
 
+// Kill ends a process that ignores its stop signal at once, with SIGKILL
+// (the exit status says so), and the rest of its group with it.
+func TestProcessKill(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := StartProcess(Command{
+		Name:    "stubborn",
+		Path:    "/bin/sh",
+		Args:    []string{"-c", `trap "" TERM; sleep 300 & wait`},
+		LogPath: filepath.Join(dir, "log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(members(t, p.Pid())) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	group := members(t, p.Pid())
+	if len(group) < 2 {
+		t.Fatalf("expected shell and sleep in the group, got %v", group)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	requireGone(t, p)
+	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("exit status %v, want killed", err)
+	}
+	for _, pid := range group {
+		if alive(pid) {
+			t.Errorf("group member %d survived", pid)
+		}
+	}
+	if err := p.Kill(); err != nil {
+		t.Errorf("second Kill: %v", err)
+	}
+}
+
 func TestProcessStopKillsStragglers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -329,6 +368,23 @@ func TestPostgres(t *testing.T) {
 		}
 	}
 	requirePortClosed(t, pg.Port())
+
+	// Start restarts the same server on its cluster and port.
+	if err := pg.Start(startCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept string
+	if err := restarted.QueryRow(ctx, `SELECT v FROM kept`).Scan(&kept); err != nil || kept != "survives restart" {
+		t.Errorf("after Start: v=%q err=%v", kept, err)
+	}
+	restarted.Close(ctx)
+	if err := pg.Stop(stopCtx(t)); err != nil {
+		t.Fatal(err)
+	}
 
 	// A second start on the same Dir reuses the cluster.
 	initdbLog, err := os.Stat(filepath.Join(dir, "initdb.log"))
@@ -506,6 +562,23 @@ func TestRabbitMQ(t *testing.T) {
 	msg, ok, err := ch.Get(queue, true)
 	if err != nil || !ok || string(msg.Body) != "persisted" {
 		t.Fatalf("after restart Get = %q, %v, %v; want the persistent message", msg.Body, ok, err)
+	}
+
+	// A crash: what the broker confirmed survives SIGKILL.
+	publish(t, ch, queue, "confirmed")
+	broker = r.brokerProc
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	requireGone(t, broker)
+	requirePortClosed(t, r.Port())
+	if err := r.Start(startCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, ch = amqpChannel(t, r.URL())
+	msg, ok, err = ch.Get(queue, true)
+	if err != nil || !ok || string(msg.Body) != "confirmed" {
+		t.Fatalf("after a kill Get = %q, %v, %v; want the confirmed message", msg.Body, ok, err)
 	}
 
 	broker = r.brokerProc

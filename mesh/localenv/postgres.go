@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -43,6 +44,9 @@ type PostgresOptions struct {
 type Postgres struct {
 	dir  string
 	port int
+	cmd  Command
+
+	mu   sync.Mutex // guards proc across Start and Stop
 	proc *Process
 }
 
@@ -98,7 +102,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	if len(socketDir)+len("/.s.PGSQL.65535.lock") > 107 {
 		socketDir = ""
 	}
-	proc, err := StartProcess(Command{
+	pg := &Postgres{dir: dir, port: port, cmd: Command{
 		Name: "postgres",
 		Path: filepath.Join(bin, "postgres"),
 		Args: []string{
@@ -121,15 +125,30 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		// SIGTERM ("smart") would wait for every client to go away, which
 		// leaked pools in a test could make take forever.
 		StopSignal: syscall.SIGINT,
-	})
-	if err != nil {
+	}}
+	if err := pg.Start(ctx); err != nil {
 		return nil, err
 	}
-	pg := &Postgres{dir: dir, port: port, proc: proc}
-	if err := waitReady(ctx, proc, pg.ping); err != nil {
-		return nil, abort(proc, err)
-	}
 	return pg, nil
+}
+
+// Start starts the server again after Stop (or a crash) on the same
+// cluster and port, and returns once it accepts connections. It does
+// nothing while the server runs.
+func (pg *Postgres) Start(ctx context.Context) error {
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	if running(pg.proc) {
+		return nil
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	proc, err := launchReady(ctx, pg.cmd, pg.ping)
+	if err != nil {
+		return err
+	}
+	pg.proc = proc
+	return nil
 }
 
 // URL returns a connection URL for database db as the superuser.
@@ -147,6 +166,8 @@ func (pg *Postgres) Dir() string { return pg.dir }
 // waits for it; if ctx ends first the server is killed. The cluster stays
 // in Dir, so StartPostgres on the same Dir brings the data back.
 func (pg *Postgres) Stop(ctx context.Context) error {
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
 	return pg.proc.Stop(ctx)
 }
 

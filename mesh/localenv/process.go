@@ -190,6 +190,29 @@ func (p *Process) Stop(ctx context.Context) error {
 	return errors.Join(forced, p.awaitGroup())
 }
 
+// Kill sends SIGKILL to the whole process group, as a crash would end
+// the server (no shutdown, no deregistration, no drain), and waits for
+// the group to be gone. Killing a process that already exited does
+// nothing. Fault tests use it; Stop is the ordinary way to end a server.
+func (p *Process) Kill() error {
+	select {
+	case <-p.Done():
+		return nil
+	default:
+	}
+	if err := syscall.Kill(-p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill %s (pid %d): %w", p.name, p.pid, err)
+	}
+	timer := time.NewTimer(killGrace)
+	defer timer.Stop()
+	select {
+	case <-p.Done():
+	case <-timer.C:
+		return fmt.Errorf("kill %s (pid %d): still running %v after SIGKILL", p.name, p.pid, killGrace)
+	}
+	return p.awaitGroup()
+}
+
 // groupGrace is how long the rest of a group may outlive its leader before
 // it is killed. Helpers (erl_child_setup, inet_gethost) exit within
 // milliseconds of the process they serve.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -179,6 +180,34 @@ func (r *RabbitMQ) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stopBroker(ctx)
+}
+
+// Kill ends the broker with SIGKILL, as a crash would (no graceful
+// shutdown, clients see their connections reset), and waits until it is
+// gone. Data and epmd are kept for Start; what the broker confirmed is on
+// disk. Killing a stopped broker does nothing.
+func (r *RabbitMQ) Kill() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.brokerProc == nil {
+		return nil
+	}
+	if err := r.brokerProc.Kill(); err != nil {
+		return err
+	}
+	r.brokerProc = nil
+	// The Erlang VM, reaped, may hold its listener a moment longer while
+	// the kernel tears its memory down: a crash is over when clients are
+	// refused.
+	ctx, cancel := context.WithTimeout(context.Background(), killGrace)
+	defer cancel()
+	probe := dialProbe(net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)))
+	return Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
+		if probe(ctx) == nil {
+			return errors.New("the AMQP port still accepts connections")
+		}
+		return nil
+	})
 }
 
 // Close stops the broker and epmd. The data stays in Dir.

@@ -6,7 +6,8 @@
 // rate-limit service and the Envoy ingress.
 //
 // It is the one builder behind `make up` (mesh/cmd/devstack) and the
-// end-to-end suites (e2e/system, e2e/ingress, e2e/mesh). Each step is a
+// end-to-end suites (e2e/system, e2e/ingress, e2e/mesh, e2e/contract,
+// e2e/faults). Each step is a
 // method that a caller may use on its own, in the order the topology
 // needs; every port is an input, and a zero port is chosen by the
 // builder, so the dev stack passes its fixed port plan and the suites let

@@ -7,8 +7,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/exaring/otelpgx"
@@ -137,6 +140,35 @@ func UniqueViolation(err error) (constraint string, ok bool) {
 		return pgErr.ConstraintName, true
 	}
 	return "", false
+}
+
+// Unavailable reports whether err means the database could not be
+// reached or went away: no connection (refused, reset, closed), or the
+// server shutting down, starting up or out of connections (SQLSTATE
+// class 08, 57P01-57P03, 53300). Services answer it 503, not 500: it is
+// an outage, and the request may be tried again once it ends. A statement
+// cut off at its COMMIT may still have committed; the outbox keeps the
+// row and its event together either way.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			pgErr.Code == "57P01", // admin_shutdown
+			pgErr.Code == "57P02", // crash_shutdown
+			pgErr.Code == "57P03", // cannot_connect_now
+			pgErr.Code == "53300": // too_many_connections
+			return true
+		}
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
 
 // InTx runs fn in a transaction, committing when it returns nil and rolling

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
@@ -206,5 +207,38 @@ func TestUniqueViolationNamesTheConstraint(t *testing.T) {
 	}
 	if _, ok := pgstore.UniqueViolation(nil); ok {
 		t.Fatal("nil error reported as a unique violation")
+	}
+}
+
+// A connection the server ends (as a shutdown does), a refused connection
+// and a closed pool are outages; a constraint violation is not.
+func TestUnavailable(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.NewPool(t, migrations.Users())
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, terminated := conn.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
+	conn.Release()
+	_, refused := pgx.Connect(ctx, "postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=5")
+	insert := `INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x')`
+	if _, err := pool.Exec(ctx, insert, "ada", "ada@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	_, unique := pool.Exec(ctx, insert, "ada2", "ada@example.com")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"terminated by the server", terminated, true},
+		{"connection refused", refused, true},
+		{"unique violation", unique, false},
+		{"nil", nil, false},
+	} {
+		if got := pgstore.Unavailable(tc.err); got != tc.want {
+			t.Errorf("%s: Unavailable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
 	}
 }

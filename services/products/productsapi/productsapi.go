@@ -17,6 +17,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/jsonbody"
 	"github.com/portico-mesh/portico/services/platform/page"
+	"github.com/portico-mesh/portico/services/platform/pgstore"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/products/productsbus"
@@ -86,6 +87,8 @@ func Classify(err error) *problem.Problem {
 		return problem.Conflict("the product was changed concurrently; fetch it and retry")
 	case errors.Is(err, context.DeadlineExceeded):
 		return problem.New(problem.TypeUnavailable, http.StatusServiceUnavailable, "the product store did not answer in time")
+	case pgstore.Unavailable(err):
+		return problem.New(problem.TypeUnavailable, http.StatusServiceUnavailable, "the product store is unavailable; retry later")
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/jsonbody"
 	"github.com/portico-mesh/portico/services/platform/page"
+	"github.com/portico-mesh/portico/services/platform/pgstore"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/web"
 	"github.com/portico-mesh/portico/services/users/token"
@@ -284,6 +285,8 @@ func Classify(err error) *problem.Problem {
 		return p
 	case errors.Is(err, context.DeadlineExceeded):
 		return problem.New(problem.TypeUnavailable, fiber.StatusServiceUnavailable, "the service is busy; retry later")
+	case pgstore.Unavailable(err):
+		return problem.New(problem.TypeUnavailable, fiber.StatusServiceUnavailable, "the user store is unavailable; retry later")
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/users/usersbus"
@@ -45,6 +46,8 @@ func TestClassify(t *testing.T) {
 		{&usersbus.FieldForbiddenError{Field: "roles", Reason: "no"}, http.StatusForbidden, []string{"roles"}},
 		{fmt.Errorf("%w: x", usersbus.ErrInvalid), http.StatusUnprocessableEntity, nil},
 		{wrapped(context.DeadlineExceeded), http.StatusServiceUnavailable, nil},
+		// The database shutting down under a request (SQLSTATE 57P01).
+		{wrapped(&pgconn.PgError{Severity: "FATAL", Code: "57P01"}), http.StatusServiceUnavailable, nil},
 	}
 	for _, tt := range tests {
 		p := Classify(tt.err)
