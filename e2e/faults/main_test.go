@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/stack"
+	"github.com/portico-mesh/portico/mesh/localenv/stack/stacktest"
 )
 
 // sys is the running system every case shares. Cases run one after
@@ -28,7 +27,6 @@ var sys *system
 
 const (
 	startTimeout = 4 * time.Minute
-	stopTimeout  = 90 * time.Second
 	// checkInterval paces the Consul checks of every instance and
 	// sidecar: short, so that a killed instance leaves the catalog soon.
 	checkInterval = 500 * time.Millisecond
@@ -56,41 +54,26 @@ type account struct {
 	Email, Password, Token string
 }
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Run(matrixReport{m}, "e2e/faults", startTimeout, func(ctx context.Context, st *stack.Stack) (err error) {
+		sys, err = startSystem(ctx, st)
+		return err
+	}))
+}
 
-func run(m *testing.M) int {
-	startCtx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	s, err := startSystem(startCtx)
-	cancel()
-	code := 1
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/faults: start:", err)
-	} else {
-		code = m.Run()
-		printMatrix(os.Stdout)
-		// go test shows a passing package's output only with -v; `make
-		// test` names a file here and prints it after the run.
-		if path := os.Getenv(matrixFileEnv); path != "" {
-			if err := writeMatrix(path); err != nil {
-				fmt.Fprintln(os.Stderr, "e2e/faults:", err)
-				code = 1
-			}
+// matrixReport runs the tests, then prints the fault matrix and writes it
+// where make test reads it: go test shows a passing package's output only
+// with -v.
+type matrixReport struct{ m *testing.M }
+
+func (r matrixReport) Run() int {
+	code := r.m.Run()
+	printMatrix(os.Stdout)
+	if path := os.Getenv(matrixFileEnv); path != "" {
+		if err := writeMatrix(path); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e/faults:", err)
+			code = 1
 		}
-	}
-	if s == nil {
-		return code
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-	defer cancel()
-	keep := err != nil || code != 0
-	if err := s.stack.Stop(stopCtx); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/faults: stop:", err)
-		code, keep = 1, true
-	}
-	if keep {
-		fmt.Fprintln(os.Stderr, "e2e/faults: logs kept in", s.stack.Dir())
-	} else if err := os.RemoveAll(s.stack.Dir()); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e/faults:", err)
 	}
 	return code
 }
@@ -99,24 +82,8 @@ func run(m *testing.M) int {
 // edge, the control plane command, the rate-limit service and the
 // ingress, with limits raised above the load (faultsEdgeConfig), and
 // returns once a registered user's authenticated read passes.
-func startSystem(ctx context.Context) (*system, error) {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		return nil, err
-	}
-	// /tmp keeps PostgreSQL's socket path short; 0755 lets PostgreSQL,
-	// which runs as another user under root, enter it.
-	dir, err := os.MkdirTemp("/tmp", "portico-faults-")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
-	st, err := stack.New(stack.Config{Root: root, Dir: dir})
-	if err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
+func startSystem(ctx context.Context, st *stack.Stack) (*system, error) {
+	root := st.Root()
 	s := &system{stack: st}
 	begin := time.Now()
 	bin := st.Path("bin")

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"testing"
 	"time"
 
 	"github.com/portico-mesh/portico/mesh/localenv"
@@ -19,13 +18,18 @@ import (
 // StopTimeout bounds the stop of everything a suite started.
 const StopTimeout = 90 * time.Second
 
+// Tests runs a suite's tests and returns their exit code: a *testing.M,
+// or a wrapper that reports on them once they ran (e2e/faults prints its
+// matrix).
+type Tests interface{ Run() int }
+
 // Run builds a stack in a fresh directory under /tmp, gives it to start
 // under a deadline of startTimeout, runs the suite's tests when start
 // succeeded, and stops the stack. The directory is removed unless start,
 // a test or the stop failed: its logs then explain the failure, and its
 // path is printed. name prefixes what Run prints. It returns the exit code
 // for os.Exit.
-func Run(m *testing.M, name string, startTimeout time.Duration, start func(context.Context, *stack.Stack) error) int {
+func Run(m Tests, name string, startTimeout time.Duration, start func(context.Context, *stack.Stack) error) int {
 	st, err := newStack(name)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: start: %v\n", name, err)
