@@ -19,7 +19,8 @@ import (
 
 // TestOneTraceThroughTheIngress: one product written through the ingress
 // is one trace in Jaeger, read back through its query API by the trace id
-// of the request's ingress access-log line: the ingress's span and its
+// of the request's ingress access-log line (which the sidecar's access log
+// and the service's log line of the request carry too): the ingress's span and its
 // upstream attempt, the products sidecar's span under that attempt, the
 // products service's span under the sidecar's (W3C traceparent at each
 // hop), its SQL under that, and the event the write committed: enqueued
@@ -55,19 +56,25 @@ func TestOneTraceThroughTheIngress(t *testing.T) {
 	if root.Tags["request.id"] != "" && line["request_id"] != root.Tags["request.id"] {
 		t.Errorf("request.id %q on the span, %v in the access log", root.Tags["request.id"], line["request_id"])
 	}
-	// The sidecar's access-log line of the request carries the trace id.
-	sidecarLog := filepath.Join(sys.stack.Path("sidecars"), "envoy-"+strings.TrimSuffix(sidecar.Tags["node_id"], "-sidecar-proxy")+".log")
-	if err := localenv.Poll(t.Context(), 100*time.Millisecond, func(context.Context) error {
-		b, err := os.ReadFile(sidecarLog)
-		if err != nil {
-			return err
+	// The sidecar's access-log line of the request, and the products
+	// instance's own log line of it, carry the trace id.
+	instanceID := strings.TrimSuffix(sidecar.Tags["node_id"], "-sidecar-proxy")
+	for _, logPath := range []string{
+		filepath.Join(sys.stack.Path("sidecars"), "envoy-"+instanceID+".log"),
+		sys.stack.Path("logs", instanceID+".log"),
+	} {
+		if err := localenv.Poll(t.Context(), 100*time.Millisecond, func(context.Context) error {
+			b, err := os.ReadFile(logPath)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(b), `"trace_id":"`+traceID+`"`) {
+				return fmt.Errorf("no log line with trace_id %s in %s", traceID, logPath)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
 		}
-		if !strings.Contains(string(b), `"trace_id":"`+traceID+`"`) {
-			return fmt.Errorf("no access-log line with trace_id %s in %s", traceID, sidecarLog)
-		}
-		return nil
-	}); err != nil {
-		t.Error(err)
 	}
 	// The event of the write continues the trace: the outbox's enqueue span
 	// under the service's request span, the relay's publish span under the
