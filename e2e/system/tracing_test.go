@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-mesh/portico/edge/controlplane/edgeconfig"
 	"github.com/portico-mesh/portico/mesh/localenv"
 )
 
@@ -329,4 +330,75 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestSamplingIsAFraction: at 10 % the ingress starts traces for a
+// fraction of the requests, not for all of them. Envoy samples on the
+// request id modulo 10000; a route's percent written in millionths once
+// traced every request at "1 %", which the 0 and 100 % cases could not
+// see.
+func TestSamplingIsAFraction(t *testing.T) {
+	doc := defaultDocument(t)
+	doc.Tracing.SamplingPercent = 10
+	// The requests below must not meet the per-client limit, which other
+	// tests of the minute share.
+	doc.Defaults.RateLimit.Global.PerClient = &edgeconfig.Limit{Requests: 100_000, Per: "minute"}
+	useEdgeConfig(t, doc)
+
+	// The document is in force once a request goes out unsampled (at
+	// 100 %, the default, none does); at 10 %, well within 30 s of
+	// requests. The same wait fails if every request is sampled.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err := localenv.Poll(ctx, 50*time.Millisecond, func(context.Context) error {
+		agent := "e2e-fraction-probe-" + randomHex(6)
+		expect(t, http.StatusOK, request{method: http.MethodGet, path: "/api/users/.well-known/jwks.json",
+			header: map[string]string{"User-Agent": agent}})
+		if tp, _ := waitAccessLog(t, agent)["traceparent"].(string); !strings.HasSuffix(tp, "-00") {
+			return fmt.Errorf("traceparent %q is sampled", tp)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("no unsampled request at 10 %%: %v", err)
+	}
+
+	const n = 200
+	agent := "e2e-fraction-" + randomHex(6)
+	for range n {
+		expect(t, http.StatusOK, request{method: http.MethodGet, path: "/api/users/.well-known/jwks.json",
+			header: map[string]string{"User-Agent": agent}})
+	}
+	var sampled, seen int
+	logCtx, cancelLog := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancelLog()
+	err = localenv.Poll(logCtx, 100*time.Millisecond, func(context.Context) error {
+		sampled, seen = 0, 0
+		b, err := os.ReadFile(sys.ingress.LogPath())
+		if err != nil {
+			return err
+		}
+		for line := range strings.Lines(string(b)) {
+			var rec map[string]any
+			if !strings.Contains(line, agent) || json.Unmarshal([]byte(line), &rec) != nil || rec["user_agent"] != agent {
+				continue
+			}
+			seen++
+			if tp, _ := rec["traceparent"].(string); strings.HasSuffix(tp, "-01") {
+				sampled++
+			}
+		}
+		if seen < n {
+			return fmt.Errorf("%d of %d access-log lines", seen, n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d requests sampled at 10 %%", sampled, n)
+	// 20 expected; 0 or half and more are each about 1e-9 likely.
+	if sampled == 0 || sampled >= n/2 {
+		t.Fatalf("%d of %d requests sampled at 10 %%, want a fraction near 20", sampled, n)
+	}
 }

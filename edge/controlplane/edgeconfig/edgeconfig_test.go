@@ -69,6 +69,9 @@ func TestInvalidDocumentsAreRejectedWithTheReason(t *testing.T) {
 		{"sampling above 100 percent", func(m map[string]any) {
 			m["tracing"] = map[string]any{"samplingPercent": 101}
 		}, []string{"tracing.samplingPercent: must be between 0 and 100"}},
+		{"sampling finer than Envoy's step", func(m map[string]any) {
+			m["tracing"] = map[string]any{"samplingPercent": 0.001}
+		}, []string{"tracing.samplingPercent: must be 0 or at least 0.01"}},
 		{"negative sampling", func(m map[string]any) {
 			m["tracing"] = map[string]any{"samplingPercent": -0.5}
 		}, []string{"tracing.samplingPercent"}},

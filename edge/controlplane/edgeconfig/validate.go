@@ -225,6 +225,10 @@ func (v *validator) tracing(t Tracing) {
 	// Written so that NaN fails too.
 	if !(t.SamplingPercent >= 0 && t.SamplingPercent <= 100) {
 		v.add("tracing.samplingPercent", "must be between 0 and 100")
+	} else if t.SamplingPercent > 0 && t.SamplingPercent < 0.01 {
+		// Envoy samples in steps of 0.01 %: a smaller percent would
+		// silently be 0.
+		v.add("tracing.samplingPercent", "must be 0 or at least 0.01 (Envoy samples in steps of 0.01 %)")
 	}
 }
 

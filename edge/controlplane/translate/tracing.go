@@ -103,12 +103,15 @@ func (tracer) patchResources(x *ir.Xds, res *xdsresources.Set) error {
 	return nil
 }
 
-// fractionalPercent is a percent in millionths, the finest unit Envoy
-// offers (0.0001 %).
+// fractionalPercent is a route's sampling in ten-thousandths (0.01 %),
+// the unit Envoy samples in: it compares the request id modulo 10000 with
+// the route's fraction. In millionths, that number, always below 10000,
+// was below the numerator of any percent from 1 up, and every request was
+// traced at "1 %".
 func fractionalPercent(p float64) *typev3.FractionalPercent {
 	return &typev3.FractionalPercent{
-		Numerator:   uint32(math.Round(p * 10_000)),
-		Denominator: typev3.FractionalPercent_MILLION,
+		Numerator:   uint32(math.Round(p * 100)),
+		Denominator: typev3.FractionalPercent_TEN_THOUSAND,
 	}
 }
 
