@@ -217,37 +217,20 @@ type Sample struct {
 // returns its series; a scalar result is one series without labels. An
 // expression Prometheus refuses is an error with its message.
 func (p *Prometheus) Query(ctx context.Context, expr string) ([]Sample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/api/v1/query", strings.NewReader(url.Values{"query": {expr}}.Encode()))
-	if err != nil {
-		return nil, err
+	var data struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
+	if err := p.api(ctx, "/api/v1/query", url.Values{"query": {expr}}, &data); err != nil {
+		return nil, fmt.Errorf("query %q: %w", expr, err)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&body); err != nil {
-		return nil, fmt.Errorf("query %q: %d: %w", expr, resp.StatusCode, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("query %q: %d: %s", expr, resp.StatusCode, body.Error)
-	}
-	switch body.Data.ResultType {
+	switch data.ResultType {
 	case "vector":
 		var vec []struct {
 			Metric map[string]string `json:"metric"`
 			Value  [2]any            `json:"value"`
 		}
-		if err := json.Unmarshal(body.Data.Result, &vec); err != nil {
+		if err := json.Unmarshal(data.Result, &vec); err != nil {
 			return nil, fmt.Errorf("query %q: %w", expr, err)
 		}
 		out := make([]Sample, 0, len(vec))
@@ -257,12 +240,12 @@ func (p *Prometheus) Query(ctx context.Context, expr string) ([]Sample, error) {
 		return out, nil
 	case "scalar":
 		var v [2]any
-		if err := json.Unmarshal(body.Data.Result, &v); err != nil {
+		if err := json.Unmarshal(data.Result, &v); err != nil {
 			return nil, fmt.Errorf("query %q: %w", expr, err)
 		}
 		return []Sample{{Value: sampleValue(v)}}, nil
 	default:
-		return nil, fmt.Errorf("query %q: result type %s, want an instant vector or scalar", expr, body.Data.ResultType)
+		return nil, fmt.Errorf("query %q: result type %s, want an instant vector or scalar", expr, data.ResultType)
 	}
 }
 
@@ -294,39 +277,50 @@ func (p *Prometheus) Exemplars(ctx context.Context, expr string, start, end time
 		"start": {strconv.FormatFloat(float64(start.UnixMilli())/1000, 'f', 3, 64)},
 		"end":   {strconv.FormatFloat(float64(end.UnixMilli())/1000, 'f', 3, 64)},
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/api/v1/query_exemplars", strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, err
+	var data []struct {
+		SeriesLabels map[string]string `json:"seriesLabels"`
+		Exemplars    []struct {
+			Labels map[string]string `json:"labels"`
+			Value  string            `json:"value"`
+		} `json:"exemplars"`
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   []struct {
-			SeriesLabels map[string]string `json:"seriesLabels"`
-			Exemplars    []struct {
-				Labels map[string]string `json:"labels"`
-				Value  string            `json:"value"`
-			} `json:"exemplars"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&body); err != nil {
-		return nil, fmt.Errorf("exemplars of %q: %d: %w", expr, resp.StatusCode, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("exemplars of %q: %d: %s", expr, resp.StatusCode, body.Error)
+	if err := p.api(ctx, "/api/v1/query_exemplars", form, &data); err != nil {
+		return nil, fmt.Errorf("exemplars of %q: %w", expr, err)
 	}
 	var out []Exemplar
-	for _, s := range body.Data {
+	for _, s := range data {
 		for _, e := range s.Exemplars {
 			v, _ := strconv.ParseFloat(e.Value, 64)
 			out = append(out, Exemplar{Series: s.SeriesLabels, Labels: e.Labels, Value: v})
 		}
 	}
 	return out, nil
+}
+
+// api posts form to one endpoint of Prometheus's HTTP API and decodes the
+// data of a successful answer into data; a refusal is an error with
+// Prometheus's message.
+func (p *Prometheus) api(ctx context.Context, path string, form url.Values, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&body); err != nil {
+		return fmt.Errorf("%d: %w", resp.StatusCode, err)
+	}
+	if body.Status != "success" {
+		return fmt.Errorf("%d: %s", resp.StatusCode, body.Error)
+	}
+	return json.Unmarshal(body.Data, data)
 }
