@@ -31,7 +31,7 @@ deps: ## Install pinned servers and tools (idempotent)
 .PHONY: build
 build: ## Build every binary of BINARIES into bin/
 	@mkdir -p $(BIN)
-	@for b in $(BINARIES); do $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$${b%%=*} $${b#*=}; done
+	@for b in $(BINARIES); do CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$${b%%=*} $${b#*=}; done
 
 .PHONY: lint
 lint: ## gofmt, go vet, golangci-lint and actionlint

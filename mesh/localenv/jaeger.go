@@ -79,8 +79,9 @@ func (j *Jaeger) OTLPGRPCAddr() string { return Loopback(j.opts.OTLPGRPCPort) }
 func (j *Jaeger) OTLPGRPCPort() int { return j.opts.OTLPGRPCPort }
 
 // OTLPEndpoint is the OTEL_EXPORTER_OTLP_ENDPOINT of the processes
-// whose SDK exports over OTLP/HTTP (the default protocol of Go's
-// autoexport): a URL, to which the SDK appends /v1/traces.
+// whose SDK exports over OTLP/HTTP (the only protocol our Go processes
+// send, services/platform/telemetry): a URL, to which the SDK appends
+// /v1/traces.
 func (j *Jaeger) OTLPEndpoint() string { return "http://" + Loopback(j.opts.OTLPHTTPPort) }
 
 // QueryURL is the base URL of the query API.

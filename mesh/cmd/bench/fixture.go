@@ -372,7 +372,7 @@ func expect(status int, xcache ...string) func(*vegeta.Result) string {
 // current tokens. Every GET reads the same kind of record (one user, or
 // one product) so the paths differ only by the hops in front of the
 // service.
-func (f *fixture) paths(rates, loginRates []int) []benchPath {
+func (f *fixture) paths(rates, loginRates []int, floorURL string) []benchPath {
 	userPath := "/users/" + f.user.id()
 	productPath := "/api/products/products/" + strconv.FormatInt(f.productID, 10)
 	withIdentity := f.identityHeaders()
@@ -384,6 +384,11 @@ func (f *fixture) paths(rates, loginRates []int) []benchPath {
 		{
 			Name: "direct", About: "GET users/{id} straight to the users service (identity headers set by the client)",
 			Targets: static(vegeta.Target{Method: http.MethodGet, URL: usersURL + userPath, Header: withIdentity}),
+			Judge:   expect(http.StatusOK), Rates: rates,
+		},
+		{
+			Name: floorPath, About: "the same through one Envoy with nothing but its router (HTTP/1.1, plaintext, no access log): the least an Envoy hop costs here",
+			Targets: static(vegeta.Target{Method: http.MethodGet, URL: floorURL + userPath, Header: withIdentity}),
 			Judge:   expect(http.StatusOK), Rates: rates,
 		},
 		{

@@ -258,10 +258,20 @@ func measure(ctx context.Context, root string, o options) (rep Report, err error
 		return rep, err
 	}
 
+	var floor *floorEnvoy
+	err = ph.do("control Envoy (router only)", func() (err error) {
+		floor, err = startFloorEnvoy(ctx, floorDir(root))
+		return err
+	})
+	defer func() { err = errors.Join(err, floor.stop()) }()
+	if err != nil {
+		return rep, err
+	}
+
 	l := &loader{workers: o.workers, timeout: o.timeout, targetP99: toMillis(o.targetP99), maxRSS: map[string]int64{}}
 	var idle map[string]int64
 	if err = ph.do("processes and idle RSS", func() error {
-		found, missing, err := findProcesses(stackProcesses())
+		found, missing, err := findProcesses(append(stackProcesses(), floor.process()))
 		if err != nil {
 			return err
 		}
@@ -276,11 +286,11 @@ func measure(ctx context.Context, root string, o options) (rep Report, err error
 	}
 	defer func() { rep.Procs = memoryTable(l.procs, idle, l.maxRSS) }()
 
-	for i := range f.paths(o.rates, o.loginRates) {
+	for i := range f.paths(o.rates, o.loginRates, floor.URL()) {
 		if err := f.freshTokens(ctx); err != nil {
 			return rep, err
 		}
-		p := f.paths(o.rates, o.loginRates)[i]
+		p := f.paths(o.rates, o.loginRates, floor.URL())[i]
 		if o.only != nil && !slices.Contains(o.only, p.Name) {
 			continue
 		}

@@ -6,7 +6,8 @@ import (
 	"os"
 	"strings"
 
-	"go.opentelemetry.io/contrib/exporters/autoexport"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -85,7 +86,7 @@ func NewTracing(ctx context.Context, service, version string) (Tracing, error) {
 	if !tracingRequested(os.Getenv) {
 		return Tracing{Provider: noop.NewTracerProvider(), Propagator: propagator}, nil
 	}
-	exporter, err := autoexport.NewSpanExporter(ctx)
+	exporter, err := newSpanExporter(ctx, os.Getenv)
 	if err != nil {
 		return Tracing{}, fmt.Errorf("trace exporter: %w", err)
 	}
@@ -130,4 +131,30 @@ func (t childSpansOnlyTracer) Start(ctx context.Context, name string, opts ...tr
 		return ctx, parent
 	}
 	return t.Tracer.Start(ctx, name, opts...)
+}
+
+// newSpanExporter picks the span exporter the standard variables name:
+// OTEL_TRACES_EXPORTER otlp (the default) or console, OTLP over
+// http/protobuf (the specification's default protocol). It does what
+// contrib's autoexport does for spans alone: autoexport also links the
+// gRPC, metric and log exporters into every binary (edge: 603 packages),
+// whose code is resident in every process whether used or not.
+func newSpanExporter(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, error) {
+	switch exp := strings.ToLower(getenv("OTEL_TRACES_EXPORTER")); exp {
+	case "", "otlp":
+	case "console":
+		return stdouttrace.New()
+	default:
+		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER %q: this build exports otlp, console or none", exp)
+	}
+	protocol := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if protocol == "" {
+		protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	if protocol != "" && protocol != "http/protobuf" {
+		return nil, fmt.Errorf("OTLP protocol %q: this build sends http/protobuf only (a collector's port 4318)", protocol)
+	}
+	// The exporter reads the endpoint, headers, timeout and TLS from the
+	// OTEL_EXPORTER_OTLP_* variables itself.
+	return otlptracehttp.New(ctx)
 }
