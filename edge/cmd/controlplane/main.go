@@ -41,9 +41,11 @@ type config struct {
 	// TracingCollectorAddr is the OTLP/gRPC collector (host:port) the
 	// ingress sends its spans to, unless the edge configuration's
 	// tracing.collector names one; with neither the ingress does not trace.
-	TracingCollectorAddr string        `env:"TRACING_COLLECTOR_ADDR"`
-	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
-	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	TracingCollectorAddr string `env:"TRACING_COLLECTOR_ADDR"`
+	LogLevel             string `env:"LOG_LEVEL" envDefault:"info"`
+	// DebugAddr serves Go's profiles on a loopback address; empty: off.
+	DebugAddr       string        `env:"DEBUG_ADDR"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 
 	// Parsed from the addresses above by loadConfig.
 	listener  ir.Listener
@@ -99,6 +101,7 @@ func loadConfig(environ []string) (config, error) {
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	proc, err := process.Open(ctx, process.Config{
 		Name: serviceName, Version: version, Log: log, ShutdownTimeout: cfg.ShutdownTimeout,
+		DebugAddr: cfg.DebugAddr,
 	})
 	if err != nil {
 		return err

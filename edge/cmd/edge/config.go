@@ -47,7 +47,9 @@ type config struct {
 	DocsServices string `env:"EDGE_DOCS_SERVICES"`
 	SwaggerUIDir string `env:"EDGE_SWAGGER_UI_DIR"`
 
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+	// DebugAddr serves Go's profiles on a loopback address; empty: off.
+	DebugAddr       string        `env:"DEBUG_ADDR"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
 }
 

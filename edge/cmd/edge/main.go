@@ -71,7 +71,7 @@ func newEdge(ctx context.Context, cfg config, log *slog.Logger) (*edgeProcess, e
 		Name: serviceName, Version: version, Log: log, ShutdownTimeout: cfg.ShutdownTimeout,
 		// No OpenAPI path: the edge's merged document is not one more
 		// service document to merge.
-		Consul: cfg.Consul, Upstreams: sidecarUpstreams(cfg.Upstreams),
+		Consul: cfg.Consul, Upstreams: sidecarUpstreams(cfg.Upstreams), DebugAddr: cfg.DebugAddr,
 	})
 	if err != nil {
 		return nil, err

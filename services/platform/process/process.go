@@ -63,6 +63,9 @@ type Config struct {
 	OpenAPIPath string
 	// Upstreams are the services the process calls through its sidecar.
 	Upstreams []registry.Upstream
+	// DebugAddr, when set, serves Go's profiles (net/http/pprof) on this
+	// loopback address while the process runs; empty serves none.
+	DebugAddr string
 }
 
 // Process is a running process's lifecycle. Open starts it; Go adds
@@ -117,8 +120,23 @@ func Open(ctx context.Context, cfg Config) (*Process, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	var debug net.Listener
+	if cfg.DebugAddr != "" {
+		if err := checkDebugAddr(cfg.DebugAddr); err != nil {
+			return nil, err
+		}
+		// Listening now makes a taken port an error at start, not later.
+		var lc net.ListenConfig
+		var err error
+		if debug, err = lc.Listen(ctx, "tcp", cfg.DebugAddr); err != nil {
+			return nil, fmt.Errorf("DEBUG_ADDR: %w", err)
+		}
+	}
 	tracing, err := telemetry.NewTracing(ctx, cfg.Name, cfg.Version)
 	if err != nil {
+		if debug != nil {
+			debug.Close()
+		}
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
@@ -126,6 +144,17 @@ func Open(ctx context.Context, cfg Config) (*Process, error) {
 	p := &Process{Name: cfg.Name, Version: cfg.Version, Log: cfg.Log, Tracing: tracing, Registry: reg, cfg: cfg}
 	p.loops, p.stopLoops = context.WithCancel(context.WithoutCancel(ctx))
 	p.failed, p.fail = context.WithCancelCause(context.WithoutCancel(ctx))
+	if debug != nil {
+		p.Log.InfoContext(ctx, "profiling endpoint", "addr", debug.Addr().String())
+		p.Go("profiling endpoint", serveDebug(debug))
+		// A process closed without ever serving never ran the loop.
+		p.OnClose("profiling endpoint", func(context.Context) error {
+			if err := debug.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	return p, nil
 }
 

@@ -26,11 +26,13 @@ import (
 
 // BaseConfig is the configuration every service reads from its environment.
 type BaseConfig struct {
-	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:"127.0.0.1:8080"`
-	DatabaseURL     string        `env:"DATABASE_URL,required"`
-	AMQPURL         string        `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/"`
-	AMQPExchange    string        `env:"AMQP_EXCHANGE" envDefault:"portico.events"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
+	HTTPAddr     string `env:"HTTP_ADDR" envDefault:"127.0.0.1:8080"`
+	DatabaseURL  string `env:"DATABASE_URL,required"`
+	AMQPURL      string `env:"AMQP_URL" envDefault:"amqp://guest:guest@127.0.0.1:5672/"`
+	AMQPExchange string `env:"AMQP_EXCHANGE" envDefault:"portico.events"`
+	LogLevel     string `env:"LOG_LEVEL" envDefault:"info"`
+	// DebugAddr serves Go's profiles on a loopback address; empty: off.
+	DebugAddr       string        `env:"DEBUG_ADDR"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	Consul          ConsulConfig
 }
@@ -64,7 +66,7 @@ type Runtime struct {
 func Open(ctx context.Context, cfg BaseConfig, name, version string, migrations fs.FS, log *slog.Logger) (*Runtime, error) {
 	p, err := process.Open(ctx, process.Config{
 		Name: name, Version: version, Log: log, ShutdownTimeout: cfg.ShutdownTimeout,
-		Consul: cfg.Consul, OpenAPIPath: "/openapi.json",
+		Consul: cfg.Consul, OpenAPIPath: "/openapi.json", DebugAddr: cfg.DebugAddr,
 	})
 	if err != nil {
 		return nil, err
