@@ -203,6 +203,9 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
+// idleSettle is how long the processes rest before their idle RSS is read.
+const idleSettle = time.Second
+
 // measure brings the stack up, runs every path and takes the stack down
 // again; the report holds whatever was measured before an error.
 func measure(ctx context.Context, root string, o options) (rep Report, err error) {
@@ -279,6 +282,14 @@ func measure(ctx context.Context, root string, o options) (rep Report, err error
 			logf("not found, left out of CPU and RSS: %s", strings.Join(missing, ", "))
 		}
 		l.procs = append(found, watched{Name: selfName, PID: os.Getpid()})
+		// The fixture's logins just hashed passwords: users gives
+		// argon2id's memory back 250 ms after hashing pauses, so idle is
+		// read once that has passed, not in the middle of it.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(idleSettle):
+		}
 		idle, err = sampleRSS(l.procs)
 		return err
 	}); err != nil {
