@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/consulwatch"
 )
 
 // consulOutage is how long Consul's agent stays down.
@@ -25,8 +26,9 @@ const consulOutage = 10 * time.Second
 // the cluster is the same one: every instance still registered and
 // passing, the Connect CA's root unchanged, the certificates the sidecars
 // and the ingress hold still issued by it. The control plane's catalog
-// watch resumes: an instance put in maintenance afterwards leaves the
-// ingress's endpoints, and comes back. No request fails throughout.
+// watch resumes (once its retry backoff, grown by the outage, runs out):
+// an instance put in maintenance afterwards leaves the ingress's
+// endpoints, and comes back. No request fails throughout.
 func TestConsulAgentRestarted(t *testing.T) {
 	r := newRow(t, 3, fmt.Sprintf("Consul agent SIGTERM, down %d s, restarted with its data", int(consulOutage.Seconds())), "0 failed; catalog and CA kept; watch resumes")
 	consul := sys.servers.Consul
@@ -84,12 +86,14 @@ func TestConsulAgentRestarted(t *testing.T) {
 	t.Logf("the agent restarted (leader, CA root) in %v", time.Since(began).Round(time.Millisecond))
 
 	// The same cluster: its catalog and its CA.
+	began = time.Now()
 	localenvtest.Eventually(t, 30*time.Second, 200*time.Millisecond, "the catalog as before the restart", func(ctx context.Context) error {
 		if got := connectCatalog(t, client); !maps.EqualFunc(got, catalogBefore, slices.Equal) {
 			return fmt.Errorf("passing endpoints %v, before the restart %v", got, catalogBefore)
 		}
 		return nil
 	})
+	t.Logf("the catalog as before %v after the restart", time.Since(began).Round(time.Millisecond))
 	rootsAfter, _, err := client.Connect().CARoots((&api.QueryOptions{}).WithContext(t.Context()))
 	if err != nil {
 		t.Fatal(err)
@@ -119,11 +123,18 @@ func TestConsulAgentRestarted(t *testing.T) {
 			t.Errorf("end %s's maintenance: %v", inMaintenance, err)
 		}
 	})
-	waitEndpoints(t, 1)
+	// The first change waits out the watch's retry backoff, which the
+	// outage grew (at most consulwatch.DefaultMaxBackoff).
+	began = time.Now()
+	waitEndpoints(t, 1, consulwatch.DefaultMaxBackoff+15*time.Second)
+	out := time.Since(began)
 	if err := client.Agent().DisableServiceMaintenance(inMaintenance); err != nil {
 		t.Fatal(err)
 	}
-	waitEndpoints(t, 2)
+	began = time.Now()
+	waitEndpoints(t, 2, 30*time.Second)
+	t.Logf("%s in maintenance: out of the ingress's endpoints in %v, back in %v", inMaintenance,
+		out.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	waitRequests(t, l, l.snapshot().Requests+120)
 	got := l.stop()
 	t.Logf("%s; %d requests while the agent was down, %d since", got, whileDown.Requests-down, got.Requests-whileDown.Requests)
@@ -152,9 +163,9 @@ func connectCatalog(t *testing.T, client *api.Client) map[string][]string {
 }
 
 // waitEndpoints waits until the ingress has n products endpoints.
-func waitEndpoints(t *testing.T, n int) {
+func waitEndpoints(t *testing.T, n int, within time.Duration) {
 	t.Helper()
-	localenvtest.WaitUntil(t, 30*time.Second, fmt.Sprintf("%d products endpoints at the ingress", n), func() bool {
+	localenvtest.WaitUntil(t, within, fmt.Sprintf("%d products endpoints at the ingress", n), func() bool {
 		return envoyStat(t, "cluster.products.membership_total") == n
 	})
 }
