@@ -63,12 +63,6 @@ func TestSchemathesis(t *testing.T) {
 		"run", sys.ingressURL + "/openapi.json",
 		"--phases", "examples,coverage,fuzzing,stateful",
 		"--auth-wfc", auth,
-		// The ingress's HTTP/1 codec refuses the QUERY method (an IETF
-		// draft) with 400 before any route sees it, where 405 with Allow
-		// is due. That is the ingress's configuration (edge/controlplane:
-		// the listener's allow_custom_methods), outside this suite; until
-		// it changes, QUERY is not sent. README says so.
-		"--exclude-method", "QUERY",
 		"--report", "junit", "--report-dir", dir,
 	}
 	// More settings for one run, e.g. CONTRACT_SCHEMATHESIS_ARGS='--max-examples 200 --seed 1'.

@@ -2,23 +2,23 @@ package faults_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
-// controlPlaneOutage is how long the control plane stays down: the issue
-// asks 60 s; 20 s keeps the suite's time reasonable on two shared cores
-// and is far longer than any xDS reconnect backoff of the ingress.
-const controlPlaneOutage = 20 * time.Second
+// controlPlaneOutage is how long the control plane stays down: the
+// issue's 60 s.
+const controlPlaneOutage = 60 * time.Second
 
 // The control plane stops for controlPlaneOutage under load and comes
 // back: the ingress keeps serving its last configuration (Envoy keeps
 // what it has when its xDS stream breaks), and no request fails; after
 // the restart it is programmed again with the same configuration.
 func TestControlPlaneDown(t *testing.T) {
-	r := newRow(t, 3, "control plane down 20 s, restarted", "config kept, 0 failed")
+	r := newRow(t, 3, fmt.Sprintf("control plane down %d s, restarted", int(controlPlaneOutage.Seconds())), "config kept, 0 failed")
 	cp := sys.controlPlane.Process
 	l := startLoad(t, loadConfig{Rate: 60, WriteEvery: 10})
 	waitRequests(t, l, 120)

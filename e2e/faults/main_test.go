@@ -89,6 +89,9 @@ func startSystem(ctx context.Context, st *stack.Stack) (*system, error) {
 	bin := st.Path("bin")
 	sv, err := st.StartServers(ctx, stack.ServersConfig{
 		Databases: []string{"users", "products"},
+		// The Consul case restarts the agent, as the issue asks, and
+		// expects the cluster back: a -dev agent would come back empty.
+		PersistentConsul: true,
 		Build: func(ctx context.Context) error {
 			return stack.Build(ctx, root, bin, stack.UsersCommand, stack.ProductsCommand, stack.EdgeCommand, stack.ControlPlaneCommand)
 		},

@@ -64,6 +64,14 @@ func TestIngressRepliesAreProblems(t *testing.T) {
 		{name: "method not allowed", status: 405, header: map[string]string{"Allow": "GET"}, send: func(t *testing.T) response {
 			return call(t, env.ingressURL, http.MethodPost, "/keys", nil, "")
 		}},
+		// The HTTP/1 codec lets any method through (allow_custom_methods);
+		// the routes answer one they never route.
+		{name: "a method the ingress does not route", status: 405, header: map[string]string{"Allow": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"}, send: func(t *testing.T) response {
+			return call(t, env.ingressURL, "QUERY", "/api/users/users/42", bearer(tok), "{}")
+		}},
+		{name: "a made-up method on a read-only path", status: 405, header: map[string]string{"Allow": "GET"}, send: func(t *testing.T) response {
+			return call(t, env.ingressURL, "FOO", "/keys", nil, "")
+		}},
 		{name: "token missing", status: 401, send: func(t *testing.T) response { return get(t, "/api/users/users/1", nil) }},
 		{name: "token expired", status: 401, send: func(t *testing.T) response {
 			return get(t, "/api/users/users/1", bearer(signedByTestKey(t, claims(func(c jwt.MapClaims) {

@@ -17,7 +17,8 @@ import (
 // ConsulOptions configures StartConsul.
 type ConsulOptions struct {
 	// Dir is the working directory and holds consul.log. Required. A dev
-	// agent keeps its state in memory, so nothing else is written there.
+	// agent keeps its state in memory, so nothing else is written there;
+	// a persistent one keeps it under Dir/data.
 	Dir string
 	// HTTPPort is the HTTP API (and UI) port on 127.0.0.1; 0 picks a free
 	// one. Every other port of the agent is always private and free.
@@ -28,6 +29,13 @@ type ConsulOptions struct {
 	Datacenter string
 	// LogLevel defaults to "info" (the log is what a failed start shows).
 	LogLevel string
+	// Persistent runs a server that keeps its state on disk (Dir/data)
+	// instead of a -dev agent that keeps it in memory: Stop and Start then
+	// restart the same cluster, with its catalog, KV, config entries,
+	// intentions and Connect CA (root key included), as a real agent's
+	// restart does. See persistentArgs for what -dev turned on that it
+	// spells out.
+	Persistent bool
 }
 
 // consulPorts are the ports of one agent, all on 127.0.0.1.
@@ -40,25 +48,28 @@ type consulPorts struct {
 	exposeMin, exposeMax   int
 }
 
-// Consul is a Consul agent in -dev mode: a single server with Connect
-// enabled (built-in CA), state in memory, everything on loopback.
+// Consul is a Consul agent: a single server with Connect enabled
+// (built-in CA), everything on loopback; in -dev mode (state in memory)
+// unless ConsulOptions.Persistent.
 //
 // Stop and Start restart it on the same ports; a dev agent forgets every
-// registration, intention and config entry when it stops.
+// registration, intention and config entry when it stops, a persistent
+// one keeps them.
 type Consul struct {
 	bin        string
 	dir        string
 	node       string
 	datacenter string
 	logLevel   string
+	persistent bool
 	ports      consulPorts
 
 	restartable
 }
 
-// StartConsul starts `consul agent -dev` and returns once a leader is
-// elected and the Connect CA has a root, that is once sidecars can get
-// certificates.
+// StartConsul starts `consul agent -dev` (or a persistent server, see
+// ConsulOptions.Persistent) and returns once a leader is elected and the
+// Connect CA has a root, that is once sidecars can get certificates.
 func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("start consul: ConsulOptions.Dir is empty")
@@ -74,7 +85,7 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start consul: %w", err)
 	}
-	c := &Consul{bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel}
+	c := &Consul{bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel, persistent: opts.Persistent}
 	if c.datacenter == "" {
 		c.datacenter = "dc1"
 	}
@@ -101,6 +112,11 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 			return nil, err
 		}
 		c.node = node
+		// A persistent server's first run may have written its raft
+		// configuration with the ports that lost the race.
+		if err := os.RemoveAll(c.DataDir()); err != nil {
+			return nil, fmt.Errorf("start consul: %w", err)
+		}
 	}
 }
 
@@ -141,6 +157,13 @@ func (c *Consul) Node() string { return c.node }
 
 // Dir returns the agent's directory.
 func (c *Consul) Dir() string { return c.dir }
+
+// DataDir returns where a persistent agent keeps its state (unused by a
+// dev agent).
+func (c *Consul) DataDir() string { return filepath.Join(c.dir, "data") }
+
+// Persistent reports whether the agent keeps its state across a restart.
+func (c *Consul) Persistent() bool { return c.persistent }
 
 // Binary returns the consul executable, for callers that run its CLI
 // (`consul config write`, `consul intention`).
@@ -217,8 +240,11 @@ func (c *Consul) Start(ctx context.Context) error {
 
 func (c *Consul) args() []string {
 	p := c.ports
-	return []string{
-		"agent", "-dev",
+	mode := []string{"-dev"}
+	if c.persistent {
+		mode = c.persistentArgs()
+	}
+	return append(append([]string{"agent"}, mode...),
 		"-node", c.node,
 		"-datacenter", c.datacenter,
 		"-bind", "127.0.0.1",
@@ -237,6 +263,27 @@ func (c *Consul) args() []string {
 		"-hcl", fmt.Sprintf("ports { sidecar_min_port = %d sidecar_max_port = %d expose_min_port = %d expose_max_port = %d }",
 			p.sidecarMin, p.sidecarMax, p.exposeMin, p.exposeMax),
 		"-log-level", c.logLevel,
+	)
+}
+
+// persistentArgs make a server that keeps its state in DataDir what a dev
+// agent is otherwise: a server that elects itself (bootstrap-expect 1),
+// Connect with the built-in CA, the UI, and raft's timing at its fastest
+// (performance.raft_multiplier 1; the default 5 stretches the first
+// election to seconds). ACLs stay off, as in -dev; log level, addresses
+// and ports are args' for both modes. What -dev also sets and a single
+// loopback server does not need (fast gossip timings, no keyring file,
+// the debug endpoints) is left out.
+func (c *Consul) persistentArgs() []string {
+	return []string{
+		"-server", "-bootstrap-expect", "1",
+		"-data-dir", c.DataDir(),
+		"-ui",
+		"-hcl", "connect { enabled = true }",
+		"-hcl", "performance { raft_multiplier = 1 }",
+		// No calls home from a test machine (-dev sets both).
+		"-hcl", "disable_update_check = true",
+		"-hcl", "disable_anonymous_signature = true",
 	}
 }
 

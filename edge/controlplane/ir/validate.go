@@ -66,6 +66,11 @@ func (x *Xds) Validate() error {
 	return errors.Join(errs...)
 }
 
+// RoutedMethods are the methods the ingress forwards: the ones a route
+// may name (edgeconfig validates the same list). Any other method (QUERY,
+// WebDAV's, an invented one) is answered 405 by the ingress itself.
+var RoutedMethods = []string{"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"}
+
 // IdempotentMethods are the methods the ingress may retry.
 var IdempotentMethods = []string{"GET", "HEAD", "OPTIONS"}
 

@@ -103,6 +103,34 @@ func methodNotAllowedRoutes(routes []ir.Route) map[int][]ir.Route {
 	return out
 }
 
+// unknownMethodRoute answers 405 for a forwarding route r that takes
+// every method, when the request's method is none the ingress routes
+// (ir.RoutedMethods): the HTTP/1 codec lets any well-formed method
+// through (allow_custom_methods), and without this route a QUERY or a
+// FOO would reach the service, whose framework answers it as it likes.
+// It goes right before r's own routes, with r's match, so that a path
+// nothing serves still gets the not-found answer. Allow names the routed
+// methods: which of them the service takes on this path is the service's
+// to say (its own 405). A route that names its methods needs no such
+// route: its 405 route (methodNotAllowedRoutes) takes any other method,
+// custom ones included; neither does a direct answer, which takes every
+// method.
+func unknownMethodRoute(r ir.Route) (ir.Route, *route.Route, bool) {
+	if len(r.Methods) > 0 || r.Direct != nil {
+		return ir.Route{}, nil, false
+	}
+	guard := ir.Route{
+		Name: r.Name + "-unknown-method", Path: r.Path, Prefix: r.Prefix,
+		Public: r.Public, Methods: slices.Clone(ir.RoutedMethods),
+		Direct: &ir.DirectResponse{Status: 405, ContentType: problem.ContentType},
+	}
+	er := methodNotAllowedRoute(guard)
+	routed := methodMatcher(guard.Methods)
+	routed.InvertMatch = true
+	er.Match.Headers = append(er.Match.Headers, routed)
+	return guard, er, true
+}
+
 // methodNotAllowedRoute is the Envoy route of one 405 route: any method,
 // with Allow naming the route's methods.
 func methodNotAllowedRoute(r ir.Route) *route.Route {

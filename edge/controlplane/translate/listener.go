@@ -90,6 +90,11 @@ func httpConnectionManager(x *ir.Xds) (*hcm.HttpConnectionManager, error) {
 			IdleTimeout:                  durationpb.New(time.Minute),
 			HeadersWithUnderscoresAction: core.HttpProtocolOptions_REJECT_REQUEST,
 		},
+		// HTTP/1's codec otherwise refuses a method it does not know
+		// (QUERY among them) with a 400 before any route sees it; a
+		// method is a token like any other, and the routes answer it:
+		// 405 with Allow (guardroutes.go).
+		HttpProtocolOptions: &core.Http1ProtocolOptions{AllowCustomMethods: true},
 	}
 	for _, f := range httpFeatures() {
 		if err := f.patchHCM(x, mgr); err != nil {

@@ -53,6 +53,11 @@ func routeConfiguration(x *ir.Xds) (*route.RouteConfiguration, error) {
 		if err := addGuards(i); err != nil {
 			return nil, err
 		}
+		if guard, er, ok := unknownMethodRoute(r); ok {
+			if err := add(guard, er); err != nil {
+				return nil, err
+			}
+		}
 		rs, err := envoyRoutes(r)
 		if err != nil {
 			return nil, fmt.Errorf("route %s: %w", r.Name, err)

@@ -27,6 +27,13 @@ type ServersConfig struct {
 	Ports ServerPorts
 	// ConsulNode names the agent's node; empty derives one from its port.
 	ConsulNode string
+	// PersistentConsul runs Consul as a server that keeps its state in
+	// its directory (localenv.ConsulOptions.Persistent), so that a
+	// restart of the agent keeps the catalog, KV, config entries and the
+	// Connect CA. Its start takes about 1.5 s more than a -dev agent's
+	// (the first raft election), so only a suite that restarts Consul
+	// asks for it.
+	PersistentConsul bool
 	// Databases are created in PostgreSQL (if missing): one per service.
 	Databases []string
 	// Build, when set, runs while the servers start (they mostly wait):
@@ -73,7 +80,9 @@ func (s *Stack) StartServers(ctx context.Context, cfg ServersConfig) (*Servers, 
 		})
 	})
 	wg.Go(func() {
-		sv.Consul, errs[4] = s.StartConsul(ctx, localenv.ConsulOptions{HTTPPort: cfg.Ports.ConsulHTTP, Node: cfg.ConsulNode})
+		sv.Consul, errs[4] = s.StartConsul(ctx, localenv.ConsulOptions{
+			HTTPPort: cfg.Ports.ConsulHTTP, Node: cfg.ConsulNode, Persistent: cfg.PersistentConsul,
+		})
 	})
 	if cfg.Tracing {
 		wg.Go(func() {
@@ -143,9 +152,9 @@ func (s *Stack) StartRabbitMQ(ctx context.Context, opts localenv.RabbitMQOptions
 	return r, nil
 }
 
-// StartConsul starts a dev agent (Connect with its built-in CA, state in
-// memory); an empty opts.Dir is Path("consul"). It applies nothing: see
-// ApplyMeshEntries.
+// StartConsul starts a single-server agent (Connect with its built-in CA;
+// state in memory unless opts.Persistent); an empty opts.Dir is
+// Path("consul"). It applies nothing: see ApplyMeshEntries.
 func (s *Stack) StartConsul(ctx context.Context, opts localenv.ConsulOptions) (*localenv.Consul, error) {
 	if opts.Dir == "" {
 		opts.Dir = s.Path("consul")
