@@ -89,3 +89,30 @@ func TestProxyRoutesReachEveryTargetButExcludedOnes(t *testing.T) {
 		}
 	}
 }
+
+// The methods an operator may name on a route are exactly the ones the
+// ingress forwards (any other gets the ingress's 405): edgeconfig
+// validates its own list, since it does not import ir.
+func TestRouteMethodsAreTheRoutedMethods(t *testing.T) {
+	accepts := func(method string) bool {
+		doc, err := edgeconfig.Parse(edgeconfig.Default())
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc.Routes[0].Methods = []string{method}
+		return doc.Validate() == nil
+	}
+	for _, m := range ir.RoutedMethods {
+		if !accepts(m) {
+			t.Errorf("edgeconfig refuses %s, which the ingress routes", m)
+		}
+	}
+	for _, m := range []string{"QUERY", "TRACE", "CONNECT", "PROPFIND", "FOO"} {
+		if slices.Contains(ir.RoutedMethods, m) {
+			t.Fatalf("%s is routed; pick another unrouted method", m)
+		}
+		if accepts(m) {
+			t.Errorf("edgeconfig accepts %s, which the ingress answers 405", m)
+		}
+	}
+}
