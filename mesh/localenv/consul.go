@@ -28,6 +28,10 @@ type ConsulOptions struct {
 	Datacenter string
 	// LogLevel defaults to "info" (the log is what a failed start shows).
 	LogLevel string
+	// ClientHost is an address the HTTP, DNS and gRPC APIs listen on
+	// besides 127.0.0.1 (same ports), for clients elsewhere (containers).
+	// Empty: loopback only.
+	ClientHost string
 }
 
 // consulPorts are the ports of one agent, all on 127.0.0.1.
@@ -51,6 +55,7 @@ type Consul struct {
 	node       string
 	datacenter string
 	logLevel   string
+	clientHost string
 	ports      consulPorts
 
 	restartable
@@ -74,7 +79,7 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start consul: %w", err)
 	}
-	c := &Consul{bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel}
+	c := &Consul{bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel, clientHost: opts.ClientHost}
 	if c.datacenter == "" {
 		c.datacenter = "dc1"
 	}
@@ -222,7 +227,7 @@ func (c *Consul) args() []string {
 		"-node", c.node,
 		"-datacenter", c.datacenter,
 		"-bind", "127.0.0.1",
-		"-client", "127.0.0.1",
+		"-client", strings.TrimSpace("127.0.0.1 " + c.clientHost),
 		"-http-port", strconv.Itoa(p.http),
 		"-dns-port", strconv.Itoa(p.dns),
 		// Plaintext gRPC for Envoy on loopback. A dev agent is a server,
