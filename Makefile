@@ -128,6 +128,11 @@ compose-down: ## docker compose down -v; stops the dockerd that `make images` st
 test-compose: ## Run docker-compose.yml for real and drive it (e2e/compose, tag composerun; slow)
 	$(GO) test -tags composerun -count=1 -timeout 60m -run '^TestComposeRun$$' -v ./e2e/compose/
 
+# --- Nomad (nomad/portico.nomad.hcl) on this machine's engine ---------------
+.PHONY: test-nomad
+test-nomad: ## Run the Nomad job for real on a dev agent and drive it (e2e/nomad, tag nomadrun; slow)
+	$(GO) test -tags nomadrun -count=1 -timeout 60m -run '^TestNomadRun$$' -v ./e2e/nomad/
+
 .PHONY: clean
 clean: down ## Stop everything and delete local data and binaries
 	rm -rf $(BIN) .run

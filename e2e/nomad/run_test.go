@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/portico-mesh/portico/e2e/curlflow"
@@ -108,17 +109,19 @@ func TestNomadRun(t *testing.T) {
 		l.Close()
 	}
 	bin := filepath.Join(root, ".cache", "bin")
-	// `consul` must be on the agent's PATH: Nomad bootstraps the sidecars
-	// with `consul connect envoy`.
-	r := runner{t: t, root: root, env: []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}}
+	// consul and nomad from .cache/bin, for the test's commands and the
+	// agent: Nomad bootstraps the sidecars with `consul connect envoy`.
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	r := runner{t: t, root: root}
 	dir := sharedTempDir(t)
 
 	r.run(3*time.Minute, ".ci/dockerd.sh", "start")
 	t.Cleanup(func() { r.run(3*time.Minute, ".ci/dockerd.sh", "stop") })
 	t.Log(r.run(40*time.Minute, "mesh/images/build.sh"))
 	// The Portico images the job names, as docker-compose.yml builds and
-	// tags them: portico/<binary>:dev and portico/ratelimit:<pin>.
-	r.run(40*time.Minute, "docker", "compose", "build", "users", "products", "edge", "controlplane", "ratelimit")
+	// tags them: portico/<binary>:dev and portico/ratelimit:<pin> (the
+	// products instances share one image).
+	r.run(40*time.Minute, "docker", "compose", "build", "users", "products-1", "edge", "controlplane", "ratelimit")
 
 	host := nodeAddress(t)
 	t.Logf("node address (default route's interface): %s", host)
@@ -197,6 +200,8 @@ func TestNomadRun(t *testing.T) {
 	agent.waitHealthy(t)
 	t.Logf("nomad job run: every allocation healthy after %v", time.Since(start).Round(time.Second))
 
+	checkCatalog(t, consul)
+
 	c := &curlflow.Client{T: t, BaseURL: ingressURL}
 	admin := c.Login(ctx, adminEmail, adminPassword)
 	t.Run("seed curl flow", func(t *testing.T) { curlflow.Seed(t, c.With(t), admin) })
@@ -211,6 +216,36 @@ func TestNomadRun(t *testing.T) {
 	if notFound, err := agent.get(ctx, "/v1/job/"+jobName, &job); err != nil || !notFound {
 		t.Errorf("after nomad job stop -purge the job is still there (%v): %+v", err, job)
 	}
+}
+
+// checkCatalog: Consul lists what Nomad registered, once: each service at
+// its group's count with a Connect sidecar, every instance passing (the
+// services register nothing themselves: CONSUL_HTTP_ADDR is empty), and
+// the ingress.
+func checkCatalog(t *testing.T, consul *localenv.Consul) {
+	client, err := consul.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{"users": 1, "products": 2, "edge": 1, "users-sidecar-proxy": 1,
+		"products-sidecar-proxy": 2, "edge-sidecar-proxy": 1, "ingress": 1}
+	localenvtest.Eventually(t, time.Minute, time.Second, "the catalog as the job declares it", func(ctx context.Context) error {
+		q := (&api.QueryOptions{}).WithContext(ctx)
+		for name, n := range want {
+			all, _, err := client.Health().Service(name, "", false, q)
+			if err != nil {
+				return err
+			}
+			passing, _, err := client.Health().Service(name, "", true, q)
+			if err != nil {
+				return err
+			}
+			if len(all) != n || len(passing) != n {
+				return fmt.Errorf("%s: %d instances, %d passing; want %d", name, len(all), len(passing), n)
+			}
+		}
+		return nil
+	})
 }
 
 // sharedTempDir is a directory for the servers that PostgreSQL, run as an
@@ -416,7 +451,7 @@ func (a *nomadAgent) waitNode(t *testing.T) nomadNode {
 	localenvtest.Eventually(t, 3*time.Minute, time.Second, "the Nomad client ready with Docker", func(ctx context.Context) error {
 		select {
 		case <-a.proc.Done():
-			return fmt.Errorf("the agent exited: %v\n%s", a.proc.Err(), a.proc.LogTail(40))
+			return fmt.Errorf("the agent exited: %w\n%s", a.proc.Err(), a.proc.LogTail(40))
 		default:
 		}
 		var stubs []struct{ ID, Status string }
