@@ -109,7 +109,7 @@ logs: $(BIN)/devstack ## Follow the logs of every process `make up` started
 GRAFANA_IMAGE := $(shell awk '$$1 ~ /^grafana\// { print $$1 }' mesh/images/images.txt)
 
 .PHONY: images
-images: ## Pull, or build locally (mesh/images), each upstream image of docker-compose.yml
+images: ## Pull, or build locally (mesh/images), each upstream image of docker-compose.yml, the Dockerfile and nomad/agent.dev.hcl
 	@.ci/dockerd.sh start
 	@mesh/images/build.sh
 

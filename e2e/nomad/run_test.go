@@ -185,12 +185,12 @@ func TestNomadRun(t *testing.T) {
 	varFile := filepath.Join(dir, "portico.vars.hcl")
 	writeVarFile(t, varFile, vars)
 	jobFile := filepath.Join(root, "nomad", "portico.nomad.hcl")
-	placed := false
+	stopped := false
 	t.Cleanup(func() {
 		if t.Failed() {
 			agent.report(t, r)
 		}
-		if !placed {
+		if !stopped {
 			_, _ = r.try(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
 			agent.waitAllocationsGone(t, r)
 		}
@@ -209,7 +209,7 @@ func TestNomadRun(t *testing.T) {
 
 	start = time.Now()
 	r.run(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
-	placed = true
+	stopped = true
 	agent.waitAllocationsGone(t, r)
 	t.Logf("nomad job stop -purge: every container gone after %v", time.Since(start).Round(time.Second))
 	var job struct{ ID string }
