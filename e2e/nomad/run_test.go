@@ -187,10 +187,10 @@ func TestNomadRun(t *testing.T) {
 	jobFile := filepath.Join(root, "nomad", "portico.nomad.hcl")
 	stopped := false
 	t.Cleanup(func() {
-		if t.Failed() {
-			agent.report(t, r)
-		}
 		if !stopped {
+			if t.Failed() {
+				agent.report(t, r)
+			}
 			_, _ = r.try(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
 			agent.waitAllocationsGone(t, r)
 		}
@@ -206,6 +206,9 @@ func TestNomadRun(t *testing.T) {
 	admin := c.Login(ctx, adminEmail, adminPassword)
 	t.Run("seed curl flow", func(t *testing.T) { curlflow.Seed(t, c.With(t), admin) })
 	t.Run("docs", func(t *testing.T) { curlflow.Docs(t, c.With(t)) })
+	if t.Failed() {
+		agent.report(t, r)
+	}
 
 	start = time.Now()
 	r.run(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
