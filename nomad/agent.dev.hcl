@@ -13,6 +13,11 @@
 # and `consul` on PATH (Nomad bootstraps the sidecars with `consul connect
 # envoy`). Not for production: see nomad/README.md.
 
+# A dev agent keeps its data in a new temporary directory. One set with
+# data_dir must stay short (37 bytes at most): the client listens on Unix
+# sockets at <data_dir>/alloc/<id>/alloc/tmp/consul_grpc.sock, and a
+# socket path holds 107 bytes.
+
 # The API and RPC on loopback only: nothing in the allocations talks to
 # Nomad. (-dev-connect would bind every address; with several interfaces
 # the advertised address is then ambiguous.)

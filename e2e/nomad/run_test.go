@@ -254,7 +254,7 @@ func checkCatalog(t *testing.T, consul *localenv.Consul) {
 // sharedTempDir is a directory for the servers that PostgreSQL, run as an
 // unprivileged user when the test runs as root, can enter.
 func sharedTempDir(t *testing.T) string {
-	dir, err := os.MkdirTemp("", "portico-nomadrun-")
+	dir, err := os.MkdirTemp("", "nomadrun-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,6 +372,14 @@ func startNomad(t *testing.T, r runner, dir string, consul *localenv.Consul) *no
 	if err := localenv.FreePorts(&httpPort, &rpcPort, &serfPort); err != nil {
 		t.Fatal(err)
 	}
+	// Nomad listens on Unix sockets under the data directory, at
+	// alloc/<id>/alloc/tmp/consul_grpc.sock: 70 bytes more, within the
+	// 107 a socket path may have (a longer one fails every allocation
+	// with "bind: invalid argument").
+	dataDir := filepath.Join(dir, "n")
+	if len(dataDir)+70 > 107 {
+		t.Fatalf("data directory %s: %d bytes, too long for the sockets Nomad puts under it", dataDir, len(dataDir))
+	}
 	overlay := filepath.Join(dir, "agent.test.hcl")
 	conf := fmt.Sprintf(`# Written by e2e/nomad: what differs from nomad/agent.dev.hcl in the test.
 data_dir = %q
@@ -384,7 +392,7 @@ consul {
   address      = %q
   grpc_address = %q
 }
-`, filepath.Join(dir, "nomad"), httpPort, rpcPort, serfPort, consul.HTTPAddr(), consul.GRPCAddr())
+`, dataDir, httpPort, rpcPort, serfPort, consul.HTTPAddr(), consul.GRPCAddr())
 	if err := os.WriteFile(overlay, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
