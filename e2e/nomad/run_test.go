@@ -115,6 +115,8 @@ func TestNomadRun(t *testing.T) {
 	r := runner{t: t, root: root}
 	dir := sharedTempDir(t)
 
+	checkNoStalePortMapping(t, r)
+
 	r.run(3*time.Minute, ".ci/dockerd.sh", "start")
 	t.Cleanup(func() { r.run(3*time.Minute, ".ci/dockerd.sh", "stop") })
 	t.Log(r.run(40*time.Minute, "mesh/images/build.sh"))
@@ -249,6 +251,25 @@ func checkCatalog(t *testing.T, consul *localenv.Consul) {
 		}
 		return nil
 	})
+}
+
+// checkNoStalePortMapping fails early when the CNI port-mapping chain
+// still forwards the ingress port to an allocation: a Nomad agent killed
+// before its allocations were stopped leaves its mappings behind, and the
+// first one shadows the new ingress's ("No route to host").
+func checkNoStalePortMapping(t *testing.T, r runner) {
+	out, err := r.try(time.Minute, "iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT")
+	if err != nil {
+		return // no chain: no mapping
+	}
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		i := slices.IndexFunc(f, func(s string) bool { return s == "--dports" || s == "--dport" })
+		if i >= 0 && i+1 < len(f) && slices.Contains(strings.Split(f[i+1], ","), ingressPort) {
+			t.Fatalf("iptables -t nat CNI-HOSTPORT-DNAT still maps port %s to an allocation of an earlier Nomad agent; "+
+				"delete the rule and the chain it jumps to:\n%s", ingressPort, line)
+		}
+	}
 }
 
 // sharedTempDir is a directory for the servers that PostgreSQL, run as an
