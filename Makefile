@@ -109,7 +109,7 @@ logs: $(BIN)/devstack ## Follow the logs of every process `make up` started
 GRAFANA_IMAGE := $(shell awk '$$1 ~ /^grafana\// { print $$1 }' mesh/images/images.txt)
 
 .PHONY: images
-images: ## Pull, or build locally (mesh/images), each upstream image of docker-compose.yml
+images: ## Pull, or build locally (mesh/images), each upstream image of docker-compose.yml, the Dockerfile and nomad/agent.dev.hcl
 	@.ci/dockerd.sh start
 	@mesh/images/build.sh
 
@@ -127,6 +127,11 @@ compose-down: ## docker compose down -v; stops the dockerd that `make images` st
 .PHONY: test-compose
 test-compose: ## Run docker-compose.yml for real and drive it (e2e/compose, tag composerun; slow)
 	$(GO) test -tags composerun -count=1 -timeout 60m -run '^TestComposeRun$$' -v ./e2e/compose/
+
+# --- Nomad (nomad/portico.nomad.hcl) on this machine's engine ---------------
+.PHONY: test-nomad
+test-nomad: ## Run the Nomad job for real on a dev agent and drive it (e2e/nomad, tag nomadrun; slow)
+	$(GO) test -tags nomadrun -count=1 -timeout 60m -run '^TestNomadRun$$' -v ./e2e/nomad/
 
 .PHONY: clean
 clean: down ## Stop everything and delete local data and binaries

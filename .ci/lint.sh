@@ -51,7 +51,7 @@ has_packages() { [ -n "$(go list ./... 2>/dev/null | head -n1)" ]; }
 section "go vet ./..."
 if [ "${#go_files[@]}" -eq 0 ] && ! has_packages; then
 	echo "no Go packages"
-elif go vet ./... && go vet -tags composerun ./e2e/compose/; then
+elif go vet ./... && go vet -tags composerun ./e2e/compose/ && go vet -tags nomadrun ./e2e/nomad/; then
 	echo "ok"
 else
 	failed+=("go vet")

@@ -28,6 +28,9 @@ type deliverable struct {
 	promCompose, promMakeUp []byte
 	// mesh/images/images.txt: the local stand-ins of upstream images.
 	localImages []byte
+	// nomad/agent.dev.hcl, whose Docker driver names an upstream image
+	// (infra_image) that images.txt must list too.
+	nomadAgent []byte
 }
 
 // check is one invariant; it returns what it found wrong.

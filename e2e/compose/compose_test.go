@@ -27,6 +27,7 @@ func load(t *testing.T) *deliverable {
 		"observability/prometheus/prometheus.compose.yml": &d.promCompose,
 		"observability/prometheus/prometheus.yml":         &d.promMakeUp,
 		"mesh/images/images.txt":                          &d.localImages,
+		"nomad/agent.dev.hcl":                             &d.nomadAgent,
 	} {
 		if *dst, err = os.ReadFile(filepath.Join(root, path)); err != nil {
 			t.Fatal(err)

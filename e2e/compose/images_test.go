@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -20,10 +21,18 @@ func localImages(text []byte) map[string]string {
 	return list
 }
 
-// upstreamImages are the images the compose file runs and the Dockerfile
-// builds from that are not built here.
+// infraImage finds the Docker driver's infra_image in a Nomad agent
+// configuration.
+var infraImage = regexp.MustCompile(`(?m)^\s*infra_image\s*=\s*"([^"]+)"`)
+
+// upstreamImages are the images the compose file runs, the Dockerfile
+// builds from and the Nomad dev agent's Docker driver starts (its
+// infra_image) that are not built here.
 func (d *deliverable) upstreamImages() []string {
 	var images []string
+	if m := infraImage.FindSubmatch(d.nomadAgent); m != nil {
+		images = append(images, string(m[1]))
+	}
 	for _, name := range d.serviceNames() {
 		if s, _ := d.service(name); s.Build == nil && !slices.Contains(images, s.Image) {
 			images = append(images, s.Image)
@@ -42,7 +51,7 @@ func (d *deliverable) upstreamImages() []string {
 
 // checkLocalImages: mesh/images/images.txt, the list build.sh makes
 // available on a machine without a registry, names exactly the upstream
-// images of both files, each with a folder that builds it or "-".
+// images of those files, each with a folder that builds it or "-".
 func checkLocalImages(d *deliverable) []string {
 	var problems []string
 	list := localImages(d.localImages)
@@ -54,7 +63,7 @@ func checkLocalImages(d *deliverable) []string {
 	}
 	for image, folder := range list {
 		if !slices.Contains(upstream, image) {
-			problems = append(problems, fmt.Sprintf("mesh/images/images.txt: %s is used by neither file", image))
+			problems = append(problems, fmt.Sprintf("mesh/images/images.txt: %s is used by none of the files", image))
 		}
 		if folder == "-" {
 			continue

@@ -8,7 +8,6 @@
 package compose
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-mesh/portico/e2e/curlflow"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
@@ -131,14 +131,14 @@ func TestComposeRun(t *testing.T) {
 	checkContainers(t, r)
 
 	ctx := t.Context()
-	c := &client{t: t}
-	admin := c.login(ctx, adminEmail, adminPassword)
-	t.Run("seed curl flow", func(t *testing.T) { seedFlow(t, c.with(t), admin) })
-	t.Run("trace of a product write", func(t *testing.T) { traceOfProductWrite(t, c.with(t), r, admin) })
-	t.Run("docs", func(t *testing.T) { docs(t, c.with(t)) })
-	t.Run("cache and purge", func(t *testing.T) { cacheAndPurge(t, c.with(t), r, admin) })
+	c := &curlflow.Client{T: t, BaseURL: ingressURL}
+	admin := c.Login(ctx, adminEmail, adminPassword)
+	t.Run("seed curl flow", func(t *testing.T) { curlflow.Seed(t, c.With(t), admin) })
+	t.Run("trace of a product write", func(t *testing.T) { traceOfProductWrite(t, c.With(t), r, admin) })
+	t.Run("docs", func(t *testing.T) { curlflow.Docs(t, c.With(t)) })
+	t.Run("cache and purge", func(t *testing.T) { cacheAndPurge(t, c.With(t), r, admin) })
 	t.Run("prometheus targets", func(t *testing.T) { prometheusTargets(t) })
-	t.Run("products instance stopped under traffic", func(t *testing.T) { stopProductsUnderTraffic(t, c.with(t), r, admin) })
+	t.Run("products instance stopped under traffic", func(t *testing.T) { stopProductsUnderTraffic(t, c.With(t), r, admin) })
 
 	start = time.Now()
 	r.compose(10*time.Minute, "down", "-v", "--remove-orphans")
@@ -197,167 +197,6 @@ func checkContainers(t *testing.T, r runner) {
 	t.Logf("%d containers: the long-running ones healthy, the one-shots done", seen)
 }
 
-// client speaks to the ingress as curl does.
-type client struct {
-	t *testing.T
-}
-
-func (c *client) with(t *testing.T) *client { return &client{t: t} }
-
-type reply struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r reply) String() string { return fmt.Sprintf("%d %.400s", r.status, r.body) }
-
-// do sends one request to the ingress.
-func (c *client) do(ctx context.Context, method, path, token, body string, header ...string) (reply, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, ingressURL+path, rd)
-	if err != nil {
-		return reply{}, err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return reply{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}, err
-}
-
-// expect sends one request and requires the status.
-func (c *client) expect(want int, method, path, token, body string, header ...string) reply {
-	c.t.Helper()
-	r, err := c.do(c.t.Context(), method, path, token, body, header...)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	if r.status != want {
-		c.t.Fatalf("%s %s: %s; want %d", method, path, r, want)
-	}
-	return r
-}
-
-func (c *client) login(ctx context.Context, email, password string) string {
-	c.t.Helper()
-	var token string
-	// The first login may meet a route the control plane is still
-	// settling; it succeeds within seconds.
-	localenvtest.Eventually(c.t, time.Minute, 500*time.Millisecond, "login of "+email, func(ctx context.Context) error {
-		r, err := c.do(ctx, http.MethodPost, "/api/users/login", "", fmt.Sprintf(`{"email": %q, "password": %q}`, email, password))
-		if err != nil {
-			return err
-		}
-		if r.status != http.StatusOK {
-			return errors.New(r.String())
-		}
-		var body struct {
-			AccessToken string `json:"access_token"`
-			TokenType   string `json:"token_type"`
-		}
-		if err := json.Unmarshal(r.body, &body); err != nil || body.AccessToken == "" || body.TokenType != "Bearer" {
-			return fmt.Errorf("login answered %s", r)
-		}
-		token = body.AccessToken
-		return nil
-	})
-	return token
-}
-
-func decodeJSON[T any](t *testing.T, r reply) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal(r.body, &v); err != nil {
-		t.Fatalf("%v: %s", err, r)
-	}
-	return v
-}
-
-type user struct {
-	ID       int64  `json:"id"`
-	Username string `json:"username"`
-	Email    string `json:"email"`
-	IsActive bool   `json:"is_active"`
-}
-
-type product struct {
-	ID            int64       `json:"id"`
-	Name          string      `json:"name"`
-	Price         json.Number `json:"price"`
-	StockQuantity int         `json:"stock_quantity"`
-}
-
-// seedFlow is README's "Try it" (the seed's curl examples) with the users
-// and products CRUD of the seed's README: register, login, users read,
-// update and delete, products create, read, update and delete, and the
-// seed's /proxy/<service>/ path.
-func seedFlow(t *testing.T, c *client, admin string) {
-	suffix := fmt.Sprint(time.Now().UnixNano() % 1e9)
-	name, email := "testuser"+suffix, "test"+suffix+"@example.com"
-	created := decodeJSON[user](t, c.expect(http.StatusCreated, http.MethodPost, "/api/users/users", "",
-		fmt.Sprintf(`{"username": %q, "email": %q, "password": "password123"}`, name, email)))
-	if created.Username != name || created.Email != email || created.ID == 0 {
-		t.Fatalf("registered %+v", created)
-	}
-	token := c.login(t.Context(), email, "password123")
-
-	list := decodeJSON[struct{ Items []user }](t, c.expect(http.StatusOK, http.MethodGet, "/api/users/users?limit=100", token, ""))
-	if len(list.Items) == 0 {
-		t.Fatal("GET /api/users/users: no users")
-	}
-	path := fmt.Sprintf("/api/users/users/%d", created.ID)
-	if got := decodeJSON[user](t, c.expect(http.StatusOK, http.MethodGet, path, token, "")); got.Email != email {
-		t.Fatalf("GET %s: %+v", path, got)
-	}
-	updated := decodeJSON[user](t, c.expect(http.StatusOK, http.MethodPut, path, token,
-		fmt.Sprintf(`{"username": "updated_user%s", "is_active": true}`, suffix)))
-	if updated.Username != "updated_user"+suffix {
-		t.Fatalf("PUT %s: %+v", path, updated)
-	}
-
-	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
-		`{"name": "Laptop Pro `+suffix+`", "description": "High-performance laptop", "price": 1200.00, "stock_quantity": 50}`))
-	if p.Price.String() != "1200.00" || p.StockQuantity != 50 {
-		t.Fatalf("created %+v", p)
-	}
-	c.expect(http.StatusOK, http.MethodGet, "/api/products/products", token, "")
-	ppath := fmt.Sprintf("/api/products/products/%d", p.ID)
-	c.expect(http.StatusOK, http.MethodGet, ppath, token, "")
-	if got := decodeJSON[product](t, c.expect(http.StatusOK, http.MethodPut, ppath, token, `{"stock_quantity": 49}`)); got.StockQuantity != 49 {
-		t.Fatalf("PUT %s: %+v", ppath, got)
-	}
-	// The seed's gateway path, /proxy/<service>_service/...
-	proxied := c.expect(http.StatusOK, http.MethodGet, "/proxy/products_service/products", token, "")
-	if !bytes.Contains(proxied.body, []byte(`"items"`)) {
-		t.Fatalf("/proxy/products_service/products: %s", proxied)
-	}
-	c.expect(http.StatusOK, http.MethodGet, "/proxy/users_service/users", token, "")
-
-	// Deleting a product is an admin's; a user deletes themselves.
-	c.expect(http.StatusForbidden, http.MethodDelete, ppath, token, "")
-	c.expect(http.StatusNoContent, http.MethodDelete, ppath, admin, "")
-	c.expect(http.StatusNotFound, http.MethodGet, ppath, token, "")
-	c.expect(http.StatusNoContent, http.MethodDelete, path, token, "")
-	c.expect(http.StatusNotFound, http.MethodGet, path, admin, "")
-}
-
 // traceOfProductWrite: a product written through the ingress is one trace
 // in Jaeger, found as README tells a user to find it: the trace id of the
 // request's line in the ingress's access log (docker compose logs), then
@@ -366,13 +205,13 @@ func seedFlow(t *testing.T, c *client, admin string) {
 // its collector moved to jaeger:4317 by mesh-config), the products
 // service's (OTEL_EXPORTER_OTLP_ENDPOINT) and its event's publish and
 // consumption, each process exporting its own.
-func traceOfProductWrite(t *testing.T, c *client, r runner, token string) {
+func traceOfProductWrite(t *testing.T, c *curlflow.Client, r runner, token string) {
 	agent := fmt.Sprintf("compose-trace-%d", time.Now().UnixNano())
-	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
+	p := curlflow.DecodeJSON[curlflow.Product](t, c.Expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
 		`{"name": "Traced `+agent+`", "description": "traced by e2e/compose", "price": 9.99, "stock_quantity": 1}`,
 		"User-Agent", agent))
 	t.Cleanup(func() {
-		_, _ = c.do(context.Background(), http.MethodDelete, fmt.Sprintf("/api/products/products/%d", p.ID), token, "")
+		_, _ = c.Do(context.Background(), http.MethodDelete, fmt.Sprintf("/api/products/products/%d", p.ID), token, "")
 	})
 
 	var line map[string]any
@@ -512,30 +351,6 @@ func jaegerTrace(ctx context.Context, traceID string) ([]jaegerSpan, error) {
 	return spans, nil
 }
 
-// docs: the Swagger UI at /docs/ with its assets, and the merged document.
-func docs(t *testing.T, c *client) {
-	page := c.expect(http.StatusOK, http.MethodGet, "/docs/", "", "")
-	if !bytes.Contains(page.body, []byte(`id="swagger-ui"`)) {
-		t.Fatalf("/docs/ is not the Swagger UI page: %s", page)
-	}
-	refs := regexp.MustCompile(`(?:src|href)="([^"/:]+)"`).FindAllSubmatch(page.body, -1)
-	if len(refs) < 4 {
-		t.Fatalf("/docs/ references %d assets: %s", len(refs), page)
-	}
-	for _, ref := range refs {
-		r := c.expect(http.StatusOK, http.MethodGet, "/docs/"+string(ref[1]), "", "")
-		if string(ref[1]) == "swagger-ui-bundle.js" && len(r.body) < 100<<10 {
-			t.Errorf("/docs/swagger-ui-bundle.js is %d bytes: not swagger-ui-dist's bundle", len(r.body))
-		}
-	}
-	doc := c.expect(http.StatusOK, http.MethodGet, "/openapi.json", "", "")
-	for _, want := range []string{`"/api/users/login"`, `"/api/products/products/{id}"`} {
-		if !bytes.Contains(doc.body, []byte(want)) {
-			t.Errorf("/openapi.json has no %s", want)
-		}
-	}
-}
-
 // edgeMetric sums the edge's series of name with every label given, read
 // in the edge pod through its sidecar's metrics listener (the way
 // Prometheus reads it), with the agent container's wget.
@@ -567,10 +382,10 @@ func edgeMetric(t *testing.T, r runner, name string, labels ...string) float64 {
 // cacheAndPurge: a product read is a MISS, then a HIT; after an update the
 // edge's purge (an event through RabbitMQ) serves the new data well before
 // the cached copy would have expired.
-func cacheAndPurge(t *testing.T, c *client, r runner, token string) {
+func cacheAndPurge(t *testing.T, c *curlflow.Client, r runner, token string) {
 	applied := func() float64 { return edgeMetric(t, r, "edge_purge_events_total", `result="applied"`) }
 	before := applied()
-	p := decodeJSON[product](t, c.expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
+	p := curlflow.DecodeJSON[curlflow.Product](t, c.Expect(http.StatusCreated, http.MethodPost, "/api/products/products", token,
 		`{"name": "Cached lamp", "price": "19.99"}`))
 	// The creation's own event is consumed first, so that it cannot be
 	// mistaken for the update's.
@@ -581,29 +396,29 @@ func cacheAndPurge(t *testing.T, c *client, r runner, token string) {
 		return nil
 	})
 	path := fmt.Sprintf("/api/products/products/%d", p.ID)
-	if x := c.expect(http.StatusOK, http.MethodGet, path, token, "").header.Get("X-Cache"); x != "MISS" {
+	if x := c.Expect(http.StatusOK, http.MethodGet, path, token, "").Header.Get("X-Cache"); x != "MISS" {
 		t.Fatalf("first read: X-Cache %q, want MISS", x)
 	}
-	hit := c.expect(http.StatusOK, http.MethodGet, path, token, "")
+	hit := c.Expect(http.StatusOK, http.MethodGet, path, token, "")
 	cachedAt := time.Now()
-	if x := hit.header.Get("X-Cache"); x != "HIT" {
+	if x := hit.Header.Get("X-Cache"); x != "HIT" {
 		t.Fatalf("second read: X-Cache %q, want HIT", x)
 	}
 	maxAge := 30 * time.Second // products' default PRODUCTS_CACHE_MAX_AGE
-	if cc := hit.header.Get("Cache-Control"); !strings.Contains(cc, "max-age=30") {
+	if cc := hit.Header.Get("Cache-Control"); !strings.Contains(cc, "max-age=30") {
 		t.Fatalf("Cache-Control %q: the test assumes max-age=30", cc)
 	}
 
 	before = applied()
-	c.expect(http.StatusOK, http.MethodPut, path, token, `{"name": "Cached lamp v2"}`)
+	c.Expect(http.StatusOK, http.MethodPut, path, token, `{"name": "Cached lamp v2"}`)
 	var fresh time.Time
 	localenvtest.Eventually(t, maxAge, 20*time.Millisecond, "the new name served", func(ctx context.Context) error {
-		got, err := c.do(ctx, http.MethodGet, path, token, "")
+		got, err := c.Do(ctx, http.MethodGet, path, token, "")
 		if err != nil {
 			return err
 		}
-		if p := decodeJSON[product](t, got); p.Name != "Cached lamp v2" {
-			return fmt.Errorf("still %q (X-Cache %s)", p.Name, got.header.Get("X-Cache"))
+		if p := curlflow.DecodeJSON[curlflow.Product](t, got); p.Name != "Cached lamp v2" {
+			return fmt.Errorf("still %q (X-Cache %s)", p.Name, got.Header.Get("X-Cache"))
 		}
 		fresh = time.Now()
 		return nil
@@ -658,7 +473,7 @@ func prometheusTargets(t *testing.T) {
 // stopProductsUnderTraffic: with requests flowing to the products service,
 // products-1 is stopped; Consul then lists only products-2 as passing and,
 // once the mesh has caught up, the requests go on succeeding there.
-func stopProductsUnderTraffic(t *testing.T, c *client, r runner, token string) {
+func stopProductsUnderTraffic(t *testing.T, c *curlflow.Client, r runner, token string) {
 	ctx, cancel := context.WithCancel(t.Context())
 	// ok and failed count every request; streak the successes since the
 	// last failure.
@@ -669,10 +484,10 @@ func stopProductsUnderTraffic(t *testing.T, c *client, r runner, token string) {
 		for i := 0; ctx.Err() == nil; i++ {
 			// A new name filter each time: a cache MISS, so the request
 			// reaches an instance.
-			got, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/products/products?limit=1&name=traffic%d", i), token, "")
+			got, err := c.Do(ctx, http.MethodGet, fmt.Sprintf("/api/products/products?limit=1&name=traffic%d", i), token, "")
 			switch {
 			case ctx.Err() != nil:
-			case err == nil && got.status == http.StatusOK:
+			case err == nil && got.Status == http.StatusOK:
 				ok.Add(1)
 				streak.Add(1)
 			default:

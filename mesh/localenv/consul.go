@@ -36,6 +36,10 @@ type ConsulOptions struct {
 	// restart does. See persistentArgs for what -dev turned on that it
 	// spells out.
 	Persistent bool
+	// ClientHost is an address the HTTP, DNS and gRPC APIs listen on
+	// besides 127.0.0.1 (same ports), for clients elsewhere (containers).
+	// Empty: loopback only.
+	ClientHost string
 }
 
 // consulPorts are the ports of one agent, all on 127.0.0.1.
@@ -62,6 +66,7 @@ type Consul struct {
 	datacenter string
 	logLevel   string
 	persistent bool
+	clientHost string
 	ports      consulPorts
 
 	restartable
@@ -85,7 +90,10 @@ func StartConsul(ctx context.Context, opts ConsulOptions) (*Consul, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start consul: %w", err)
 	}
-	c := &Consul{bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel, persistent: opts.Persistent}
+	c := &Consul{
+		bin: bin, dir: dir, node: opts.Node, datacenter: opts.Datacenter, logLevel: opts.LogLevel,
+		persistent: opts.Persistent, clientHost: opts.ClientHost,
+	}
 	if c.datacenter == "" {
 		c.datacenter = "dc1"
 	}
@@ -248,7 +256,7 @@ func (c *Consul) args() []string {
 		"-node", c.node,
 		"-datacenter", c.datacenter,
 		"-bind", "127.0.0.1",
-		"-client", "127.0.0.1",
+		"-client", strings.TrimSpace("127.0.0.1 " + c.clientHost),
 		"-http-port", strconv.Itoa(p.http),
 		"-dns-port", strconv.Itoa(p.dns),
 		// Plaintext gRPC for Envoy on loopback. A dev agent is a server,

@@ -37,6 +37,11 @@ type PostgresOptions struct {
 	Dir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
+	// Host is an address the server listens on besides 127.0.0.1, for
+	// clients elsewhere (containers reach the host's address, not its
+	// loopback). Clients from any address are then trusted as local ones
+	// are: it is for throwaway test servers only. Empty: loopback only.
+	Host string
 }
 
 // Postgres is a running PostgreSQL server with trust authentication on
@@ -102,14 +107,17 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	if len(socketDir)+len("/.s.PGSQL.65535.lock") > 107 {
 		socketDir = ""
 	}
+	listen, err := postgresListen(dir, opts.Host)
+	if err != nil {
+		return nil, err
+	}
 	pg := &Postgres{dir: dir, port: port, cmd: Command{
 		Name: "postgres",
 		Path: filepath.Join(bin, "postgres"),
-		Args: []string{
+		Args: append([]string{
 			"-D", dataDir,
 			"-p", strconv.Itoa(port),
 			"-k", socketDir,
-			"-c", "listen_addresses=127.0.0.1",
 			// Durability is worthless for throwaway test data and costs
 			// most of the time of DDL-heavy migrations.
 			"-c", "fsync=off",
@@ -117,7 +125,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 			"-c", "synchronous_commit=off",
 			// Parallel tests each open pools; the default 100 runs out.
 			"-c", "max_connections=300",
-		},
+		}, listen...),
 		Dir:        dir,
 		LogPath:    filepath.Join(dir, "postgres.log"),
 		Credential: cred,
@@ -158,6 +166,23 @@ func (pg *Postgres) URL(db string) string {
 
 // Port returns the TCP port the server listens on.
 func (pg *Postgres) Port() int { return pg.port }
+
+// postgresListen returns the server's listen settings: loopback only, or
+// loopback and host with an authentication file (written into dir on
+// every start) that trusts every client address.
+func postgresListen(dir, host string) ([]string, error) {
+	if host == "" {
+		return []string{"-c", "listen_addresses=127.0.0.1"}, nil
+	}
+	hba := filepath.Join(dir, "pg_hba.conf")
+	rules := "# Written by localenv on every start (PostgresOptions.Host).\n" +
+		"local all all trust\n" +
+		"host all all all trust\n"
+	if err := os.WriteFile(hba, []byte(rules), 0o644); err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	return []string{"-c", "listen_addresses=127.0.0.1," + host, "-c", "hba_file=" + hba}, nil
+}
 
 // Dir returns the instance directory.
 func (pg *Postgres) Dir() string { return pg.dir }

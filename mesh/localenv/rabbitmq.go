@@ -41,6 +41,10 @@ type RabbitMQOptions struct {
 	// ManagementPort enables the management plugin (HTTP API and UI) on
 	// this port; 0 leaves the plugin off, which starts faster.
 	ManagementPort int
+	// Host is an address the AMQP listener uses besides 127.0.0.1, on the
+	// same port, for clients elsewhere (containers); guest may then log in
+	// from any address. Empty: loopback only.
+	Host string
 }
 
 // RabbitMQ is a private single-node RabbitMQ broker with its own epmd.
@@ -54,6 +58,7 @@ type RabbitMQ struct {
 	dir      string
 	port     int // AMQP
 	mgmtPort int // management HTTP API; 0 when disabled
+	host     string
 	distPort int // Erlang distribution (inter-node and CLI tools)
 	epmdPort int // our private epmd
 	node     string
@@ -91,7 +96,7 @@ func StartRabbitMQ(ctx context.Context, opts RabbitMQOptions) (*RabbitMQ, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start rabbitmq: %w", err)
 	}
-	r := &RabbitMQ{server: server, epmd: epmd, dir: dir, port: opts.Port, mgmtPort: opts.ManagementPort}
+	r := &RabbitMQ{server: server, epmd: epmd, dir: dir, port: opts.Port, mgmtPort: opts.ManagementPort, host: opts.Host}
 	if err := FreePorts(&r.port, &r.distPort, &r.epmdPort); err != nil {
 		return nil, err
 	}
@@ -258,28 +263,32 @@ func (r *RabbitMQ) startEPMD(ctx context.Context) error {
 // and inherited RABBITMQ_* and ERL_* settings are dropped.
 func (r *RabbitMQ) env() []string {
 	p := func(name string) string { return filepath.Join(r.dir, name) }
-	return environ([]string{"RABBITMQ_", "ERL_", "HOME"},
-		"HOME="+r.dir, // where Erlang keeps the cookie
-		"ERL_EPMD_PORT="+strconv.Itoa(r.epmdPort),
-		"ERL_CRASH_DUMP="+p("erl_crash.dump"),
-		"RABBITMQ_NODENAME="+r.node,
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
-		"RABBITMQ_NODE_PORT="+strconv.Itoa(r.port),
-		"RABBITMQ_DIST_PORT="+strconv.Itoa(r.distPort),
-		"RABBITMQ_MNESIA_BASE="+p("mnesia"),
-		"RABBITMQ_LOG_BASE="+p("log"),
-		"RABBITMQ_CONFIG_FILE="+p("rabbitmq.conf"),
+	env := []string{
+		"HOME=" + r.dir, // where Erlang keeps the cookie
+		"ERL_EPMD_PORT=" + strconv.Itoa(r.epmdPort),
+		"ERL_CRASH_DUMP=" + p("erl_crash.dump"),
+		"RABBITMQ_NODENAME=" + r.node,
+		"RABBITMQ_DIST_PORT=" + strconv.Itoa(r.distPort),
+		"RABBITMQ_MNESIA_BASE=" + p("mnesia"),
+		"RABBITMQ_LOG_BASE=" + p("log"),
+		"RABBITMQ_CONFIG_FILE=" + p("rabbitmq.conf"),
 		// Both default to files under /etc/rabbitmq that the host may have.
-		"RABBITMQ_CONFIG_FILES="+p("conf.d"),
-		"RABBITMQ_ADVANCED_CONFIG_FILE="+p("advanced.config"),
-		"RABBITMQ_CONF_ENV_FILE="+p("rabbitmq-env.conf"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE="+p("enabled_plugins"),
+		"RABBITMQ_CONFIG_FILES=" + p("conf.d"),
+		"RABBITMQ_ADVANCED_CONFIG_FILE=" + p("advanced.config"),
+		"RABBITMQ_CONF_ENV_FILE=" + p("rabbitmq-env.conf"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE=" + p("enabled_plugins"),
 		// -start_epmd false: fail rather than spawn a system epmd that
 		// would escape our process group and outlive us.
 		// inet_dist_use_interface: the distribution port listens on
 		// loopback only, like everything else.
 		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}",
-	)
+	}
+	// These two replace the configuration file's listeners: with a Host
+	// the file lists both addresses (writeConfig).
+	if r.host == "" {
+		env = append(env, "RABBITMQ_NODE_IP_ADDRESS=127.0.0.1", "RABBITMQ_NODE_PORT="+strconv.Itoa(r.port))
+	}
+	return environ([]string{"RABBITMQ_", "ERL_", "HOME"}, env...)
 }
 
 // writeConfig (re)writes the node's configuration files; they are derived
@@ -298,6 +307,15 @@ func (r *RabbitMQ) writeConfig() error {
 		// The default 50MB free-disk alarm blocks publishers on an
 		// almost full CI disk, which shows up as hanging tests.
 		"disk_free_limit.absolute = 1MB",
+	}
+	if r.host != "" {
+		port := strconv.Itoa(r.port)
+		conf = append(conf,
+			"listeners.tcp.loopback = 127.0.0.1:"+port,
+			"listeners.tcp.host = "+net.JoinHostPort(r.host, port),
+			// Clients of Host are not on loopback.
+			"loopback_users = none",
+		)
 	}
 	if r.mgmtPort != 0 {
 		plugins = "[rabbitmq_management]."

@@ -22,6 +22,11 @@ type RedisOptions struct {
 	Dir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
+	// Host is an address the server listens on besides 127.0.0.1, for
+	// clients elsewhere (containers); protected mode is then off, so any
+	// client of that address may connect without a password. Empty:
+	// loopback only.
+	Host string
 }
 
 // Redis is a Redis server without persistence. Stop and Start restart it on
@@ -31,6 +36,7 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	host string
 
 	restartable
 }
@@ -54,7 +60,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start redis: %w", err)
 	}
-	r := &Redis{bin: bin, dir: dir, port: opts.Port}
+	r := &Redis{bin: bin, dir: dir, port: opts.Port, host: opts.Host}
 	if err := FreePorts(&r.port); err != nil {
 		return nil, err
 	}
@@ -69,6 +75,9 @@ func (r *Redis) Addr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 }
 
+// Port returns the TCP port the server listens on.
+func (r *Redis) Port() int { return r.port }
+
 // Start starts the server again after Stop (or a crash), on the same port,
 // and returns once it answers PING. It does nothing if the server is
 // running.
@@ -77,8 +86,7 @@ func (r *Redis) Start(ctx context.Context) error {
 		return launchReady(ctx, Command{
 			Name: "redis",
 			Path: r.bin,
-			Args: []string{
-				"--bind", "127.0.0.1",
+			Args: append(r.listenArgs(),
 				"--port", strconv.Itoa(r.port),
 				"--dir", r.dir,
 				// No RDB snapshots and no AOF: test data is disposable and
@@ -88,13 +96,20 @@ func (r *Redis) Start(ctx context.Context) error {
 				// Stay in the foreground: the process we started is the
 				// server, so Stop and the parent-death signal reach it.
 				"--daemonize", "no",
-				"--protected-mode", "yes",
 				"--logfile", "",
-			},
+			),
 			Dir:     r.dir,
 			LogPath: filepath.Join(r.dir, "redis.log"),
 		}, r.ping)
 	})
+}
+
+// listenArgs: loopback in protected mode, or loopback and Host without.
+func (r *Redis) listenArgs() []string {
+	if r.host == "" {
+		return []string{"--bind", "127.0.0.1", "--protected-mode", "yes"}
+	}
+	return []string{"--bind", "127.0.0.1", r.host, "--protected-mode", "no"}
 }
 
 // ping speaks just enough RESP to send PING and expect +PONG. A full client
