@@ -256,7 +256,7 @@ func (c *Consul) args() []string {
 		"-node", c.node,
 		"-datacenter", c.datacenter,
 		"-bind", "127.0.0.1",
-		"-client", strings.TrimSpace("127.0.0.1 " + c.clientHost),
+		"-client", strings.TrimSpace("127.0.0.1 "+c.clientHost),
 		"-http-port", strconv.Itoa(p.http),
 		"-dns-port", strconv.Itoa(p.dns),
 		// Plaintext gRPC for Envoy on loopback. A dev agent is a server,
