@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/e2e/curlflow"
+	"github.com/portico-mesh/portico/e2e/hostcmd"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
@@ -46,38 +46,12 @@ const (
 // them free.
 var published = []string{"5000", "8500", "15672", "9090", "3000", "16686"}
 
-// runner runs the repository's commands from its root, timing each.
-type runner struct {
-	t    *testing.T
-	root string
-}
-
-// run runs name args within timeout and returns its combined output; a
-// failure ends the test with the output.
-func (r runner) run(timeout time.Duration, name string, args ...string) string {
-	r.t.Helper()
-	out, err := r.try(timeout, name, args...)
-	if err != nil {
-		r.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-func (r runner) try(timeout time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = r.root
-	cmd.WaitDelay = 10 * time.Second
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	r.t.Logf("%s %s: %v", name, strings.Join(args, " "), time.Since(start).Round(time.Second))
-	return string(out), err
-}
+// runner runs the host commands of the test.
+type runner struct{ hostcmd.Runner }
 
 func (r runner) compose(timeout time.Duration, args ...string) string {
-	r.t.Helper()
-	return r.run(timeout, "docker", append([]string{"compose"}, args...)...)
+	r.T.Helper()
+	return r.Run(timeout, "docker", append([]string{"compose"}, args...)...)
 }
 
 // TestComposeRun: the engine (started if none runs), the images (pulled or
@@ -92,7 +66,7 @@ func TestComposeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := runner{t: t, root: root}
+	r := runner{hostcmd.Runner{T: t, Root: root}}
 	for _, p := range published {
 		l, err := net.Listen("tcp", "127.0.0.1:"+p)
 		if err != nil {
@@ -101,12 +75,12 @@ func TestComposeRun(t *testing.T) {
 		l.Close()
 	}
 
-	r.run(3*time.Minute, ".ci/dockerd.sh", "start")
-	t.Cleanup(func() { r.run(3*time.Minute, ".ci/dockerd.sh", "stop") })
-	t.Log(r.run(40*time.Minute, "mesh/images/build.sh"))
+	r.Run(3*time.Minute, ".ci/dockerd.sh", "start")
+	t.Cleanup(func() { r.Run(3*time.Minute, ".ci/dockerd.sh", "stop") })
+	t.Log(r.Run(40*time.Minute, "mesh/images/build.sh"))
 
 	up := []string{"up", "-d", "--build", "--wait", "--wait-timeout", "900"}
-	if _, err := r.try(time.Minute, "docker", "image", "inspect", grafanaImage(t, root)); err != nil {
+	if _, err := r.Try(time.Minute, "docker", "image", "inspect", grafanaImage(t, root)); err != nil {
 		t.Logf("%s is absent (no registry, no local build): the stack runs without Grafana", grafanaImage(t, root))
 		// Every other service by name: --scale grafana=0 would still pull it.
 		for _, svc := range strings.Fields(r.compose(time.Minute, "config", "--services")) {
@@ -123,7 +97,7 @@ func TestComposeRun(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	if out, err := r.try(45*time.Minute, "docker", append([]string{"compose"}, up...)...); err != nil {
+	if out, err := r.Try(45*time.Minute, "docker", append([]string{"compose"}, up...)...); err != nil {
 		t.Fatalf("docker compose %s: %v\n%s\n%s", strings.Join(up, " "), err, out,
 			r.compose(time.Minute, "ps", "-a", "--format", "table {{.Service}}\t{{.Status}}"))
 	}
@@ -149,7 +123,7 @@ func TestComposeRun(t *testing.T) {
 		if kind == "container" {
 			args = append(args, "-a")
 		}
-		if left := strings.TrimSpace(r.run(time.Minute, "docker", args...)); left != "" {
+		if left := strings.TrimSpace(r.Run(time.Minute, "docker", args...)); left != "" {
 			t.Errorf("after docker compose down -v, %ss of the project remain: %s", kind, left)
 		}
 	}
@@ -216,7 +190,7 @@ func traceOfProductWrite(t *testing.T, c *curlflow.Client, r runner, token strin
 
 	var line map[string]any
 	localenvtest.Eventually(t, time.Minute, time.Second, "the ingress's access-log line of the write", func(ctx context.Context) error {
-		out, err := r.try(time.Minute, "docker", "compose", "logs", "--no-color", "--no-log-prefix", "ingress")
+		out, err := r.Try(time.Minute, "docker", "compose", "logs", "--no-color", "--no-log-prefix", "ingress")
 		if err != nil {
 			return fmt.Errorf("docker compose logs ingress: %w", err)
 		}

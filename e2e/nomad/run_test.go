@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -34,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/portico-mesh/portico/e2e/curlflow"
+	"github.com/portico-mesh/portico/e2e/hostcmd"
 	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
@@ -58,37 +58,8 @@ const (
 // groups are the job's task groups and their default counts.
 var groups = map[string]int{"users": 1, "products": 2, "edge": 1, "gateway": 1}
 
-// runner runs commands from the repository's root with env added, timing
-// each.
-type runner struct {
-	t    *testing.T
-	root string
-	env  []string
-}
-
-func (r runner) run(timeout time.Duration, name string, args ...string) string {
-	r.t.Helper()
-	out, err := r.try(timeout, name, args...)
-	if err != nil {
-		r.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-func (r runner) try(timeout time.Duration, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = r.root
-	cmd.Env = append(os.Environ(), r.env...)
-	cmd.WaitDelay = 10 * time.Second
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if d := time.Since(start); d > 2*time.Second {
-		r.t.Logf("%s %s: %v", name, strings.Join(args, " "), d.Round(time.Second))
-	}
-	return string(out), err
-}
+// runner runs the host commands of the test.
+type runner struct{ hostcmd.Runner }
 
 // TestNomadRun: the engine (started if none runs), the images (pulled or
 // built as local stand-ins, mesh/images, and `docker compose build` for
@@ -112,18 +83,18 @@ func TestNomadRun(t *testing.T) {
 	// consul and nomad from .cache/bin, for the test's commands and the
 	// agent: Nomad bootstraps the sidecars with `consul connect envoy`.
 	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	r := runner{t: t, root: root}
+	r := runner{hostcmd.Runner{T: t, Root: root}}
 	dir := sharedTempDir(t)
 
 	checkNoStalePortMapping(t, r)
 
-	r.run(3*time.Minute, ".ci/dockerd.sh", "start")
-	t.Cleanup(func() { r.run(3*time.Minute, ".ci/dockerd.sh", "stop") })
-	t.Log(r.run(40*time.Minute, "mesh/images/build.sh"))
+	r.Run(3*time.Minute, ".ci/dockerd.sh", "start")
+	t.Cleanup(func() { r.Run(3*time.Minute, ".ci/dockerd.sh", "stop") })
+	t.Log(r.Run(40*time.Minute, "mesh/images/build.sh"))
 	// The Portico images the job names, as docker-compose.yml builds and
 	// tags them: portico/<binary>:dev and portico/ratelimit:<pin> (the
 	// products instances share one image).
-	r.run(40*time.Minute, "docker", "compose", "build", "users", "products-1", "edge", "controlplane", "ratelimit")
+	r.Run(40*time.Minute, "docker", "compose", "build", "users", "products-1", "edge", "controlplane", "ratelimit")
 
 	host := nodeAddress(t)
 	t.Logf("node address (default route's interface): %s", host)
@@ -152,17 +123,17 @@ func TestNomadRun(t *testing.T) {
 	consulHTTPPort := consul.HTTPAddr()[strings.LastIndex(consul.HTTPAddr(), ":")+1:]
 
 	// nomad/README.md, step 1: the mesh configuration.
-	r.env = append(r.env, "CONSUL_HTTP_ADDR="+consul.HTTPAddr())
+	r.Env = append(r.Env, "CONSUL_HTTP_ADDR="+consul.HTTPAddr())
 	files, err := filepath.Glob(filepath.Join(root, "mesh", "entries", "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("mesh/entries: %v %v", files, err)
 	}
 	for _, f := range files {
-		r.run(time.Minute, "consul", "config", "write", f)
+		r.Run(time.Minute, "consul", "config", "write", f)
 	}
 
 	agent := startNomad(t, r, dir, consul)
-	r.env = append(r.env, "NOMAD_ADDR="+agent.url)
+	r.Env = append(r.Env, "NOMAD_ADDR="+agent.url)
 	node := agent.waitNode(t)
 	if got := node.Attributes["unique.network.ip-address"]; got != host {
 		t.Fatalf("the Nomad client's address is %q, the servers listen on %s", got, host)
@@ -171,7 +142,7 @@ func TestNomadRun(t *testing.T) {
 	// nomad/README.md, step 2: the users service's secrets.
 	keyFile := filepath.Join(dir, "signing.pem")
 	writeSigningKey(t, keyFile)
-	r.run(time.Minute, "nomad", "var", "put", "nomad/jobs/portico/users",
+	r.Run(time.Minute, "nomad", "var", "put", "nomad/jobs/portico/users",
 		"jwt_signing_key=@"+keyFile, "bootstrap_admin_email="+adminEmail, "bootstrap_admin_password="+adminPassword)
 
 	// Step 4: the job, with the test's servers as its variables.
@@ -193,12 +164,12 @@ func TestNomadRun(t *testing.T) {
 			if t.Failed() {
 				agent.report(t, r)
 			}
-			_, _ = r.try(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
+			_, _ = r.Try(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
 			agent.waitAllocationsGone(t, r)
 		}
 	})
 	start := time.Now()
-	r.run(5*time.Minute, "nomad", "job", "run", "-detach", "-var-file", varFile, jobFile)
+	r.Run(5*time.Minute, "nomad", "job", "run", "-detach", "-var-file", varFile, jobFile)
 	agent.waitHealthy(t)
 	t.Logf("nomad job run: every allocation healthy after %v", time.Since(start).Round(time.Second))
 
@@ -213,7 +184,7 @@ func TestNomadRun(t *testing.T) {
 	}
 
 	start = time.Now()
-	r.run(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
+	r.Run(5*time.Minute, "nomad", "job", "stop", "-purge", "-yes", jobName)
 	stopped = true
 	agent.waitAllocationsGone(t, r)
 	t.Logf("nomad job stop -purge: every container gone after %v", time.Since(start).Round(time.Second))
@@ -258,7 +229,7 @@ func checkCatalog(t *testing.T, consul *localenv.Consul) {
 // before its allocations were stopped leaves its mappings behind, and the
 // first one shadows the new ingress's ("No route to host").
 func checkNoStalePortMapping(t *testing.T, r runner) {
-	out, err := r.try(time.Minute, "iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT")
+	out, err := r.Try(time.Minute, "iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT")
 	if err != nil {
 		return // no chain: no mapping
 	}
@@ -421,8 +392,8 @@ consul {
 		Name: "nomad",
 		Path: bin,
 		Args: []string{"agent", "-dev-connect", "-log-level", "INFO",
-			"-config", filepath.Join(r.root, "nomad", "agent.dev.hcl"), "-config", overlay},
-		Env:     append(os.Environ(), r.env...),
+			"-config", filepath.Join(r.Root, "nomad", "agent.dev.hcl"), "-config", overlay},
+		Env:     append(os.Environ(), r.Env...),
 		Dir:     dir,
 		LogPath: filepath.Join(dir, "nomad.log"),
 	})
@@ -438,7 +409,7 @@ consul {
 		if err := proc.Stop(ctx); err != nil {
 			t.Errorf("stop the Nomad agent: %v", err)
 		}
-		if left := strings.TrimSpace(r.run(time.Minute, "docker", "ps", "-aq", "--filter", "label="+allocLabel)); left != "" {
+		if left := strings.TrimSpace(r.Run(time.Minute, "docker", "ps", "-aq", "--filter", "label="+allocLabel)); left != "" {
 			t.Errorf("containers of Nomad allocations left after the agent stopped: %s", left)
 		}
 	})
@@ -576,7 +547,7 @@ func (a *nomadAgent) waitAllocationsGone(t *testing.T, r runner) {
 				return fmt.Errorf("%s %.8s still %s", al.TaskGroup, al.ID, al.ClientStatus)
 			}
 		}
-		out, err := r.try(time.Minute, "docker", "ps", "-aq", "--filter", "label="+allocLabel)
+		out, err := r.Try(time.Minute, "docker", "ps", "-aq", "--filter", "label="+allocLabel)
 		if err != nil {
 			return err
 		}
@@ -594,11 +565,11 @@ func (a *nomadAgent) report(t *testing.T, r runner) {
 		t.Logf("allocations: %v", err)
 	}
 	for _, al := range allocs {
-		out, _ := r.try(time.Minute, "nomad", "alloc", "status", al.ID)
+		out, _ := r.Try(time.Minute, "nomad", "alloc", "status", al.ID)
 		t.Logf("allocation %s (%s):\n%s", al.ID, al.TaskGroup, out)
 		for task := range al.TaskStates {
 			for _, stream := range []string{"-stdout", "-stderr"} {
-				out, _ := r.try(time.Minute, "nomad", "alloc", "logs", stream, "-tail", "-n", "30", al.ID, task)
+				out, _ := r.Try(time.Minute, "nomad", "alloc", "logs", stream, "-tail", "-n", "30", al.ID, task)
 				t.Logf("%s %s %s:\n%s", al.TaskGroup, task, stream, out)
 			}
 		}
