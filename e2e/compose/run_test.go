@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/portico-mesh/portico/e2e/curlflow"
 	"github.com/portico-mesh/portico/e2e/hostcmd"
+	"github.com/portico-mesh/portico/mesh/localenv"
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
 
@@ -212,21 +212,21 @@ func traceOfProductWrite(t *testing.T, c *curlflow.Client, r runner, token strin
 	// five seconds): wait for every hop, parent to child. The write's
 	// event joins the trace too: the outbox relay's publish in products,
 	// the purge consumer's span in the edge.
-	var spans []jaegerSpan
+	var spans []localenv.TraceSpan
 	localenvtest.Eventually(t, 2*time.Minute, time.Second, "trace "+traceID+" in Jaeger", func(ctx context.Context) error {
 		var err error
-		if spans, err = jaegerTrace(ctx, traceID); err != nil {
+		if spans, err = localenv.ReadTrace(ctx, jaegerURL, traceID); err != nil {
 			return err
 		}
 		return productWriteHops(spans)
 	})
-	var root *jaegerSpan
+	var root *localenv.TraceSpan
 	for i := range spans {
-		if spans[i].parentID == "" {
+		if spans[i].ParentID == "" {
 			root = &spans[i]
 		}
 	}
-	if root == nil || root.service != "ingress" {
+	if root == nil || root.Service != "ingress" {
 		t.Errorf("the trace does not start at the ingress: %v", spans)
 	}
 	t.Logf("access log trace_id %s: %d spans in Jaeger: %v", traceID, len(spans), spans)
@@ -235,94 +235,29 @@ func traceOfProductWrite(t *testing.T, c *curlflow.Client, r runner, token strin
 // productWriteHops requires, in one trace's spans, the products sidecar's
 // span under an ingress span, the products service's span under the
 // sidecar's, the relay's publish in products and the edge's consumption.
-func productWriteHops(spans []jaegerSpan) error {
-	byID := map[string]jaegerSpan{}
+func productWriteHops(spans []localenv.TraceSpan) error {
+	byID := map[string]localenv.TraceSpan{}
 	for _, s := range spans {
-		byID[s.spanID] = s
+		byID[s.SpanID] = s
 	}
-	var sidecar *jaegerSpan
+	var sidecar *localenv.TraceSpan
 	for i, s := range spans {
-		if s.service == "mesh-sidecar" && strings.HasPrefix(s.tags["node_id"], "products-") && byID[s.parentID].service == "ingress" {
+		if s.Service == "mesh-sidecar" && strings.HasPrefix(s.Tags["node_id"], "products-") && byID[s.ParentID].Service == "ingress" {
 			sidecar = &spans[i]
 		}
 	}
 	if sidecar == nil {
 		return fmt.Errorf("no products sidecar span under an ingress span among %v", spans)
 	}
-	if !slices.ContainsFunc(spans, func(s jaegerSpan) bool { return s.service == "products" && s.parentID == sidecar.spanID }) {
+	if !slices.ContainsFunc(spans, func(s localenv.TraceSpan) bool { return s.Service == "products" && s.ParentID == sidecar.SpanID }) {
 		return fmt.Errorf("no products span under its sidecar's among %v", spans)
 	}
 	for _, hop := range [][2]string{{"products", "publish "}, {"edge", "process "}} {
-		if !slices.ContainsFunc(spans, func(s jaegerSpan) bool { return s.service == hop[0] && strings.HasPrefix(s.operation, hop[1]) }) {
+		if !slices.ContainsFunc(spans, func(s localenv.TraceSpan) bool { return s.Service == hop[0] && strings.HasPrefix(s.Operation, hop[1]) }) {
 			return fmt.Errorf("no %s span %s… (the event) among %v", hop[0], hop[1], spans)
 		}
 	}
 	return nil
-}
-
-// jaegerSpan is one span as Jaeger's query API returns it, its service
-// resolved.
-type jaegerSpan struct {
-	service, operation, spanID, parentID string
-	tags                                 map[string]string
-}
-
-func (s jaegerSpan) String() string { return s.service + "/" + s.operation }
-
-// jaegerTrace reads one trace through the query API (GET /api/traces/{id}).
-func jaegerTrace(ctx context.Context, traceID string) ([]jaegerSpan, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jaegerURL+"/api/traces/"+traceID, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("GET /api/traces/%s: %s %s", traceID, resp.Status, b)
-	}
-	var out struct {
-		Data []struct {
-			Spans []struct {
-				SpanID        string `json:"spanID"`
-				OperationName string `json:"operationName"`
-				ProcessID     string `json:"processID"`
-				References    []struct {
-					RefType string `json:"refType"`
-					SpanID  string `json:"spanID"`
-				} `json:"references"`
-				Tags []struct {
-					Key   string `json:"key"`
-					Value any    `json:"value"`
-				} `json:"tags"`
-			} `json:"spans"`
-			Processes map[string]struct {
-				ServiceName string `json:"serviceName"`
-			} `json:"processes"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, err
-	}
-	var spans []jaegerSpan
-	for _, tr := range out.Data {
-		for _, s := range tr.Spans {
-			span := jaegerSpan{service: tr.Processes[s.ProcessID].ServiceName, operation: s.OperationName, spanID: s.SpanID, tags: map[string]string{}}
-			for _, ref := range s.References {
-				if ref.RefType == "CHILD_OF" {
-					span.parentID = ref.SpanID
-				}
-			}
-			for _, tag := range s.Tags {
-				span.tags[tag.Key] = fmt.Sprint(tag.Value)
-			}
-			spans = append(spans, span)
-		}
-	}
-	return spans, nil
 }
 
 // edgeMetric sums the edge's series of name with every label given, read

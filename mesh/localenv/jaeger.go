@@ -194,10 +194,18 @@ type TraceSpan struct {
 // trace.
 var ErrTraceNotFound = errors.New("jaeger: trace not found")
 
+func (s TraceSpan) String() string { return s.Service + "/" + s.Operation }
+
 // Trace reads one trace's spans through the query API
 // (GET /api/traces/{id}), with each span's service and parent resolved.
 func (j *Jaeger) Trace(ctx context.Context, traceID string) ([]TraceSpan, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.QueryURL()+"/api/traces/"+url.PathEscape(traceID), nil)
+	return ReadTrace(ctx, j.QueryURL(), traceID)
+}
+
+// ReadTrace is Trace for the Jaeger whose query API is at queryURL, one
+// this package did not start (a container's, say).
+func ReadTrace(ctx context.Context, queryURL, traceID string) ([]TraceSpan, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, queryURL+"/api/traces/"+url.PathEscape(traceID), nil)
 	if err != nil {
 		return nil, err
 	}
