@@ -31,12 +31,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // Header names of the draft and of replays.
 const (
-	// HeaderKey carries the client's key on a write.
-	HeaderKey = "Idempotency-Key"
+	// HeaderKey carries the client's key on a write; the ingress retries
+	// the writes that carry it.
+	HeaderKey = contract.HeaderIdempotencyKey
 	// HeaderReplayed marks a response answered from a stored one.
 	HeaderReplayed = "Idempotent-Replayed"
 )
