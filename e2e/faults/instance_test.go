@@ -3,6 +3,7 @@ package faults_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,10 +19,17 @@ import (
 func TestProductsInstanceKilled(t *testing.T) {
 	r := newRow(t, 1, "products instance SIGKILL", "0 failed (issue: ≤ 0.1%), 0 written twice (Idempotency-Key), ejected, rejoins")
 	victim := sys.products[0]
-	l := startLoad(t, loadConfig{Rate: 60, WriteEvery: 4})
+	// Replayed writes: a retry whose first attempt had committed.
+	var replayed atomic.Int32
+	l := startLoad(t, loadConfig{Rate: 60, WriteEvery: 4, Observe: func(_ request, rep reply, _ time.Time) {
+		if rep.header.Get("Idempotent-Replayed") == "true" {
+			replayed.Add(1)
+		}
+	}})
 	waitRequests(t, l, 120)
 
 	ejectionsBefore := envoyStat(t, "cluster.products.outlier_detection.ejections_enforced_total")
+	retriesBefore := envoyStat(t, "cluster.products.upstream_rq_retry")
 	if err := victim.Process().Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +95,7 @@ func TestProductsInstanceKilled(t *testing.T) {
 	if created := len(got.Created); stored-r.Duplicates != created {
 		t.Errorf("%d keys have a product, %d writes were answered 201", stored-r.Duplicates, created)
 	}
-	t.Logf("%d writes, %d products stored by their keys, %d written twice", got.Writes, stored, r.Duplicates)
+	t.Logf("%d writes, %d products stored by their keys, %d written twice; the ingress retried %d requests to products, %d writes answered from a stored response",
+		got.Writes, stored, r.Duplicates, envoyStat(t, "cluster.products.upstream_rq_retry")-retriesBefore, replayed.Load())
 	t.Logf("failed share %.2f%% of %d requests", 100*float64(got.non2xx())/float64(got.Requests), got.Requests)
 }
