@@ -219,14 +219,17 @@ func keyCounts(t *testing.T, keys []string) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counts := map[string]int{}
-	var (
-		key string
-		n   int
-	)
-	_, err = pgx.ForEachRow(rows, []any{&key, &n}, func() error { counts[key] = n; return nil })
+	type keyCount struct {
+		Key      string
+		Products int
+	}
+	counted, err := pgx.CollectRows(rows, pgx.RowToStructByPos[keyCount])
 	if err != nil {
 		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, c := range counted {
+		counts[c.Key] = c.Products
 	}
 	return counts
 }
