@@ -205,8 +205,9 @@ func waitRequests(t *testing.T, l *load, n int) {
 
 // keyCounts counts the stored products by the Idempotency-Key their
 // name begins with, for each of keys: a key with two products was
-// written twice.
-func keyCounts(t *testing.T, keys []string) map[string]int {
+// written twice. kept is how many of keys the service kept a response
+// for (each write answered 201 must have one: the key reached it).
+func keyCounts(t *testing.T, keys []string) (counts map[string]int, kept int) {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), sys.servers.DatabaseURL("products"))
 	if err != nil {
@@ -227,9 +228,12 @@ func keyCounts(t *testing.T, keys []string) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counts := map[string]int{}
+	counts = map[string]int{}
 	for _, c := range counted {
 		counts[c.Key] = c.Products
 	}
-	return counts
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM idempotency_keys WHERE key = ANY($1)`, keys).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	return counts, kept
 }

@@ -48,7 +48,7 @@ func (r Record[T]) Keep(ctx context.Context, tx pgx.Tx, v T) error {
 // stored and the sent responses are one.
 //
 // Its errors are problems (400 bad key, 409 in flight, 422 key reused)
-// or write's own.
+// or write's own. s is required: a route that serves keys has a store.
 func Serve[T any](c *fiber.Ctx, s *Store, principal string, respond func(T) (Response, error), write func(Record[T]) (T, error)) error {
 	req, err := requestOf(c, principal)
 	if err != nil {

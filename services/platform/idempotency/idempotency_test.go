@@ -178,6 +178,21 @@ func TestReplayReturnsTheSameResponse(t *testing.T) {
 	if got := again.header.Get(idempotency.HeaderReplayed); got != "true" {
 		t.Errorf("replay has %s %q, want true", idempotency.HeaderReplayed, got)
 	}
+	// Envoy sends header names in lower case.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, ts.URL+"/notes", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Caller", "alice")
+	req.Header["idempotency-key"] = []string{"k-1"}
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get(idempotency.HeaderReplayed) != "true" {
+		t.Errorf("the key in a lower-case header: %d, replayed %q; want the replayed 201", resp.StatusCode, resp.Header.Get(idempotency.HeaderReplayed))
+	}
 	if c := n.count(t); c != 1 {
 		t.Errorf("%d notes written, want 1", c)
 	}
