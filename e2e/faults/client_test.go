@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/portico-mesh/portico/services/platform/contract"
 )
 
 // client calls the ingress as any HTTP client would: no proxy from the
@@ -18,6 +20,8 @@ type request struct {
 	method, path string
 	token        string // bearer token; empty: anonymous
 	body         string // JSON; empty: no body
+	// idempotencyKey, when set, is sent as Idempotency-Key.
+	idempotencyKey string
 }
 
 // reply is what the client got.
@@ -49,6 +53,9 @@ func send(ctx context.Context, r request) (reply, error) {
 	}
 	if r.token != "" {
 		req.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	if r.idempotencyKey != "" {
+		req.Header.Set(contract.HeaderIdempotencyKey, r.idempotencyKey)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

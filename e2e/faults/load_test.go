@@ -7,10 +7,13 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
 )
@@ -20,7 +23,8 @@ type loadConfig struct {
 	// Rate is requests started per second.
 	Rate int
 	// WriteEvery makes every n-th request a product creation (POST);
-	// zero sends reads only.
+	// zero sends reads only. Every write carries an Idempotency-Key of
+	// its own, also the first word of the product's name (keyCounts).
 	WriteEvery int
 	// Observe, when set, sees every reply with the time its request was
 	// sent (the case checks what it needs: a header, a problem type).
@@ -37,6 +41,8 @@ type tally struct {
 	FailedWrites int
 	// Created are the ids of the products answered 201.
 	Created []int64
+	// Keys are the Idempotency-Keys of the writes sent.
+	Keys []string
 	// TransportErrors keeps the first few, for the failure message.
 	TransportErrors []string
 }
@@ -102,6 +108,7 @@ func startLoad(t *testing.T, cfg loadConfig) *load {
 		t.Fatal(err)
 	}
 	item := fmt.Sprintf("/api/products/products/%d", p.ID)
+	keyPrefix := "faults-" + randomHex(4) + "-"
 	// A case that fails half way still ends its load.
 	t.Cleanup(func() { l.stop() })
 	go func() {
@@ -119,7 +126,8 @@ func startLoad(t *testing.T, cfg loadConfig) *load {
 			r := request{method: http.MethodGet, path: "/api/products/products?limit=5", token: token}
 			switch {
 			case cfg.WriteEvery > 0 && i%cfg.WriteEvery == 0:
-				r = request{method: http.MethodPost, path: "/api/products/products", token: token, body: productBody(fmt.Sprint("load ", i))}
+				key := keyPrefix + strconv.Itoa(i)
+				r = request{method: http.MethodPost, path: "/api/products/products", token: token, body: productBody(key), idempotencyKey: key}
 			case i%2 == 1:
 				r.path = item
 			}
@@ -142,6 +150,7 @@ func (l *load) record(r request, observe func(request, reply, time.Time)) {
 	l.tally.Requests++
 	if r.method == http.MethodPost {
 		l.tally.Writes++
+		l.tally.Keys = append(l.tally.Keys, r.idempotencyKey)
 	}
 	if r.method == http.MethodPost && (err != nil || got.status/100 != 2) {
 		l.tally.FailedWrites++
@@ -181,6 +190,7 @@ func (l *load) snapshot() tally {
 	return t
 }
 
+// productBody is a product whose name begins with name (a word).
 func productBody(name string) string {
 	return fmt.Sprintf(`{"name": %q, "description": "made by e2e/faults", "price": "9.99", "stock_quantity": 3}`, name+" "+randomHex(3))
 }
@@ -191,4 +201,39 @@ func waitRequests(t *testing.T, l *load, n int) {
 	localenvtest.WaitUntil(t, time.Duration(n)*time.Second, fmt.Sprintf("%d requests sent", n), func() bool {
 		return l.snapshot().Requests >= n
 	})
+}
+
+// keyCounts counts the stored products by the Idempotency-Key their
+// name begins with, for each of keys: a key with two products was
+// written twice. kept is how many of keys the service kept a response
+// for (each write answered 201 must have one: the key reached it).
+func keyCounts(t *testing.T, keys []string) (counts map[string]int, kept int) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), sys.servers.DatabaseURL("products"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(t.Context()))
+	rows, err := conn.Query(t.Context(),
+		`SELECT split_part(name, ' ', 1), count(*) FROM products
+		  WHERE split_part(name, ' ', 1) = ANY($1) GROUP BY 1`, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type keyCount struct {
+		Key      string
+		Products int
+	}
+	counted, err := pgx.CollectRows(rows, pgx.RowToStructByPos[keyCount])
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts = map[string]int{}
+	for _, c := range counted {
+		counts[c.Key] = c.Products
+	}
+	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM idempotency_keys WHERE key = ANY($1)`, keys).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+	return counts, kept
 }

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/portico-mesh/portico/services/platform/idempotency"
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/service"
 	"github.com/portico-mesh/portico/services/platform/web"
@@ -63,6 +64,7 @@ func Build(_ context.Context, deps Deps) (*web.Server, error) {
 		Business:    bus,
 		CacheMaxAge: deps.Config.CacheMaxAge,
 		OpenAPI:     openAPI,
+		Keys:        idempotency.NewStore(idempotency.Config{Pool: deps.Pool}),
 	})...)
 	return srv, nil
 }

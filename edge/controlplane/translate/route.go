@@ -83,8 +83,9 @@ func routeConfiguration(x *ir.Xds) (*route.RouteConfiguration, error) {
 }
 
 // envoyRoutes gives one model route as Envoy routes. A route that retries
-// and also matches non-idempotent methods is split: reads retry on the
-// configured failures, writes only where the request cannot have arrived.
+// and also matches non-idempotent methods is split: reads, and writes
+// with an Idempotency-Key, retry on the configured failures; other writes
+// only where the request cannot have arrived.
 func envoyRoutes(r ir.Route) ([]*route.Route, error) {
 	if r.Direct != nil {
 		return []*route.Route{directRoute(r, r.Methods)}, nil
@@ -108,6 +109,13 @@ func envoyRoutes(r ir.Route) ([]*route.Route, error) {
 	}
 	// Empty methods means every method: the write route catches the rest.
 	if len(writes) > 0 || len(r.Methods) == 0 {
+		// Writes with an Idempotency-Key retry as reads do
+		// (idempotentwrites.go).
+		keyed, err := keyedWriteRoute(r, writes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keyed)
 		rp, err := retryPolicy(r.Retry, safeRetryOn)
 		if err != nil {
 			return nil, err

@@ -1,7 +1,8 @@
 // Package contract holds the names the ingress, the edge and the services
 // agree on: the identity headers the ingress sets from a verified token,
 // the header that tells the edge which service a cached route belongs to,
-// and the surrogate keys that tag cached reads and that events purge.
+// the idempotency key that makes a write retryable, and the surrogate
+// keys that tag cached reads and that events purge.
 //
 // Each side imports these names instead of spelling them, so a rename is
 // one change that the compiler carries to every side. Header names are in
@@ -58,6 +59,13 @@ const HeaderUpstream = "X-Portico-Upstream"
 // Services do not read it: their Location and Link headers are relative
 // references (web.SetLocation, page.NextLink), right under any prefix.
 const HeaderForwardedPrefix = "X-Forwarded-Prefix"
+
+// HeaderIdempotencyKey carries a key a client chose for a write
+// (draft-ietf-httpapi-idempotency-key-header). A service that takes it
+// answers every repeat of the write from the first one's stored response
+// (services/platform/idempotency), so the ingress retries a write that
+// carries it as it retries reads.
+const HeaderIdempotencyKey = "Idempotency-Key"
 
 // HeaderSurrogateKey tags a cacheable response with the keys that purge
 // it. The edge reads and strips it; clients never see it.

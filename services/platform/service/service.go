@@ -1,7 +1,7 @@
 // Package service holds what every Portico business service process does
 // the same way: its base configuration and, on top of the process
-// lifecycle (package process), a database with migrations and the outbox
-// relay, released in order at shutdown.
+// lifecycle (package process), a database with migrations, the outbox
+// relay and the idempotency keys' sweeper, released in order at shutdown.
 package service
 
 import (
@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portico-mesh/portico/services/platform/broker"
+	"github.com/portico-mesh/portico/services/platform/idempotency"
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 	"github.com/portico-mesh/portico/services/platform/problem"
@@ -76,15 +77,19 @@ func Open(ctx context.Context, cfg BaseConfig, name, version string, migrations 
 		return nil, errors.Join(err, p.Close(context.WithoutCancel(ctx)))
 	}
 	p.OnClose("database pool", func(context.Context) error { pool.Close(); return nil })
-	// The outbox's line first: the relay below needs its table, and a
-	// service migration may write events.
-	if err := pgstore.Migrate(ctx, pool, log, outbox.Migrations(), pgstore.Line{Migrations: migrations}); err != nil {
+	// The platform's lines first: the relay below needs the outbox's
+	// table, and a service migration may write events.
+	if err := pgstore.Migrate(ctx, pool, log, outbox.Migrations(), idempotency.Migrations(), pgstore.Line{Migrations: migrations}); err != nil {
 		return nil, errors.Join(err, p.Close(context.WithoutCancel(ctx)))
 	}
 	publisher := broker.NewPublisher(broker.PublisherConfig{URL: cfg.AMQPURL, Exchange: cfg.AMQPExchange, Source: name, Tracing: p.Tracing})
 	p.OnClose("broker publisher", func(context.Context) error { return publisher.Close() })
 	relay := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: publisher, Log: log, Registerer: p.Registry})
 	p.Go("outbox relay", func(ctx context.Context) error { return relayUntilStopped(ctx, relay, flushTimeout(cfg), log) })
+	// Every instance sweeps: a sweep is one DELETE, harmless when another
+	// instance swept first.
+	keys := idempotency.NewStore(idempotency.Config{Pool: pool, Log: log})
+	p.Go("idempotency key sweeper", keys.Run)
 	return &Runtime{
 		Name: name, Version: version, Log: log, Tracing: p.Tracing, Registry: p.Registry, Pool: pool, Process: p,
 		cfg: cfg, publisher: publisher,

@@ -5,6 +5,7 @@ package productsapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/portico-mesh/portico/services/platform/contract"
 	"github.com/portico-mesh/portico/services/platform/etag"
+	"github.com/portico-mesh/portico/services/platform/idempotency"
 	"github.com/portico-mesh/portico/services/platform/identity"
 	"github.com/portico-mesh/portico/services/platform/jsonbody"
 	"github.com/portico-mesh/portico/services/platform/page"
@@ -31,6 +33,8 @@ type Config struct {
 	CacheMaxAge time.Duration
 	// OpenAPI is the JSON document served at /openapi.json; see OpenAPIJSON.
 	OpenAPI []byte
+	// Keys keeps the responses of creates sent with an Idempotency-Key.
+	Keys *idempotency.Store
 }
 
 // dbTimeout bounds the database work of one request.
@@ -50,6 +54,7 @@ func Routes(cfg Config) []web.Route {
 		bus:              cfg.Business,
 		readCacheControl: "public, max-age=" + strconv.Itoa(int(max(cfg.CacheMaxAge, 0)/time.Second)),
 		openAPI:          cfg.OpenAPI,
+		keys:             cfg.Keys,
 	}
 	return []web.Route{
 		{Method: http.MethodGet, Path: "/products", Handler: noStoreUnlessRead(h.list)},
@@ -97,30 +102,48 @@ type handlers struct {
 	bus              *productsbus.Business
 	readCacheControl string
 	openAPI          []byte
+	keys             *idempotency.Store
 }
 
+// create stores a product once per Idempotency-Key: a retry of a create
+// that committed is answered its first response (idempotency.Serve).
 func (h handlers) create(c *fiber.Ctx) error {
 	caller := identity.FromFiber(c)
 	if err := productsbus.AuthorizeWrite(caller); err != nil {
 		return err
 	}
-	members, err := jsonbody.Decode(c)
+	respond := func(p productsbus.Product) (idempotency.Response, error) { return createdResponse(c, p) }
+	return idempotency.Serve(c, h.keys, caller.UserID, respond, func(receipt productsbus.Receipt) (productsbus.Product, error) {
+		members, err := jsonbody.Decode(c)
+		if err != nil {
+			return productsbus.Product{}, err
+		}
+		in, err := validate(members, memberName, memberPrice)
+		if err != nil {
+			return productsbus.Product{}, err
+		}
+		ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
+		defer cancel()
+		return h.bus.Create(ctx, caller, in.toBusNewProduct(), receipt)
+	})
+}
+
+// createdResponse is the 201 of a create, as sent and as kept for
+// replays.
+func createdResponse(c *fiber.Ctx, p productsbus.Product) (idempotency.Response, error) {
+	body, err := json.Marshal(toAppProduct(p))
 	if err != nil {
-		return err
+		return idempotency.Response{}, err
 	}
-	in, err := validate(members, memberName, memberPrice)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(c.UserContext(), dbTimeout)
-	defer cancel()
-	p, err := h.bus.Create(ctx, caller, in.toBusNewProduct())
-	if err != nil {
-		return err
-	}
-	web.SetLocation(c, strconv.FormatInt(p.ID, 10))
-	c.Set(fiber.HeaderETag, etag.Format(p.Version))
-	return c.Status(http.StatusCreated).JSON(toAppProduct(p))
+	return idempotency.Response{
+		Status: http.StatusCreated,
+		Header: map[string]string{
+			fiber.HeaderLocation:    web.ChildReference(c.Path(), strconv.FormatInt(p.ID, 10)),
+			fiber.HeaderETag:        etag.Format(p.Version),
+			fiber.HeaderContentType: fiber.MIMEApplicationJSON,
+		},
+		Body: body,
+	}, nil
 }
 
 func (h handlers) get(c *fiber.Ctx) error {

@@ -861,3 +861,50 @@ func TestJSONMediaTypes(t *testing.T) {
 		t.Errorf("stock after refused updates = %d, want 4", got.StockQuantity)
 	}
 }
+
+// A create sent with an Idempotency-Key is done once: its retries are
+// answered the first 201 (Location and ETag too), marked replayed; the
+// key with another body is 422, a malformed key 400, and another caller's
+// same key is that caller's own.
+func TestCreateWithIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	s := startService(t)
+	const body = `{"name":"kettle","price":"24.50"}`
+	key := header("Idempotency-Key", "create-kettle-1")
+	first := s.must(t, http.StatusCreated, http.MethodPost, "/products", body, as(alice), key)
+	if got := first.header.Get("Idempotent-Replayed"); got != "" {
+		t.Errorf("first answer marked replayed: %q", got)
+	}
+	for range 2 {
+		again := s.must(t, http.StatusCreated, http.MethodPost, "/products", body, as(alice), key)
+		if string(again.body) != string(first.body) {
+			t.Errorf("replayed body %s, want %s", again.body, first.body)
+		}
+		for _, h := range []string{"Location", "ETag", "Content-Type", "Cache-Control"} {
+			if again.header.Get(h) != first.header.Get(h) {
+				t.Errorf("replayed %s %q, want %q", h, again.header.Get(h), first.header.Get(h))
+			}
+		}
+		if got := again.header.Get("Idempotent-Replayed"); got != "true" {
+			t.Errorf("Idempotent-Replayed = %q, want true", got)
+		}
+	}
+	decodeProblem(t, s.must(t, http.StatusUnprocessableEntity, http.MethodPost, "/products", `{"name":"kettle","price":"25.00"}`, as(alice), key), problem.TypeValidation)
+	decodeProblem(t, s.must(t, http.StatusBadRequest, http.MethodPost, "/products", body, as(alice), header("Idempotency-Key", "two words")), problem.TypeMalformed)
+	// The same key from admin is admin's: a second kettle.
+	kettle := decode[product](t, first)
+	other := decode[product](t, s.must(t, http.StatusCreated, http.MethodPost, "/products", body, as(admin), key))
+	if other.ID == kettle.ID {
+		t.Errorf("admin's create with alice's key was answered alice's product %d", other.ID)
+	}
+	ids, _ := walk(t, s, "/products?name=kettle")
+	if len(ids) != 2 {
+		t.Errorf("%d kettles stored, want 2 (one per caller): %v", len(ids), ids)
+	}
+	// The retries published nothing: one product.created per kettle,
+	// then the marker's.
+	marker := s.createProduct(t, `{"name":"marker","price":1}`)
+	for _, id := range []int64{kettle.ID, other.ID, marker.ID} {
+		s.events.expect(t, "product.created", id)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portico-mesh/portico/services/platform/events"
+	"github.com/portico-mesh/portico/services/platform/idempotency"
 	"github.com/portico-mesh/portico/services/platform/identity"
 )
 
@@ -126,10 +127,17 @@ type QueryFilter struct {
 // store can save both in one transaction.
 type EventFunc func(Product) (events.Envelope, error)
 
+// Receipt keeps the response to a create under the request's
+// Idempotency-Key, in the create's transaction, so that a retried create
+// is answered, not done again (idempotency.Record). The zero Receipt (a
+// request without a key) keeps nothing.
+type Receipt = idempotency.Record[Product]
+
 // Storer is the persistence the business layer needs. Each write stores the
 // change and the event built by the EventFunc atomically.
 type Storer interface {
-	Create(ctx context.Context, np NewProduct, event EventFunc) (Product, error)
+	// Create stores np, its event and its receipt in one transaction.
+	Create(ctx context.Context, np NewProduct, event EventFunc, receipt Receipt) (Product, error)
 	// Update writes p over the row with p.ID only if that row still has
 	// p.Version, incrementing the version; ErrVersionChanged otherwise.
 	Update(ctx context.Context, p Product, event EventFunc) (Product, error)
@@ -176,12 +184,13 @@ func AuthorizeDelete(caller identity.Identity) error {
 	return nil
 }
 
-// Create stores a new product and its product.created event.
-func (b *Business) Create(ctx context.Context, caller identity.Identity, np NewProduct) (Product, error) {
+// Create stores a new product, its product.created event and the
+// receipt of the request.
+func (b *Business) Create(ctx context.Context, caller identity.Identity, np NewProduct, receipt Receipt) (Product, error) {
 	if err := AuthorizeWrite(caller); err != nil {
 		return Product{}, err
 	}
-	p, err := b.storer.Create(ctx, np, b.changedEvent(EventCreated))
+	p, err := b.storer.Create(ctx, np, b.changedEvent(EventCreated), receipt)
 	if err != nil {
 		return Product{}, fmt.Errorf("create product: %w", err)
 	}

@@ -44,7 +44,7 @@ func (s *fakeStore) concurrentWrite(id int64) {
 	s.products[id] = p
 }
 
-func (s *fakeStore) Create(context.Context, NewProduct, EventFunc) (Product, error) {
+func (s *fakeStore) Create(context.Context, NewProduct, EventFunc, Receipt) (Product, error) {
 	return Product{}, errors.New("not used")
 }
 

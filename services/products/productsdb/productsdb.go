@@ -70,8 +70,9 @@ func toBusProduct(d dbProduct) (productsbus.Product, error) {
 	}, nil
 }
 
-// Create inserts np and its event in one transaction.
-func (s *Store) Create(ctx context.Context, np productsbus.NewProduct, event productsbus.EventFunc) (productsbus.Product, error) {
+// Create inserts np, its event and the request's receipt in one
+// transaction.
+func (s *Store) Create(ctx context.Context, np productsbus.NewProduct, event productsbus.EventFunc, receipt productsbus.Receipt) (productsbus.Product, error) {
 	var p productsbus.Product
 	err := pgstore.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		row := tx.QueryRow(ctx,
@@ -83,7 +84,9 @@ func (s *Store) Create(ctx context.Context, np productsbus.NewProduct, event pro
 		if p, err = s.storedWithEvent(ctx, tx, row, event); err != nil {
 			return fmt.Errorf("insert: %w", err)
 		}
-		return nil
+		// Last: a concurrent request with the same key waits here
+		// until the first commits, then rolls this one back.
+		return receipt.Keep(ctx, tx, p)
 	})
 	return p, err
 }

@@ -94,7 +94,7 @@ func TestCreateAndQueryKeepExactPrices(t *testing.T) {
 		var seen []productsbus.Product
 		created, err := store.Create(ctx, productsbus.NewProduct{
 			Name: "item " + text, Description: "d", Price: mustPrice(t, text), StockQuantity: 7,
-		}, testEvent(productsbus.EventCreated, &seen))
+		}, testEvent(productsbus.EventCreated, &seen), productsbus.Receipt{})
 		if err != nil {
 			t.Fatalf("create %s: %v", text, err)
 		}
@@ -132,7 +132,7 @@ func TestUpdateIsConditionalOnVersion(t *testing.T) {
 	ctx := context.Background()
 	var seen []productsbus.Product
 	p, err := store.Create(ctx, productsbus.NewProduct{Name: "lamp", Price: mustPrice(t, "10.00"), StockQuantity: 3},
-		testEvent(productsbus.EventCreated, &seen))
+		testEvent(productsbus.EventCreated, &seen), productsbus.Receipt{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestDelete(t *testing.T) {
 	store, pool := newStore(t)
 	ctx := context.Background()
 	var seen []productsbus.Product
-	p, err := store.Create(ctx, productsbus.NewProduct{Name: "chair", Price: mustPrice(t, "49.00")}, testEvent(productsbus.EventCreated, &seen))
+	p, err := store.Create(ctx, productsbus.NewProduct{Name: "chair", Price: mustPrice(t, "49.00")}, testEvent(productsbus.EventCreated, &seen), productsbus.Receipt{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestWriteAndEventAreAtomic(t *testing.T) {
 		return events.Envelope{}, errors.New("no event today")
 	}
 
-	if _, err := store.Create(ctx, productsbus.NewProduct{Name: "ghost", Price: mustPrice(t, "1.00")}, failing); err == nil {
+	if _, err := store.Create(ctx, productsbus.NewProduct{Name: "ghost", Price: mustPrice(t, "1.00")}, failing, productsbus.Receipt{}); err == nil {
 		t.Fatal("create succeeded although its event failed")
 	}
 	page, err := store.Query(ctx, productsbus.QueryFilter{}, productsbus.Page{Limit: 10})
@@ -229,7 +229,7 @@ func TestWriteAndEventAreAtomic(t *testing.T) {
 	}
 
 	var seen []productsbus.Product
-	p, err := store.Create(ctx, productsbus.NewProduct{Name: "real", Price: mustPrice(t, "1.00")}, testEvent(productsbus.EventCreated, &seen))
+	p, err := store.Create(ctx, productsbus.NewProduct{Name: "real", Price: mustPrice(t, "1.00")}, testEvent(productsbus.EventCreated, &seen), productsbus.Receipt{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestQueryPagesAndFilters(t *testing.T) {
 	ids := map[string]int64{}
 	for _, n := range names {
 		var seen []productsbus.Product
-		p, err := store.Create(ctx, productsbus.NewProduct{Name: n, Price: mustPrice(t, "1.00")}, testEvent(productsbus.EventCreated, &seen))
+		p, err := store.Create(ctx, productsbus.NewProduct{Name: n, Price: mustPrice(t, "1.00")}, testEvent(productsbus.EventCreated, &seen), productsbus.Receipt{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,13 +21,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portico-mesh/portico/mesh/localenv/localenvtest"
+	"github.com/portico-mesh/portico/services/platform/idempotency"
 	"github.com/portico-mesh/portico/services/platform/outbox"
 	"github.com/portico-mesh/portico/services/platform/pgstore"
 )
 
 // NewDatabase creates a service's database, migrated like service.Open
-// does it: the outbox's line, then fsys as the service's own line (empty,
-// without the outbox, when fsys is nil). It returns its URL and drops it
+// does it: the platform's lines (outbox, idempotency keys), then fsys as
+// the service's own line (empty, without the platform's, when fsys is
+// nil). It returns its URL and drops it
 // when the test ends.
 func NewDatabase(tb testing.TB, fsys fs.FS) string {
 	tb.Helper()
@@ -42,7 +44,7 @@ func NewDatabase(tb testing.TB, fsys fs.FS) string {
 
 	template := "template0"
 	if fsys != nil {
-		lines := []pgstore.Line{outbox.Migrations(), {Migrations: fsys}}
+		lines := []pgstore.Line{outbox.Migrations(), idempotency.Migrations(), {Migrations: fsys}}
 		if template, err = ensureTemplate(ctx, admin, adminURL, lines); err != nil {
 			tb.Fatalf("template database: %v", err)
 		}
