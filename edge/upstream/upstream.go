@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -24,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/portico-mesh/portico/edge/httpcache"
+	"github.com/portico-mesh/portico/services/platform/backoff"
 	"github.com/portico-mesh/portico/services/platform/problem"
 	"github.com/portico-mesh/portico/services/platform/telemetry"
 )
@@ -90,6 +92,15 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxResponseBytes is the largest response body read (default 8 MiB).
 	MaxResponseBytes int64
+	// RefusedRetryFor is how long a refused connection to the sidecar's
+	// listener is tried again (default 4s, within the request's deadline).
+	// A refused connect sent nothing, so a retry is safe for any method;
+	// and the sidecar's listener is briefly absent when its xDS server
+	// restarts: measured in e2e/faults, Consul's agent restarted with its
+	// data sent the edge's sidecar its first configuration without the
+	// products upstream (that watch's first fetch failed, "no cluster ca
+	// config set"), and the listener was gone for 2.5 s.
+	RefusedRetryFor time.Duration
 	// Tracing makes each forwarded request a client span ("<method>",
 	// with the upstream, address and status), the child of the edge's
 	// request span, and writes its context into the forwarded headers
@@ -117,6 +128,9 @@ func New(cfg Config) *Proxy {
 	}
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 8 << 20
+	}
+	if cfg.RefusedRetryFor <= 0 {
+		cfg.RefusedRetryFor = 4 * time.Second
 	}
 	transport := &http.Transport{
 		// Never a proxy from the environment: upstreams are local listeners.
@@ -187,25 +201,47 @@ func (p *Proxy) RoundTrip(ctx context.Context, req *httpcache.Request) (*httpcac
 // attrUpstream is the span attribute naming the service forwarded to.
 const attrUpstream = attribute.Key("portico.upstream")
 
-// forward sends req to addr with the trace context of ctx.
+// refusedBackoff spaces the retries of a refused connection.
+var refusedBackoff = backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}
+
+// send sends req to addr with the trace context of ctx, again while the
+// connection is refused, for up to RefusedRetryFor.
+func (p *Proxy) send(ctx context.Context, addr string, req *httpcache.Request) (*http.Response, error) {
+	giveUp := time.Now().Add(p.cfg.RefusedRetryFor)
+	for failures := 1; ; failures++ {
+		var body io.Reader
+		if len(req.Body) > 0 {
+			body = bytes.NewReader(req.Body)
+		}
+		hreq, err := http.NewRequestWithContext(ctx, req.Method, "http://"+addr+req.URI, body)
+		if err != nil {
+			return nil, err
+		}
+		hreq.Header = req.Header.Clone()
+		// Go's transport asks for gzip and decodes it when the client did
+		// not ask itself: the edge stores and serves identity bodies and
+		// leaves compression to the ingress.
+		hreq.Header.Del("Accept-Encoding")
+		// Replaces the context the request arrived with (the edge's
+		// sidecar's) with the edge's own.
+		p.propagator.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
+		resp, err := p.client.Do(hreq)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			return resp, err
+		}
+		// Retry only if the wait ends before the budget and the
+		// request's deadline do: a caller out of time hears the refusal.
+		wait := refusedBackoff.Delay(failures)
+		next := time.Now().Add(wait)
+		if deadline, ok := ctx.Deadline(); next.After(giveUp) || (ok && next.After(deadline)) || !backoff.Wait(ctx, wait) {
+			return nil, err
+		}
+	}
+}
+
+// forward sends req to addr and reads the response.
 func (p *Proxy) forward(ctx context.Context, addr string, req *httpcache.Request) (*httpcache.Response, error) {
-	var body io.Reader
-	if len(req.Body) > 0 {
-		body = bytes.NewReader(req.Body)
-	}
-	hreq, err := http.NewRequestWithContext(ctx, req.Method, "http://"+addr+req.URI, body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
-	}
-	hreq.Header = req.Header.Clone()
-	// Go's transport asks for gzip and decodes it when the client did not
-	// ask itself: the edge stores and serves identity bodies and leaves
-	// compression to the ingress.
-	hreq.Header.Del("Accept-Encoding")
-	// Replaces the context the request arrived with (the edge's sidecar's)
-	// with the edge's own.
-	p.propagator.Inject(ctx, propagation.HeaderCarrier(hreq.Header))
-	resp, err := p.client.Do(hreq)
+	resp, err := p.send(ctx, addr, req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrTimeout, req.Upstream, err)

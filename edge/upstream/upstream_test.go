@@ -3,6 +3,8 @@ package upstream
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -82,5 +84,58 @@ func TestRoundTrip(t *testing.T) {
 		if p := Classify(err); p == nil || p.Status != tc.status {
 			t.Errorf("%s %s: problem %+v, want status %d", tc.upstream, tc.uri, p, tc.status)
 		}
+	}
+}
+
+// A sidecar listener that is briefly absent (its xDS server restarting)
+// refuses connections: the request is sent again once it listens, within
+// RefusedRetryFor; after that the refusal is the answer.
+func TestRefusedConnectionIsTriedAgain(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused from now until the server below listens
+	p := New(Config{Addresses: Addresses{"svc": addr}, RefusedRetryFor: 5 * time.Second})
+	defer p.CloseIdleConnections()
+
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Body", string(body))
+		w.WriteHeader(http.StatusCreated)
+	}), ReadHeaderTimeout: time.Second}
+	listening := make(chan error, 1)
+	time.AfterFunc(300*time.Millisecond, func() {
+		ln, err := net.Listen("tcp", addr)
+		listening <- err
+		if err == nil {
+			_ = srv.Serve(ln)
+		}
+	})
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := p.RoundTrip(ctx, &httpcache.Request{Upstream: "svc", Method: http.MethodPost, URI: "/", Header: http.Header{}, Body: []byte("once")})
+	if lerr := <-listening; lerr != nil {
+		t.Fatalf("listen again on %s: %v", addr, lerr)
+	}
+	if err != nil {
+		t.Fatalf("not tried again once the listener was back: %v", err)
+	}
+	// The body is sent whole on the attempt that connects.
+	if resp.Status != http.StatusCreated || resp.Header.Get("X-Body") != "once" {
+		t.Errorf("%d %q", resp.Status, resp.Header.Get("X-Body"))
+	}
+
+	quick := New(Config{Addresses: Addresses{"down": "127.0.0.1:1"}, RefusedRetryFor: 200 * time.Millisecond})
+	start := time.Now()
+	_, err = quick.RoundTrip(ctx, &httpcache.Request{Upstream: "down", Method: http.MethodGet, URI: "/", Header: http.Header{}})
+	if !errors.Is(err, ErrUnreachable) {
+		t.Errorf("err = %v, want ErrUnreachable", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("gave up after %v, RefusedRetryFor is 200ms", took)
 	}
 }
