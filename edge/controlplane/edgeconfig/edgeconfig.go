@@ -149,6 +149,13 @@ type Route struct {
 	// Cache sends the route's GET and HEAD requests through the edge
 	// service's response cache; the service decides what is cacheable.
 	Cache bool `json:"cache,omitempty"`
+	// IdempotencyKeys says the service honours an Idempotency-Key on
+	// this route's writes: it keeps the first response with the key and
+	// answers every repeat from it (services/platform/idempotency). Then
+	// the ingress may retry a keyed write as it retries reads. Set it only
+	// for services that do: a repeat of a write its service does not
+	// deduplicate is a second write (a second registration answers 409).
+	IdempotencyKeys bool `json:"idempotencyKeys,omitempty"`
 	Policy
 }
 

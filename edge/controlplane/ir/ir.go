@@ -64,8 +64,12 @@ type Route struct {
 	// Public routes need no token.
 	Public  bool          `json:"public,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
-	// Retry applies to idempotent methods only.
+	// Retry applies to idempotent methods only, and to writes with an
+	// Idempotency-Key when RetryKeyedWrites.
 	Retry *Retry `json:"retry,omitempty"`
+	// RetryKeyedWrites: the service deduplicates writes by their
+	// Idempotency-Key, so a keyed write is retried as reads are.
+	RetryKeyedWrites bool `json:"retryKeyedWrites,omitempty"`
 	// LocalRateLimit is a token bucket in each ingress instance.
 	LocalRateLimit *TokenBucket `json:"localRateLimit,omitempty"`
 	// GlobalRateLimits are shared by every ingress instance.

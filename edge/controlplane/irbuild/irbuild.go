@@ -168,15 +168,16 @@ func hideOperational(routes []ir.Route) []ir.Route {
 func (b *builder) documentRoutes(r edgeconfig.Route) []ir.Route {
 	policy := merge(b.in.Document.Defaults, r.Policy)
 	base := ir.Route{
-		Name:            r.Name,
-		Path:            r.Path,
-		Prefix:          r.Prefix,
-		Methods:         slices.Clone(r.Methods),
-		Cluster:         b.use(r.Service),
-		Rewrite:         r.Rewrite,
-		ForwardedPrefix: forwardedPrefix(r),
-		Public:          r.Public,
-		Timeout:         policy.Timeout.D(),
+		Name:             r.Name,
+		Path:             r.Path,
+		Prefix:           r.Prefix,
+		Methods:          slices.Clone(r.Methods),
+		Cluster:          b.use(r.Service),
+		Rewrite:          r.Rewrite,
+		ForwardedPrefix:  forwardedPrefix(r),
+		Public:           r.Public,
+		Timeout:          policy.Timeout.D(),
+		RetryKeyedWrites: r.IdempotencyKeys,
 	}
 	applyPolicy(&base, policy, b.in.RateLimit != nil)
 	edge := b.in.Document.Edge.Service

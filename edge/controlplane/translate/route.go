@@ -109,13 +109,15 @@ func envoyRoutes(r ir.Route) ([]*route.Route, error) {
 	}
 	// Empty methods means every method: the write route catches the rest.
 	if len(writes) > 0 || len(r.Methods) == 0 {
-		// Writes with an Idempotency-Key retry as reads do
-		// (idempotentwrites.go).
-		keyed, err := keyedWriteRoute(r, writes)
-		if err != nil {
-			return nil, err
+		// Writes with an Idempotency-Key retry as reads do, where the
+		// service deduplicates them (idempotentwrites.go).
+		if r.RetryKeyedWrites {
+			keyed, err := keyedWriteRoute(r, writes)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, keyed)
 		}
-		out = append(out, keyed)
 		rp, err := retryPolicy(r.Retry, safeRetryOn)
 		if err != nil {
 			return nil, err
