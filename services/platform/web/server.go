@@ -11,7 +11,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/gofiber/contrib/otelfiber/v2"
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -96,12 +95,7 @@ func New(cfg Config) *Server {
 	})
 	s.app.Use(
 		requestID(),
-		otelfiber.Middleware(
-			otelfiber.WithTracerProvider(cfg.Tracing.Provider),
-			otelfiber.WithPropagators(cfg.Tracing.Propagator),
-			otelfiber.WithNext(isOperational),
-			otelfiber.WithSpanNameFormatter(spanName),
-		),
+		traceContext(cfg.Tracing),
 		// Tracing has put the span into the user context; carry the request
 		// id there too so business code logs with both.
 		func(c *fiber.Ctx) error {
